@@ -1,0 +1,70 @@
+// swift-tools-version:6.2
+
+import PackageDescription
+
+/// Plugins bind their own symbols first (`-Bsymbolic`): a plugin's statically linked copy of PluginKit must never be
+/// interposed by the host's copy or another plugin's, whatever version each was built with.
+let pluginLinkerSettings: [LinkerSetting] = [.unsafeFlags(["-Xlinker", "-Bsymbolic"])]
+
+let package = Package(
+    name: "hookproxy",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "hookproxy", targets: ["Host"]),
+        .library(name: "hookproxy-discord", type: .dynamic, targets: ["DiscordPlugin"]),
+        .library(name: "hookproxy-slack", type: .dynamic, targets: ["SlackPlugin"]),
+        .library(name: "hookproxy-generic", type: .dynamic, targets: ["GenericPlugin"]),
+        .library(name: "PluginKit", targets: ["PluginKit"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+    ],
+    targets: [
+        .target(name: "PluginABI", path: "Sources/PluginABI"),
+        .target(name: "PluginKit", dependencies: ["PluginABI"], path: "Sources/PluginKit"),
+        .executableTarget(
+            name: "Host",
+            dependencies: [
+                "PluginABI",
+                "PluginKit",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            path: "Sources/Host"
+        ),
+        .target(
+            name: "DiscordPlugin", dependencies: ["PluginKit"], path: "Plugins/Discord",
+            linkerSettings: pluginLinkerSettings),
+        .target(
+            name: "SlackPlugin", dependencies: ["PluginKit"], path: "Plugins/Slack",
+            linkerSettings: pluginLinkerSettings),
+        .target(
+            name: "GenericPlugin", dependencies: ["PluginKit"], path: "Plugins/Generic",
+            linkerSettings: pluginLinkerSettings),
+        .testTarget(
+            name: "HostTests",
+            dependencies: [
+                "Host",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ]),
+        .testTarget(name: "PluginKitTests", dependencies: ["PluginKit"]),
+    ]
+)

@@ -1,0 +1,68 @@
+import ArgumentParser
+import Foundation
+import Logging
+import PluginKit
+
+/// `hookproxy plugins`: lists the plugins hookproxy finds, and the files it refuses.
+struct PluginsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "plugins",
+        abstract: "List discovered plugins: name, version, capabilities, ABI version, file (and refused files).")
+
+    @OptionGroup var options: GlobalOptions
+
+    @Flag(name: .long, help: "Print JSON instead of a table.")
+    var json = false
+
+    func run() async throws {
+        var logger = options.bootstrapLogging()
+        logger.logLevel = .error
+        // The plugins directory comes from the configuration when there is one; else ./plugins.
+        let directory: String
+        if FileManager.default.fileExists(atPath: options.configFile) {
+            do {
+                directory = try ConfigLoader().load(file: options.configFile).plugins.directory
+            } catch {
+                throw CLIFailure.usage(error.description)
+            }
+        } else {
+            directory = ConfigLoader.resolvePath("plugins", base: FileManager.default.currentDirectoryPath)
+        }
+        let catalog = PluginLoader.discover(directory: directory, logger: logger)
+        let plugins = catalog.plugins.values.sorted { $0.name < $1.name }
+        if json {
+            let list: JSONValue = [
+                "plugins": .array(
+                    plugins.map {
+                        [
+                            "name": .string($0.name), "version": .string($0.version),
+                            "capabilities": .array($0.capabilityNames.map(JSONValue.string)), "abi_version": .int($0.abiVersion),
+                            "file": .string($0.file),
+                        ]
+                    }),
+                "refused": .array(catalog.refusals.map { ["file": .string($0.file), "reason": .string($0.reason)] }),
+            ]
+            print(list.serialized())
+            return
+        }
+        let rows =
+            [["NAME", "VERSION", "CAPABILITIES", "ABI", "FILE"]]
+            + plugins.map { [$0.name, $0.version, $0.capabilityNames.joined(separator: ","), String($0.abiVersion), $0.file] }
+        print(TextTable.render(rows))
+        if plugins.isEmpty { print("(no plugins found in \(directory) or beside the executable)") }
+        for refusal in catalog.refusals { print("refused: \(refusal.file): \(refusal.reason)") }
+    }
+}
+
+/// Plain aligned text tables for the CLI.
+enum TextTable {
+    static func render(_ rows: [[String]]) -> String {
+        guard let columns = rows.map(\.count).max() else { return "" }
+        let widths = (0..<columns).map { column in rows.map { column < $0.count ? $0[column].count : 0 }.max() ?? 0 }
+        return rows.map { row in
+            row.enumerated().map { column, cell in
+                column == row.count - 1 ? cell : cell.padding(toLength: widths[column], withPad: " ", startingAt: 0)
+            }.joined(separator: "  ")
+        }.joined(separator: "\n")
+    }
+}

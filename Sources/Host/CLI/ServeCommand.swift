@@ -1,0 +1,26 @@
+import ArgumentParser
+
+/// `hookproxy serve`: runs ingest, delivery and admin until SIGTERM or SIGINT, then drains.
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Run the server (ingest, delivery, admin) until SIGTERM/SIGINT, then drain gracefully.")
+
+    @OptionGroup var options: GlobalOptions
+
+    func run() async throws {
+        let logger = options.bootstrapLogging()
+        let runtime = try options.loadRuntime(logger: logger)
+        let server: HookproxyServer
+        do {
+            server = try HookproxyServer(runtime: runtime, logger: logger)
+        } catch {
+            throw CLIFailure.runtime("hookproxy: \(error)")
+        }
+        do {
+            try await server.run()
+        } catch {
+            throw CLIFailure.runtime("hookproxy: \(error)")
+        }
+    }
+}

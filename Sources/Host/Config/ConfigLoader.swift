@@ -1,0 +1,422 @@
+import Foundation
+import PluginKit
+import Yams
+
+/// Reads `sources.yaml` into a ``HookproxyConfig``: every key checked, every problem reported with file, line and key.
+///
+/// Relative paths in the file (the SQLite database, the plugins directory) are relative to the file's own directory,
+/// so a configuration means the same thing whatever directory hookproxy is started from.
+struct ConfigLoader: Sendable {
+    var environment: [String: String] = ProcessInfo.processInfo.environment
+
+    /// Loads and validates the file at `path`.
+    func load(file path: String) throws(ConfigError) -> HookproxyConfig {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigError([ConfigProblem(file: path, line: nil, key: "", message: "cannot read the configuration file")])
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw ConfigError([ConfigProblem(file: path, line: nil, key: "", message: "the file is not valid UTF-8")])
+        }
+        return try load(yaml: text, file: path)
+    }
+
+    /// Loads and validates YAML text; `file` names it in messages and anchors relative paths.
+    func load(yaml: String, file: String) throws(ConfigError) -> HookproxyConfig {
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: yaml)
+        } catch let error as YamlError {
+            throw ConfigError([Self.syntaxProblem(error, file: file)])
+        } catch {
+            throw ConfigError([ConfigProblem(file: file, line: nil, key: "", message: "not valid YAML: \(error)")])
+        }
+        guard let root else {
+            throw ConfigError([ConfigProblem(file: file, line: nil, key: "", message: "the file is empty")])
+        }
+        let reader = ConfigReader(file: file, substitution: EnvironmentSubstitution(environment: environment))
+        let baseDirectory = URL(fileURLWithPath: file).deletingLastPathComponent().path
+        let config = Self.read(root, reader: reader, baseDirectory: baseDirectory)
+        if !reader.problems.isEmpty { throw ConfigError(reader.problems) }
+        return config!
+    }
+
+    private static func syntaxProblem(_ error: YamlError, file: String) -> ConfigProblem {
+        switch error {
+        case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _):
+            return ConfigProblem(file: file, line: mark.line, key: "", message: "not valid YAML: \(problem)")
+        default:
+            return ConfigProblem(file: file, line: nil, key: "", message: "not valid YAML: \(error)")
+        }
+    }
+
+    static func resolvePath(_ path: String, base: String) -> String {
+        path.hasPrefix("/") ? path : URL(fileURLWithPath: base).appendingPathComponent(path).standardizedFileURL.path
+    }
+
+    // MARK: Sections
+
+    private static func read(_ root: Node, reader: ConfigReader, baseDirectory: String) -> HookproxyConfig? {
+        guard
+            let sections = reader.entries(
+                root, "", allowed: ["server", "storage", "plugins", "defaults", "destinations", "sources"])
+        else { return nil }
+        var server = ServerConfig()
+        var storage = StorageConfig(backend: .sqlite(path: resolvePath("data/hookproxy.sqlite", base: baseDirectory)))
+        var plugins = PluginsConfig(directory: resolvePath("plugins", base: baseDirectory))
+        var defaults = DeliveryDefaults()
+        var destinationsNode: (Node, Node)?
+        var sourcesNode: (Node, Node)?
+        for (name, keyNode, value) in sections {
+            switch name {
+            case "server": readServer(value, into: &server, reader: reader)
+            case "storage": readStorage(value, into: &storage, reader: reader, baseDirectory: baseDirectory)
+            case "plugins":
+                for (key, _, node) in reader.entries(value, "plugins", allowed: ["directory"]) ?? [] where key == "directory" {
+                    if let path = reader.string(node, "plugins.directory") {
+                        plugins.directory = resolvePath(path, base: baseDirectory)
+                    }
+                }
+            case "defaults": readDefaults(value, into: &defaults, reader: reader)
+            case "destinations": destinationsNode = (keyNode, value)
+            case "sources": sourcesNode = (keyNode, value)
+            default: break
+            }
+        }
+        var destinations: [String: DestinationConfig] = [:]
+        if let (_, node) = destinationsNode {
+            for (name, keyNode, value) in reader.entries(node, "destinations") ?? [] {
+                if let destination = readDestination(name, keyNode, value, defaults: defaults, reader: reader) {
+                    destinations[name] = destination
+                }
+            }
+        }
+        var sources: [String: SourceConfig] = [:]
+        if let (keyNode, node) = sourcesNode {
+            for (name, sourceKey, value) in reader.entries(node, "sources") ?? [] {
+                if let source = readSource(name, sourceKey, value, destinations: destinations, reader: reader) {
+                    sources[name] = source
+                }
+            }
+            if sources.isEmpty, reader.problems.isEmpty { reader.problem(keyNode, "sources", "no source is defined") }
+        } else {
+            reader.problem(root, "sources", "is missing: define at least one source")
+        }
+        return HookproxyConfig(
+            file: reader.file, server: server, storage: storage, plugins: plugins, destinations: destinations,
+            sources: sources)
+    }
+
+    private static func readListen(_ node: Node, _ key: String, reader: ConfigReader) -> ListenAddress? {
+        guard let text = reader.string(node, key) else { return nil }
+        let host: Substring
+        let portText: Substring
+        if text.hasPrefix("["), let close = text.firstIndex(of: "]") {
+            host = text[text.index(after: text.startIndex)..<close]
+            portText = text[text.index(after: close)...].drop { $0 == ":" }
+        } else if let colon = text.lastIndex(of: ":") {
+            host = text[..<colon]
+            portText = text[text.index(after: colon)...]
+        } else {
+            reader.problem(node, key, "must be host:port, such as 0.0.0.0:8080, not '\(text)'")
+            return nil
+        }
+        guard let port = Int(portText), (0...65535).contains(port), !host.isEmpty else {
+            reader.problem(node, key, "must be host:port with a port from 0 to 65535, not '\(text)'")
+            return nil
+        }
+        return ListenAddress(host: String(host), port: port)
+    }
+
+    private static func readServer(_ node: Node, into server: inout ServerConfig, reader: ConfigReader) {
+        for (key, _, value) in reader.entries(node, "server", allowed: ["listen", "admin_listen", "admin_token", "max_body_bytes"]) ?? [] {
+            let path = "server.\(key)"
+            switch key {
+            case "listen": readListen(value, path, reader: reader).map { server.listen = $0 }
+            case "admin_listen": readListen(value, path, reader: reader).map { server.adminListen = $0 }
+            case "admin_token": server.adminToken = reader.string(value, path).flatMap { $0.isEmpty ? nil : $0 }
+            case "max_body_bytes": reader.integer(value, path, range: 1...1_073_741_824).map { server.maxBodyBytes = $0 }
+            default: break
+            }
+        }
+    }
+
+    private static func readStorage(_ node: Node, into storage: inout StorageConfig, reader: ConfigReader, baseDirectory: String) {
+        for (key, _, value) in reader.entries(node, "storage", allowed: ["url", "retention"]) ?? [] {
+            let path = "storage.\(key)"
+            switch key {
+            case "url":
+                guard let url = reader.string(value, path) else { continue }
+                if url.hasPrefix("sqlite:") {
+                    var file = String(url.dropFirst("sqlite:".count))
+                    if file.hasPrefix("//") { file = String(file.dropFirst(2)) }
+                    guard !file.isEmpty else {
+                        reader.problem(value, path, "needs a file after 'sqlite:', such as sqlite:data/hookproxy.sqlite")
+                        continue
+                    }
+                    storage.backend = .sqlite(path: resolvePath(file, base: baseDirectory))
+                } else if url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") {
+                    reader.problem(value, path, "PostgreSQL storage is not available in this version; use sqlite:FILE")
+                } else {
+                    reader.problem(value, path, "must start with sqlite: (for example sqlite:data/hookproxy.sqlite)")
+                }
+            case "retention":
+                reader.duration(value, path).map { storage.retention = $0 }
+            default: break
+            }
+        }
+    }
+
+    /// The `defaults` section: what destinations inherit.
+    struct DeliveryDefaults {
+        var timeout: Duration = .seconds(15)
+        var retry = RetryPolicy()
+    }
+
+    private static func readDefaults(_ node: Node, into defaults: inout DeliveryDefaults, reader: ConfigReader) {
+        for (key, _, value) in reader.entries(node, "defaults", allowed: ["timeout", "retry"]) ?? [] {
+            switch key {
+            case "timeout": reader.duration(value, "defaults.timeout").map { defaults.timeout = $0 }
+            case "retry": defaults.retry = readRetry(value, "defaults.retry", base: defaults.retry, reader: reader)
+            default: break
+            }
+        }
+    }
+
+    private static func readRetry(_ node: Node, _ key: String, base: RetryPolicy, reader: ConfigReader) -> RetryPolicy {
+        var policy = base
+        let entries = reader.entries(node, key, allowed: ["schedule", "exponential", "jitter"]) ?? []
+        if entries.contains(where: { $0.0 == "schedule" }), entries.contains(where: { $0.0 == "exponential" }) {
+            reader.problem(node, key, "give either 'schedule' or 'exponential', not both")
+        }
+        for (name, _, value) in entries {
+            let path = "\(key).\(name)"
+            switch name {
+            case "schedule":
+                guard case .sequence(let items) = value, !items.isEmpty else {
+                    reader.problem(value, path, "must be a list of durations, such as [5s, 1m, 5m]")
+                    continue
+                }
+                let delays = items.enumerated().compactMap { reader.duration($1, "\(path)[\($0)]") }
+                if delays.count == items.count { policy.backoff = .schedule(delays) }
+            case "exponential":
+                var initial = Duration.seconds(1)
+                var multiplier = 2.0
+                var maximum = Duration.seconds(3600)
+                var attempts = 10
+                for (field, _, fieldValue) in reader.entries(value, path, allowed: ["initial", "multiplier", "max", "attempts"]) ?? [] {
+                    let fieldPath = "\(path).\(field)"
+                    switch field {
+                    case "initial": reader.duration(fieldValue, fieldPath).map { initial = $0 }
+                    case "multiplier": reader.number(fieldValue, fieldPath, range: 1...100).map { multiplier = $0 }
+                    case "max": reader.duration(fieldValue, fieldPath).map { maximum = $0 }
+                    case "attempts": reader.integer(fieldValue, fieldPath, range: 1...1000).map { attempts = $0 }
+                    default: break
+                    }
+                }
+                policy.backoff = .exponential(initial: initial, multiplier: multiplier, maximum: maximum, attempts: attempts)
+            case "jitter":
+                reader.number(value, path, range: 0...1).map { policy.jitter = $0 }
+            default: break
+            }
+        }
+        return policy
+    }
+
+    private static let destinationKeys = ["formatter", "url", "options", "headers", "timeout", "retry"]
+
+    private static func readDestination(
+        _ name: String, _ keyNode: Node, _ node: Node, defaults: DeliveryDefaults, reader: ConfigReader
+    ) -> DestinationConfig? {
+        let key = "destinations.\(name)"
+        guard let entries = reader.entries(node, key, allowed: destinationKeys) else { return nil }
+        var formatter: String?
+        var formatterLocation = reader.location(keyNode, key)
+        var url: String?
+        var options: JSONValue = .object(JSONObject())
+        var headers: [(name: String, value: String)] = []
+        var timeout = defaults.timeout
+        var retry = defaults.retry
+        for (field, fieldKey, value) in entries {
+            let path = "\(key).\(field)"
+            switch field {
+            case "formatter":
+                formatter = reader.string(value, path)
+                formatterLocation = reader.location(fieldKey, path)
+            case "url":
+                guard let text = reader.string(value, path) else { continue }
+                if let parsed = URL(string: text), let scheme = parsed.scheme?.lowercased(), ["http", "https"].contains(scheme),
+                    parsed.host != nil
+                {
+                    url = text
+                } else {
+                    // The URL may hold a secret token (Discord and Slack webhook URLs do): it is never echoed.
+                    reader.problem(value, path, "must be an http:// or https:// URL with a host")
+                }
+            case "options":
+                guard case .mapping = value else {
+                    reader.problem(value, path, "must be a mapping of formatter options")
+                    continue
+                }
+                options = reader.json(value, path)
+            case "headers":
+                for (headerName, _, headerValue) in reader.entries(value, path) ?? [] {
+                    if let text = reader.string(headerValue, "\(path).\(headerName)") { headers.append((headerName, text)) }
+                }
+            case "timeout": reader.duration(value, path).map { timeout = $0 }
+            case "retry": retry = readRetry(value, path, base: defaults.retry, reader: reader)
+            default: break
+            }
+        }
+        guard let formatter else {
+            reader.problem(keyNode, key, "needs 'formatter' (the name of a formatter plugin, such as discord)")
+            return nil
+        }
+        guard let url else {
+            if !entries.contains(where: { $0.0 == "url" }) { reader.problem(keyNode, key, "needs 'url'") }
+            return nil
+        }
+        return DestinationConfig(
+            name: name, formatter: formatter, options: options, url: url, headers: headers, timeout: timeout, retry: retry,
+            location: formatterLocation)
+    }
+
+    private static func readSource(
+        _ name: String, _ keyNode: Node, _ node: Node, destinations: [String: DestinationConfig], reader: ConfigReader
+    ) -> SourceConfig? {
+        let key = "sources.\(name)"
+        if !name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == ".") }) {
+            reader.problem(keyNode, key, "a source name may use only letters, digits, '-', '_' and '.' (it is part of the URL)")
+        }
+        guard
+            let entries = reader.entries(
+                node, key, allowed: ["destinations", "mapping", "mapper", "mapper_options", "idempotency_key", "replay"])
+        else { return nil }
+        var source = SourceConfig(
+            name: name, idempotencyKey: nil, mapper: nil, mapping: [], routes: [], replay: true,
+            location: reader.location(keyNode, key))
+        var mapperOptions: JSONValue = .object(JSONObject())
+        for (field, fieldKey, value) in entries {
+            let path = "\(key).\(field)"
+            switch field {
+            case "replay": reader.bool(value, path).map { source.replay = $0 }
+            case "idempotency_key":
+                guard let text = reader.string(value, path) else { continue }
+                do {
+                    source.idempotencyKey = try ValueSelector(parsing: text)
+                } catch {
+                    reader.problem(value, path, "\(error) (use header:NAME or body:$.path)")
+                }
+            case "mapper":
+                if let plugin = reader.string(value, path) {
+                    source.mapper = (plugin, .object(JSONObject()), reader.location(fieldKey, path))
+                }
+            case "mapper_options":
+                mapperOptions = reader.json(value, path)
+            case "mapping":
+                for (fieldName, _, spec) in reader.entries(value, path) ?? [] {
+                    if let mapped = readMappedField(fieldName, spec, "\(path).\(fieldName)", reader: reader) {
+                        source.mapping.append(mapped)
+                    }
+                }
+            case "destinations":
+                guard case .sequence(let items) = value else {
+                    reader.problem(value, path, "must be a list of destination names or {to: NAME, formatter: ..., options: ...}")
+                    continue
+                }
+                var seen = Set<String>()
+                for (index, item) in items.enumerated() {
+                    guard let route = readRoute(item, "\(path)[\(index)]", destinations: destinations, reader: reader) else { continue }
+                    if !seen.insert(route.destination).inserted {
+                        reader.problem(item, "\(path)[\(index)]", "destination '\(route.destination)' is listed twice")
+                        continue
+                    }
+                    source.routes.append(route)
+                }
+            default: break
+            }
+        }
+        if source.mapper != nil { source.mapper!.options = mapperOptions }
+        if source.routes.isEmpty, !entries.contains(where: { $0.0 == "destinations" }) {
+            reader.problem(keyNode, key, "needs 'destinations': a list of destinations its events are delivered to")
+        }
+        return source
+    }
+
+    private static func readMappedField(_ name: String, _ node: Node, _ key: String, reader: ConfigReader) -> MappedField? {
+        var selectorText: String?
+        var selectorNode = node
+        var required = false
+        var defaultValue: JSONValue?
+        if case .scalar = node {
+            selectorText = reader.string(node, key)
+        } else {
+            for (field, _, value) in reader.entries(node, key, allowed: ["path", "required", "default"]) ?? [] {
+                switch field {
+                case "path":
+                    selectorText = reader.string(value, "\(key).path")
+                    selectorNode = value
+                case "required": reader.bool(value, "\(key).required").map { required = $0 }
+                case "default": defaultValue = reader.json(value, "\(key).default")
+                default: break
+                }
+            }
+            if selectorText == nil, case .mapping = node {
+                reader.problem(node, key, "needs 'path' (a JSON path such as $.repository.full_name, or header:NAME)")
+                return nil
+            }
+        }
+        guard let selectorText else { return nil }
+        do {
+            return MappedField(
+                name: name, selector: try ValueSelector(parsing: selectorText), required: required, defaultValue: defaultValue)
+        } catch {
+            reader.problem(selectorNode, key, error.description)
+            return nil
+        }
+    }
+
+    private static func readRoute(_ node: Node, _ key: String, destinations: [String: DestinationConfig], reader: ConfigReader) -> Route? {
+        var name: String?
+        var nameNode = node
+        var formatter: String?
+        var options: JSONValue?
+        var formatterNode: Node?
+        if case .scalar = node {
+            name = reader.string(node, key)
+        } else {
+            for (field, fieldKey, value) in reader.entries(node, key, allowed: ["to", "formatter", "options"]) ?? [] {
+                switch field {
+                case "to":
+                    name = reader.string(value, "\(key).to")
+                    nameNode = value
+                case "formatter":
+                    formatter = reader.string(value, "\(key).formatter")
+                    formatterNode = fieldKey
+                case "options":
+                    guard case .mapping = value else {
+                        reader.problem(value, "\(key).options", "must be a mapping of formatter options")
+                        continue
+                    }
+                    options = reader.json(value, "\(key).options")
+                default: break
+                }
+            }
+            if name == nil, case .mapping = node {
+                reader.problem(node, key, "needs 'to': the name of a destination")
+                return nil
+            }
+        }
+        guard let name else { return nil }
+        guard let destination = destinations[name] else {
+            let hint = PluginOptions.closest(to: name, in: destinations.keys).map { " (did you mean '\($0)'?)" } ?? ""
+            reader.problem(nameNode, key, "unknown destination '\(name)'\(hint)")
+            return nil
+        }
+        let overrides = formatter != nil || options != nil
+        return Route(
+            destination: name, formatter: formatter ?? destination.formatter,
+            options: options ?? (formatter == nil ? destination.options : .object(JSONObject())),
+            overridesFormatter: overrides,
+            location: overrides ? reader.location(formatterNode ?? node, key) : destination.location)
+    }
+}

@@ -1,0 +1,160 @@
+import PluginKit
+
+/// The whole configuration, decoded and validated once from `sources.yaml`, then immutable.
+struct HookproxyConfig: Sendable {
+    /// The file it was read from.
+    var file: String
+    var server: ServerConfig
+    var storage: StorageConfig
+    var plugins: PluginsConfig
+    var destinations: [String: DestinationConfig]
+    var sources: [String: SourceConfig]
+}
+
+/// A place in the configuration file, for messages that name file, line and key.
+struct ConfigLocation: Sendable, Hashable, CustomStringConvertible {
+    var file: String
+    var line: Int
+    var key: String
+
+    var description: String { "\(file):\(line): \(key)" }
+}
+
+/// `host:port` to listen on.
+struct ListenAddress: Sendable, Hashable, CustomStringConvertible {
+    var host: String
+    var port: Int
+
+    var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}
+
+/// The `server` section.
+struct ServerConfig: Sendable {
+    var listen = ListenAddress(host: "0.0.0.0", port: 8080)
+    var adminListen = ListenAddress(host: "127.0.0.1", port: 9090)
+    /// When set, admin routes other than `/healthz` require `Authorization: Bearer <token>`.
+    var adminToken: String?
+    var maxBodyBytes = 1_048_576
+}
+
+/// The `storage` section.
+struct StorageConfig: Sendable {
+    enum Backend: Sendable, Equatable {
+        /// An SQLite database file (absolute path).
+        case sqlite(path: String)
+    }
+
+    var backend: Backend
+    /// Finished events older than this are purged.
+    var retention: Duration = .seconds(30 * 86_400)
+}
+
+/// The `plugins` section.
+struct PluginsConfig: Sendable {
+    /// Absolute path of the directory scanned for `.so` files (it need not exist).
+    var directory: String
+}
+
+/// When to try a failed delivery again.
+struct RetryPolicy: Sendable, Equatable {
+    enum Backoff: Sendable, Equatable {
+        /// Explicit delays: the n-th retry waits `delays[n-1]`; after the last one the delivery is dead.
+        case schedule([Duration])
+        /// `initial * multiplier^(n-1)`, capped at `maximum`, for at most `attempts` attempts in all.
+        case exponential(initial: Duration, multiplier: Double, maximum: Duration, attempts: Int)
+    }
+
+    var backoff: Backoff = .schedule([
+        .seconds(5), .seconds(60), .seconds(300), .seconds(1800), .seconds(7200), .seconds(18000), .seconds(36000),
+    ])
+    /// Each delay is randomised by ±jitter (a fraction, 0...1).
+    var jitter = 0.2
+
+    /// The largest number of attempts a delivery gets before it is dead.
+    var maximumAttempts: Int {
+        switch backoff {
+        case .schedule(let delays): delays.count + 1
+        case .exponential(_, _, _, let attempts): attempts
+        }
+    }
+
+    /// The delay before attempt `attempt + 1`, after `attempt` failed attempts; `nil` when the delivery is out of attempts.
+    func delay(afterAttempt attempt: Int, random: Double = Double.random(in: -1...1)) -> Duration? {
+        guard attempt < maximumAttempts else { return nil }
+        let base: Duration
+        switch backoff {
+        case .schedule(let delays):
+            base = delays[max(0, attempt - 1)]
+        case .exponential(let initial, let multiplier, let maximum, _):
+            let seconds = initial.seconds * pow(multiplier, Double(max(0, attempt - 1)))
+            base = seconds >= maximum.seconds ? maximum : .milliseconds(Int64(seconds * 1000))
+        }
+        let factor = 1 + jitter * max(-1, min(1, random))
+        return .milliseconds(Int64(max(0, base.seconds * factor * 1000)))
+    }
+}
+
+/// A named destination from `destinations`.
+struct DestinationConfig: Sendable {
+    var name: String
+    /// The declared name of the formatter plugin.
+    var formatter: String
+    /// Options for the formatter instance, as JSON.
+    var options: JSONValue
+    var url: String
+    /// Static headers added to every request.
+    var headers: [(name: String, value: String)]
+    /// The whole request (connect, send, response) must finish within this.
+    var timeout: Duration
+    var retry: RetryPolicy
+    var location: ConfigLocation
+}
+
+/// One field of a source's declarative `mapping`.
+struct MappedField: Sendable {
+    var name: String
+    var selector: ValueSelector
+    var required: Bool
+    var defaultValue: JSONValue?
+}
+
+/// One entry of a source's `destinations` list: where its events go and which formatter instance formats them.
+struct Route: Sendable {
+    var destination: String
+    var formatter: String
+    var options: JSONValue
+    /// True when the source overrides the destination's formatter or options.
+    var overridesFormatter: Bool
+    var location: ConfigLocation
+}
+
+/// A named source from `sources`: what `POST /webhooks/{name}` accepts.
+struct SourceConfig: Sendable {
+    var name: String
+    /// `header:NAME` or `body:$.path`: requests with a key seen before are answered as duplicates.
+    var idempotencyKey: ValueSelector?
+    /// A mapping plugin and its options, applied before the declarative mapping.
+    var mapper: (name: String, options: JSONValue, location: ConfigLocation)?
+    var mapping: [MappedField]
+    var routes: [Route]
+    /// False: replay answers 403.
+    var replay: Bool
+    var location: ConfigLocation
+
+    /// True when a request must carry a JSON body (a required mapped field reads the body).
+    var requiresJSON: Bool { mapping.contains { $0.required && $0.selector.readsBody } }
+}
+
+extension Duration {
+    /// The duration in seconds, as a double.
+    var seconds: Double {
+        let parts = components
+        return Double(parts.seconds) + Double(parts.attoseconds) / 1e18
+    }
+}
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif

@@ -1,0 +1,103 @@
+import Logging
+import PluginKit
+
+/// The ingest data path for one request: route -> parse -> map -> validate -> commit (group commit) -> wake delivery.
+///
+/// Everything before the commit runs in the request's own task, in parallel with other requests; only the ready event
+/// goes to the single writer. Nothing is stored for a request that is rejected.
+struct Ingestor: Sendable {
+    let runtime: RuntimeHolder
+    let writer: GroupCommitter<NewEvent, InsertResult>
+    let wake: WakeSignal
+    let logger: Logger
+
+    /// Headers never stored with an event: they carry credentials.
+    static let unstoredHeaders: Set<String> = ["authorization", "cookie", "proxy-authorization"]
+
+    /// The answer to an accepted request.
+    struct Accepted: Sendable {
+        var id: String
+        var duplicate: Bool
+    }
+
+    func ingest(source name: String, headers: [(name: String, value: String)], body: [UInt8], contentType: String, requestID: String)
+        async throws(APIError) -> Accepted
+    {
+        let runtime = self.runtime.runtime
+        guard let source = runtime.config.sources[name] else { throw APIError.unknownSource(name) }
+
+        var headerObject = JSONObject()
+        for header in headers {
+            let key = header.name.lowercased()
+            guard !Self.unstoredHeaders.contains(key) else { continue }
+            if case .string(let existing) = headerObject[key] {
+                headerObject[key] = .string(existing + ", " + header.value)
+            } else {
+                headerObject[key] = .string(header.value)
+            }
+        }
+
+        var payload: JSONValue?
+        switch PayloadDecoder.decode(body: body, contentType: contentType) {
+        case .payload(let value): payload = value
+        case .opaque: payload = nil
+        case .invalid(let reason):
+            if source.requiresJSON || source.mapper != nil { throw APIError.invalidBody(reason) }
+            payload = nil
+        }
+        if payload == nil, source.requiresJSON {
+            throw APIError.invalidBody("source '\(name)' needs a JSON body (it maps required fields from it)")
+        }
+
+        var fields = JSONObject()
+        if let mapper = runtime.instances.mapper(source: name) {
+            let document: JSONValue = ["source": .string(name), "headers": .object(headerObject), "payload": payload ?? .null]
+            switch mapper.map(document: document.serializedBytes(), body: body, contentType: contentType) {
+            case .fields(let mapped): fields = mapped
+            case .failed(let message, let permanent):
+                logger.warning("mapper failed", metadata: ["source": "\(name)", "request_id": "\(requestID)", "error": "\(message)"])
+                if permanent { throw APIError.mapperFailed(message) }
+                throw APIError.storageUnavailable()
+            }
+        }
+        for field in source.mapping {
+            var value = field.selector.select(headers: headerObject, payload: payload)
+            if value == nil || value == .null { value = field.defaultValue ?? value }
+            if field.required, value == nil || value == .null {
+                throw APIError.missingField(field.name, path: field.selector.description)
+            }
+            if let value { fields[field.name] = value }
+        }
+
+        let idempotencyKey = source.idempotencyKey.flatMap { $0.select(headers: headerObject, payload: payload) }.map(\.textValue)
+        let receivedAt = Clock.milliseconds()
+        let event = NewEvent(
+            id: EventID.make(milliseconds: receivedAt), source: name, receivedAt: receivedAt, contentType: contentType,
+            headersJSON: JSONValue.object(headerObject).serialized(), body: body,
+            fieldsJSON: JSONValue.object(fields).serialized(),
+            idempotencyKey: idempotencyKey.flatMap { $0.isEmpty ? nil : $0 },
+            deliveries: source.routes.map { NewDelivery(id: EventID.make(milliseconds: receivedAt), destination: $0.destination) })
+
+        let result: InsertResult
+        do {
+            result = try await writer.submit(event)
+        } catch {
+            logger.error(
+                "event not stored", metadata: ["source": "\(name)", "request_id": "\(requestID)", "error": "\(error)"])
+            throw APIError.storageUnavailable()
+        }
+        switch result {
+        case .stored:
+            wake.signal()
+            logger.debug(
+                "event accepted",
+                metadata: [
+                    "event_id": "\(event.id)", "source": "\(name)", "request_id": "\(requestID)", "deliveries": "\(event.deliveries.count)",
+                ])
+            return Accepted(id: event.id, duplicate: false)
+        case .duplicate(let original):
+            logger.info("duplicate event", metadata: ["event_id": "\(original)", "source": "\(name)", "request_id": "\(requestID)"])
+            return Accepted(id: original, duplicate: true)
+        }
+    }
+}

@@ -1,0 +1,128 @@
+import Foundation
+import Logging
+import PluginABI
+import Synchronization
+
+/// Finds and loads plugin libraries: every `*.so` in the configured plugins directory, and the `libhookproxy-*.so`
+/// files beside the `hookproxy` executable (so plugins built by `swift build` are found without copying).
+///
+/// Each file is opened once per process with `dlopen(RTLD_NOW | RTLD_LOCAL)` and never closed; the entry symbol's table
+/// is checked (ABI version, size, name, capabilities, functions) before the plugin is accepted.
+enum PluginLoader {
+    /// The file name pattern for plugins found beside the executable.
+    static let bundledPrefix = "libhookproxy-"
+
+    /// Everything one discovery found.
+    struct Catalog: Sendable {
+        /// Accepted plugins by declared name.
+        var plugins: [String: LoadedPlugin] = [:]
+        /// Files that were refused, in discovery order.
+        var refusals: [PluginRefusal] = []
+    }
+
+    /// The directory holding the running executable.
+    static var executableDirectory: String {
+        let path = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        return URL(fileURLWithPath: path).deletingLastPathComponent().path
+    }
+
+    /// Discovers plugins in `directory` (all `.so` files) and beside the executable (`libhookproxy-*.so`).
+    static func discover(directory: String, includeExecutableDirectory: Bool = true, logger: Logger) -> Catalog {
+        var files = soFiles(in: directory, prefix: "")
+        if includeExecutableDirectory {
+            let bundled = soFiles(in: executableDirectory, prefix: bundledPrefix)
+            files += bundled.filter { !files.contains($0) }
+        }
+        var catalog = Catalog()
+        for file in files {
+            switch load(file: file) {
+            case .success(let plugin):
+                if let existing = catalog.plugins[plugin.name] {
+                    if existing.file == plugin.file { continue }
+                    catalog.refusals.append(
+                        PluginRefusal(file: file, reason: "duplicate plugin name '\(plugin.name)' (already loaded from \(existing.file))"))
+                } else {
+                    catalog.plugins[plugin.name] = plugin
+                    logger.debug(
+                        "plugin loaded",
+                        metadata: ["plugin": "\(plugin.name)", "version": "\(plugin.version)", "file": "\(plugin.file)"])
+                }
+            case .failure(let refusal):
+                catalog.refusals.append(refusal)
+            }
+        }
+        for refusal in catalog.refusals { logger.warning("\(refusal.description)") }
+        return catalog
+    }
+
+    static func soFiles(in directory: String, prefix: String) -> [String] {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return [] }
+        return names.filter { $0.hasSuffix(".so") && $0.hasPrefix(prefix) }.sorted().map {
+            URL(fileURLWithPath: directory).appendingPathComponent($0).standardizedFileURL.resolvingSymlinksInPath().path
+        }
+    }
+
+    private static let loaded = Mutex<[String: Result<LoadedPlugin, PluginRefusal>]>([:])
+
+    /// Loads one library (once per process; later calls return the first result).
+    static func load(file: String) -> Result<LoadedPlugin, PluginRefusal> {
+        loaded.withLock { cache in
+            if let result = cache[file] { return result }
+            let result = open(file: file)
+            cache[file] = result
+            return result
+        }
+    }
+
+    private static func open(file: String) -> Result<LoadedPlugin, PluginRefusal> {
+        func refuse(_ reason: String) -> Result<LoadedPlugin, PluginRefusal> { .failure(PluginRefusal(file: file, reason: reason)) }
+        guard let handle = dlopen(file, RTLD_NOW | RTLD_LOCAL) else {
+            let message = dlerror().map { String(cString: $0) } ?? "unknown error"
+            return refuse("cannot be loaded: \(message)")
+        }
+        // The library is never closed: a plugin's code and static data must outlive every instance and table pointer.
+        guard let symbol = dlsym(handle, HOOKPROXY_PLUGIN_ENTRY_SYMBOL) else {
+            return refuse("it does not export the entry symbol '\(HOOKPROXY_PLUGIN_ENTRY_SYMBOL)' (is it a hookproxy plugin?)")
+        }
+        let entry = unsafeBitCast(symbol, to: hookproxy_plugin_entry_fn.self)
+        let host = HostCallbacks.make(for: file)
+        guard let table = entry(HOOKPROXY_ABI_VERSION, host) else {
+            return refuse("its entry symbol returned no table (the plugin declined to work with ABI version \(HOOKPROXY_ABI_VERSION))")
+        }
+        let abiVersion = table.pointee.abi_version
+        guard abiVersion == HOOKPROXY_ABI_VERSION else {
+            return refuse("it was built for plugin ABI version \(abiVersion), this hookproxy speaks ABI version \(HOOKPROXY_ABI_VERSION)")
+        }
+        let size = Int(table.pointee.struct_size)
+        guard size >= MemoryLayout<hookproxy_plugin>.size else {
+            return refuse(
+                "its table is \(size) bytes, smaller than the \(MemoryLayout<hookproxy_plugin>.size) bytes of ABI version \(HOOKPROXY_ABI_VERSION)"
+            )
+        }
+        guard let namePointer = table.pointee.name, let name = String(validatingCString: namePointer), !name.isEmpty,
+            name.utf8.count <= 64,
+            name.allSatisfy({ $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "-" || $0 == "_") })
+        else {
+            return refuse("its table has no valid name (lowercase letters, digits, '-' and '_', at most 64)")
+        }
+        let version = table.pointee.version.flatMap { String(validatingCString: $0) } ?? "unknown"
+        let capabilities = table.pointee.capabilities
+        let known = HOOKPROXY_CAPABILITY_FORMATTER | HOOKPROXY_CAPABILITY_MAPPER
+        guard capabilities & known != 0, capabilities & ~known == 0 else {
+            return refuse(
+                "plugin '\(name)' declares capabilities 0x\(String(capabilities, radix: 16)); expected formatter (0x1), mapper (0x2) or both"
+            )
+        }
+        var missing: [String] = []
+        if table.pointee.on_instance_new == nil { missing.append("on_instance_new") }
+        if table.pointee.on_instance_destroy == nil { missing.append("on_instance_destroy") }
+        if table.pointee.on_output_release == nil { missing.append("on_output_release") }
+        if capabilities & HOOKPROXY_CAPABILITY_FORMATTER != 0, table.pointee.on_format == nil { missing.append("on_format") }
+        if capabilities & HOOKPROXY_CAPABILITY_MAPPER != 0, table.pointee.on_map == nil { missing.append("on_map") }
+        guard missing.isEmpty else {
+            return refuse("plugin '\(name)' has no \(missing.joined(separator: ", ")) in its table")
+        }
+        return .success(
+            LoadedPlugin(name: name, version: version, capabilities: capabilities, abiVersion: abiVersion, file: file, table: table))
+    }
+}

@@ -1,0 +1,173 @@
+import AsyncHTTPClient
+import Hummingbird
+import Logging
+import NIOCore
+import ServiceLifecycle
+import Synchronization
+import UnixSignals
+
+/// The whole server: ingest listener, admin listener, ingest writer (group commit) and delivery engine, run as one
+/// `ServiceGroup` with graceful shutdown.
+///
+/// Shutdown order is the reverse of start-up: the listeners stop accepting and finish the requests they have, then the
+/// engine finishes or releases attempts in flight, then the writer commits what is queued, then the store closes.
+final class HookproxyServer: Sendable {
+    /// Tuning that is not part of `sources.yaml`.
+    struct Configuration: Sendable {
+        var engine = DeliveryEngine.Configuration()
+        /// Signals that start a graceful shutdown (none for in-process use, e.g. tests).
+        var shutdownSignals: [UnixSignal] = [.sigterm, .sigint]
+    }
+
+    let runtime: RuntimeHolder
+    let store: any EventStore
+    private let logger: Logger
+    private let configuration: Configuration
+    private let ports = Listening()
+    private let group = Mutex<ServiceGroup?>(nil)
+
+    /// Opens the store named by the runtime's configuration.
+    init(runtime: Runtime, logger: Logger, configuration: Configuration = Configuration()) throws {
+        self.runtime = RuntimeHolder(runtime)
+        self.logger = logger
+        self.configuration = configuration
+        switch runtime.config.storage.backend {
+        case .sqlite(let path): store = try SQLiteStore(path: path)
+        }
+    }
+
+    /// Runs until a shutdown signal (or ``shutdown()``), then drains and returns.
+    func run() async throws {
+        let config = runtime.runtime.config
+        let wake = WakeSignal()
+        let store = self.store
+        let writer = GroupCommitter<NewEvent, InsertResult> { events in try await store.insert(events) }
+
+        var clientConfiguration = HTTPClient.Configuration()
+        clientConfiguration.timeout = .init(connect: .seconds(10))
+        clientConfiguration.redirectConfiguration = .disallow
+        clientConfiguration.httpVersion = .automatic
+        let httpClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: clientConfiguration)
+
+        let ingestor = Ingestor(runtime: runtime, writer: writer, wake: wake, logger: logger)
+        let ports = self.ports
+        let ingestApp = Application(
+            router: IngestRoutes.router(ingestor: ingestor, logger: logger),
+            configuration: .init(address: .hostname(config.server.listen.host, port: config.server.listen.port), serverName: nil),
+            onServerRunning: { channel in ports.bound(.ingest, port: channel.localAddress?.port ?? 0) },
+            logger: logger)
+        let adminApp = Application(
+            router: AdminRoutes.router(store: store, runtime: runtime, wake: wake, logger: logger),
+            configuration: .init(
+                address: .hostname(config.server.adminListen.host, port: config.server.adminListen.port), serverName: nil),
+            onServerRunning: { channel in ports.bound(.admin, port: channel.localAddress?.port ?? 0) },
+            logger: logger)
+        let engine = DeliveryEngine(
+            store: store, runtime: runtime, httpClient: httpClient, wake: wake, logger: logger, configuration: configuration.engine)
+
+        let serviceGroup = ServiceGroup(
+            configuration: .init(
+                services: [
+                    .init(service: CommitterService(committer: writer)),
+                    .init(service: engine),
+                    .init(service: ingestApp),
+                    .init(service: adminApp),
+                ],
+                gracefulShutdownSignals: configuration.shutdownSignals,
+                logger: logger))
+        group.withLock { $0 = serviceGroup }
+        logger.info(
+            "hookproxy starting",
+            metadata: [
+                "version": "\(HookproxyVersion.current)", "listen": "\(config.server.listen)", "admin": "\(config.server.adminListen)",
+                "sources": "\(config.sources.count)", "destinations": "\(config.destinations.count)",
+            ])
+        do {
+            try await serviceGroup.run()
+        } catch {
+            ports.failed()
+            try? await httpClient.shutdown()
+            try? await store.close()
+            throw error
+        }
+        try await httpClient.shutdown()
+        try await store.close()
+        logger.info("hookproxy stopped")
+    }
+
+    /// Starts a graceful shutdown.
+    func shutdown() async {
+        let serviceGroup = group.withLock { $0 }
+        await serviceGroup?.triggerGracefulShutdown()
+    }
+
+    /// Waits until both listeners are bound; returns their ports (useful with port 0). Throws when the server failed.
+    func listeningPorts() async throws -> (ingest: Int, admin: Int) {
+        try await ports.wait()
+    }
+}
+
+/// Runs a ``GroupCommitter`` as a service: on graceful shutdown it stops taking new items and commits what is queued.
+struct CommitterService<Item: Sendable, Output: Sendable>: Service {
+    let committer: GroupCommitter<Item, Output>
+
+    func run() async throws {
+        await withGracefulShutdownHandler {
+            await committer.run()
+        } onGracefulShutdown: {
+            committer.close()
+        }
+    }
+}
+
+/// The listeners' bound ports, awaited by whoever needs them.
+final class Listening: Sendable {
+    enum Listener { case ingest, admin }
+
+    private struct State {
+        var ingest: Int?
+        var admin: Int?
+        var failed = false
+        var waiters: [CheckedContinuation<(ingest: Int, admin: Int), any Error>] = []
+    }
+
+    private let state = Mutex(State())
+
+    struct NotListening: Error, CustomStringConvertible {
+        var description: String { "the server stopped before its listeners were bound" }
+    }
+
+    func bound(_ listener: Listener, port: Int) {
+        let ready = state.withLock { state -> ([CheckedContinuation<(ingest: Int, admin: Int), any Error>], (Int, Int))? in
+            switch listener {
+            case .ingest: state.ingest = port
+            case .admin: state.admin = port
+            }
+            guard let ingest = state.ingest, let admin = state.admin else { return nil }
+            defer { state.waiters = [] }
+            return (state.waiters, (ingest, admin))
+        }
+        if let (waiters, ports) = ready { for waiter in waiters { waiter.resume(returning: ports) } }
+    }
+
+    func failed() {
+        let waiters = state.withLock { state in
+            state.failed = true
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.resume(throwing: NotListening()) }
+    }
+
+    func wait() async throws -> (ingest: Int, admin: Int) {
+        try await withCheckedThrowingContinuation { continuation in
+            let result = state.withLock { state -> Result<(ingest: Int, admin: Int), any Error>? in
+                if let ingest = state.ingest, let admin = state.admin { return .success((ingest, admin)) }
+                if state.failed { return .failure(NotListening()) }
+                state.waiters.append(continuation)
+                return nil
+            }
+            if let result { continuation.resume(with: result) }
+        }
+    }
+}

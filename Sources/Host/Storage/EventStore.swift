@@ -1,0 +1,144 @@
+/// The durable store behind ingest, delivery and replay: events, their deliveries and every attempt.
+///
+/// All times are milliseconds since the Unix epoch. Implementations commit before returning: when `insert` returns, the
+/// events are on disk (fsynced). The store is also the delivery queue: due work is claimed with a lease, so work
+/// survives any crash and expired leases return to pending.
+protocol EventStore: Sendable {
+    /// Writes a batch of events and their deliveries in one transaction (one fsync). Events whose idempotency key was
+    /// seen before for their source (also earlier in the same batch) are not stored and come back as duplicates.
+    func insert(_ events: [NewEvent]) async throws -> [InsertResult]
+
+    /// Claims up to `limit` deliveries that are due at `now`: marks them in flight until `leaseUntil` and returns them
+    /// with their events.
+    func claimDue(now: Int64, limit: Int, leaseUntil: Int64) async throws -> [ClaimedDelivery]
+
+    /// Records attempt outcomes in one transaction.
+    func record(_ outcomes: [DeliveryOutcome]) async throws
+
+    /// Returns deliveries whose lease expired before `now` to pending; returns how many.
+    func releaseExpiredLeases(now: Int64) async throws -> Int
+
+    /// Returns every in-flight delivery to pending (start-up of the single process that owns an SQLite store).
+    func releaseAllInFlight() async throws -> Int
+
+    /// The earliest `next_attempt_at` among waiting deliveries, if any.
+    func nextDueTime() async throws -> Int64?
+
+    /// One event with its deliveries and their attempts; `nil` when it does not exist.
+    func eventDetail(id: String) async throws -> EventDetail?
+
+    /// Schedules a fresh delivery of the event to each destination it was delivered to before (or to `destinations`
+    /// when the event had none). Returns the new delivery ids, or `nil` when the event does not exist.
+    func replay(eventID: String, fallbackDestinations: [String], now: Int64) async throws -> [String]?
+
+    /// Deletes events received before `cutoff` whose deliveries are all finished; returns how many.
+    func purge(receivedBefore cutoff: Int64) async throws -> Int
+
+    /// Checks that the store answers.
+    func ping() async throws
+
+    /// Closes connections; further calls fail.
+    func close() async throws
+}
+
+/// An event ready to be stored, with one delivery per destination.
+struct NewEvent: Sendable {
+    var id: String
+    var source: String
+    var receivedAt: Int64
+    var contentType: String
+    /// The request's headers (lowercase names), as a JSON object text.
+    var headersJSON: String
+    var body: [UInt8]
+    /// The mapped fields, as a JSON object text.
+    var fieldsJSON: String
+    var idempotencyKey: String?
+    var deliveries: [NewDelivery]
+}
+
+/// A delivery to create with an event.
+struct NewDelivery: Sendable {
+    var id: String
+    var destination: String
+}
+
+/// What happened to one event of an insert batch.
+enum InsertResult: Sendable, Equatable {
+    case stored
+    /// The idempotency key was seen before; the original event's id.
+    case duplicate(originalID: String)
+}
+
+/// The status of a delivery, as stored.
+enum DeliveryStatus: String, Sendable, CaseIterable {
+    case pending
+    case inFlight = "in_flight"
+    case delivered
+    case retrying
+    case dead
+    case skipped
+}
+
+/// A stored event as the delivery engine needs it.
+struct StoredEvent: Sendable {
+    var id: String
+    var source: String
+    var receivedAt: Int64
+    var contentType: String
+    var headersJSON: String
+    var body: [UInt8]
+    var fieldsJSON: String
+}
+
+/// A delivery claimed for an attempt.
+struct ClaimedDelivery: Sendable {
+    var id: String
+    var destination: String
+    /// Attempts made before this one.
+    var attempts: Int
+    var event: StoredEvent
+}
+
+/// The result of one attempt, to record.
+struct DeliveryOutcome: Sendable {
+    var deliveryID: String
+    /// The status after this attempt: delivered, retrying, dead, skipped, or pending (released without an attempt).
+    var status: DeliveryStatus
+    /// When to try again (retrying / pending).
+    var nextAttemptAt: Int64?
+    /// The attempt to log; `nil` when no attempt was made (a release at shutdown).
+    var attempt: AttemptRecord?
+    var error: String?
+}
+
+/// One logged attempt.
+struct AttemptRecord: Sendable, Equatable {
+    var number: Int
+    var startedAt: Int64
+    var durationMilliseconds: Int64
+    var httpStatus: Int?
+    /// At most ``AttemptRecord/maximumResponseBytes`` of the response body.
+    var responseBody: [UInt8]
+    var error: String?
+
+    static let maximumResponseBytes = 4096
+}
+
+/// An event with everything that happened to it.
+struct EventDetail: Sendable {
+    struct Delivery: Sendable {
+        var id: String
+        var destination: String
+        var status: DeliveryStatus
+        var attempts: Int
+        var nextAttemptAt: Int64?
+        var lastError: String?
+        var replayOf: String?
+        var createdAt: Int64
+        var history: [AttemptRecord]
+    }
+
+    var event: StoredEvent
+    var idempotencyKey: String?
+    var deliveries: [Delivery]
+}

@@ -1,0 +1,322 @@
+import Foundation
+import GRDB
+
+/// The embedded default store: one SQLite file in WAL mode with `synchronous=FULL`, so a commit is on disk before it
+/// returns. Writes are serialised on one connection; callers batch them (group commit) so that one fsync covers many
+/// requests.
+///
+/// One process owns an SQLite store at a time; several instances share a PostgreSQL store instead.
+final class SQLiteStore: EventStore {
+    private let pool: DatabasePool
+    /// The database file.
+    let path: String
+
+    /// Opens (creating when needed) the database at `path` and applies migrations.
+    init(path: String, busyTimeout: Duration = .seconds(5)) throws {
+        self.path = path
+        let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            var configuration = Configuration()
+            configuration.busyMode = .timeout(TimeInterval(busyTimeout.components.seconds))
+            configuration.label = "hookproxy"
+            configuration.prepareDatabase { db in
+                // WAL is set by DatabasePool; FULL makes each commit fsync the WAL before returning.
+                try db.execute(sql: "PRAGMA synchronous = FULL")
+            }
+            pool = try DatabasePool(path: path, configuration: configuration)
+            try Self.migrator.migrate(pool)
+        } catch {
+            throw StoreError.unavailable("cannot open SQLite database \(path): \(error)")
+        }
+    }
+
+    // MARK: Schema
+
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1: events, deliveries, attempts") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE events (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        source TEXT NOT NULL,
+                        received_at INTEGER NOT NULL,
+                        content_type TEXT NOT NULL,
+                        headers TEXT NOT NULL,
+                        body BLOB NOT NULL,
+                        fields TEXT NOT NULL,
+                        idempotency_key TEXT
+                    );
+                    CREATE UNIQUE INDEX events_idempotency ON events(source, idempotency_key) WHERE idempotency_key IS NOT NULL;
+                    CREATE INDEX events_source_received ON events(source, received_at);
+                    CREATE INDEX events_received ON events(received_at);
+
+                    CREATE TABLE deliveries (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        event_id TEXT NOT NULL REFERENCES events(id) ON DELETE CASCADE,
+                        destination TEXT NOT NULL,
+                        status TEXT NOT NULL,
+                        attempts INTEGER NOT NULL DEFAULT 0,
+                        next_attempt_at INTEGER,
+                        lease_until INTEGER,
+                        last_error TEXT,
+                        replay_of TEXT,
+                        created_at INTEGER NOT NULL,
+                        updated_at INTEGER NOT NULL
+                    );
+                    CREATE INDEX deliveries_event ON deliveries(event_id);
+                    CREATE INDEX deliveries_due ON deliveries(next_attempt_at) WHERE status IN ('pending', 'retrying');
+                    CREATE INDEX deliveries_lease ON deliveries(lease_until) WHERE status = 'in_flight';
+                    CREATE INDEX deliveries_destination_status ON deliveries(destination, status);
+
+                    CREATE TABLE attempts (
+                        id INTEGER PRIMARY KEY AUTOINCREMENT,
+                        delivery_id TEXT NOT NULL REFERENCES deliveries(id) ON DELETE CASCADE,
+                        number INTEGER NOT NULL,
+                        started_at INTEGER NOT NULL,
+                        duration_ms INTEGER NOT NULL,
+                        http_status INTEGER,
+                        response_body BLOB NOT NULL,
+                        error TEXT
+                    );
+                    CREATE INDEX attempts_delivery ON attempts(delivery_id);
+                    """)
+        }
+        return migrator
+    }
+
+    // MARK: Writes
+
+    func insert(_ events: [NewEvent]) async throws -> [InsertResult] {
+        try await write { db in
+            var results: [InsertResult] = []
+            results.reserveCapacity(events.count)
+            for event in events {
+                if let key = event.idempotencyKey,
+                    let original = try String.fetchOne(
+                        db, sql: "SELECT id FROM events WHERE source = ? AND idempotency_key = ?", arguments: [event.source, key])
+                {
+                    results.append(.duplicate(originalID: original))
+                    continue
+                }
+                try db.execute(
+                    sql: """
+                        INSERT INTO events (id, source, received_at, content_type, headers, body, fields, idempotency_key)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                        """,
+                    arguments: [
+                        event.id, event.source, event.receivedAt, event.contentType, event.headersJSON, Data(event.body),
+                        event.fieldsJSON, event.idempotencyKey,
+                    ])
+                for delivery in event.deliveries {
+                    try db.execute(
+                        sql: """
+                            INSERT INTO deliveries (id, event_id, destination, status, attempts, next_attempt_at, created_at, updated_at)
+                            VALUES (?, ?, ?, 'pending', 0, ?, ?, ?)
+                            """,
+                        arguments: [delivery.id, event.id, delivery.destination, event.receivedAt, event.receivedAt, event.receivedAt])
+                }
+                results.append(.stored)
+            }
+            return results
+        }
+    }
+
+    func claimDue(now: Int64, limit: Int, leaseUntil: Int64) async throws -> [ClaimedDelivery] {
+        try await write { db in
+            let claimed = try Row.fetchAll(
+                db,
+                sql: """
+                    UPDATE deliveries SET status = 'in_flight', lease_until = ?, updated_at = ?
+                    WHERE id IN (
+                        SELECT id FROM deliveries
+                        WHERE status IN ('pending', 'retrying') AND next_attempt_at <= ?
+                        ORDER BY next_attempt_at, id LIMIT ?)
+                    RETURNING id, event_id, destination, attempts
+                    """,
+                arguments: [leaseUntil, now, now, limit])
+            guard !claimed.isEmpty else { return [] }
+            let eventIDs = Array(Set(claimed.map { $0["event_id"] as String }))
+            var events: [String: StoredEvent] = [:]
+            for row in try Row.fetchAll(
+                db,
+                sql: "SELECT * FROM events WHERE id IN (\(databaseQuestionMarks(count: eventIDs.count)))",
+                arguments: StatementArguments(eventIDs))
+            {
+                let event = Self.storedEvent(row)
+                events[event.id] = event
+            }
+            return claimed.compactMap { row in
+                guard let event = events[row["event_id"]] else { return nil }
+                return ClaimedDelivery(id: row["id"], destination: row["destination"], attempts: row["attempts"], event: event)
+            }
+        }
+    }
+
+    func record(_ outcomes: [DeliveryOutcome]) async throws {
+        guard !outcomes.isEmpty else { return }
+        let now = Clock.milliseconds()
+        try await write { db in
+            for outcome in outcomes {
+                if let attempt = outcome.attempt {
+                    try db.execute(
+                        sql: """
+                            INSERT INTO attempts (delivery_id, number, started_at, duration_ms, http_status, response_body, error)
+                            VALUES (?, ?, ?, ?, ?, ?, ?)
+                            """,
+                        arguments: [
+                            outcome.deliveryID, attempt.number, attempt.startedAt, attempt.durationMilliseconds, attempt.httpStatus,
+                            Data(attempt.responseBody), attempt.error,
+                        ])
+                }
+                try db.execute(
+                    sql: """
+                        UPDATE deliveries SET status = ?, attempts = attempts + ?, next_attempt_at = ?, lease_until = NULL,
+                            last_error = COALESCE(?, last_error), updated_at = ?
+                        WHERE id = ?
+                        """,
+                    arguments: [
+                        outcome.status.rawValue, outcome.attempt == nil ? 0 : 1, outcome.nextAttemptAt, outcome.error, now,
+                        outcome.deliveryID,
+                    ])
+            }
+        }
+    }
+
+    func releaseExpiredLeases(now: Int64) async throws -> Int {
+        try await write { db in
+            try db.execute(
+                sql: """
+                    UPDATE deliveries SET status = 'pending', lease_until = NULL, next_attempt_at = ?, updated_at = ?
+                    WHERE status = 'in_flight' AND lease_until < ?
+                    """,
+                arguments: [now, now, now])
+            return db.changesCount
+        }
+    }
+
+    func releaseAllInFlight() async throws -> Int {
+        let now = Clock.milliseconds()
+        return try await write { db in
+            try db.execute(
+                sql: """
+                    UPDATE deliveries SET status = 'pending', lease_until = NULL, next_attempt_at = ?, updated_at = ?
+                    WHERE status = 'in_flight'
+                    """,
+                arguments: [now, now])
+            return db.changesCount
+        }
+    }
+
+    func replay(eventID: String, fallbackDestinations: [String], now: Int64) async throws -> [String]? {
+        try await write { db in
+            guard try Bool.fetchOne(db, sql: "SELECT 1 FROM events WHERE id = ?", arguments: [eventID]) != nil else { return nil }
+            // The newest delivery per destination is the one a replay supersedes.
+            let previous = try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT destination, id FROM deliveries d WHERE event_id = ?
+                    AND created_at = (SELECT MAX(created_at) FROM deliveries WHERE event_id = d.event_id AND destination = d.destination)
+                    ORDER BY destination
+                    """,
+                arguments: [eventID])
+            var targets: [(destination: String, replayOf: String?)] = []
+            var seen = Set<String>()
+            for row in previous where seen.insert(row["destination"]).inserted {
+                targets.append((row["destination"], row["id"]))
+            }
+            if targets.isEmpty { targets = fallbackDestinations.map { ($0, nil) } }
+            var ids: [String] = []
+            for target in targets {
+                let id = EventID.make()
+                try db.execute(
+                    sql: """
+                        INSERT INTO deliveries (id, event_id, destination, status, attempts, next_attempt_at, replay_of, created_at, updated_at)
+                        VALUES (?, ?, ?, 'pending', 0, ?, ?, ?, ?)
+                        """,
+                    arguments: [id, eventID, target.destination, now, target.replayOf, now, now])
+                ids.append(id)
+            }
+            return ids
+        }
+    }
+
+    func purge(receivedBefore cutoff: Int64) async throws -> Int {
+        try await write { db in
+            try db.execute(
+                sql: """
+                    DELETE FROM events WHERE received_at < ? AND NOT EXISTS (
+                        SELECT 1 FROM deliveries WHERE event_id = events.id AND status IN ('pending', 'in_flight', 'retrying'))
+                    """,
+                arguments: [cutoff])
+            return db.changesCount
+        }
+    }
+
+    /// Runs `updates` in one write transaction, turning database failures into ``StoreError``.
+    private func write<T: Sendable>(_ updates: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        do {
+            return try await pool.write(updates)
+        } catch let error as DatabaseError {
+            throw StoreError.commitFailed("\(error.resultCode): \(error.message ?? "no message")")
+        }
+    }
+
+    // MARK: Reads
+
+    func nextDueTime() async throws -> Int64? {
+        try await pool.read { db in
+            try Int64.fetchOne(db, sql: "SELECT MIN(next_attempt_at) FROM deliveries WHERE status IN ('pending', 'retrying')")
+        }
+    }
+
+    func eventDetail(id: String) async throws -> EventDetail? {
+        try await pool.read { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM events WHERE id = ?", arguments: [id]) else { return nil }
+            var attemptsByDelivery: [String: [AttemptRecord]] = [:]
+            for attempt in try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT a.* FROM attempts a JOIN deliveries d ON d.id = a.delivery_id
+                    WHERE d.event_id = ? ORDER BY a.id
+                    """,
+                arguments: [id])
+            {
+                attemptsByDelivery[attempt["delivery_id"], default: []].append(
+                    AttemptRecord(
+                        number: attempt["number"], startedAt: attempt["started_at"], durationMilliseconds: attempt["duration_ms"],
+                        httpStatus: attempt["http_status"], responseBody: [UInt8](attempt["response_body"] as Data),
+                        error: attempt["error"]))
+            }
+            let deliveries = try Row.fetchAll(
+                db, sql: "SELECT * FROM deliveries WHERE event_id = ? ORDER BY created_at, destination", arguments: [id]
+            ).map { delivery in
+                EventDetail.Delivery(
+                    id: delivery["id"], destination: delivery["destination"],
+                    status: DeliveryStatus(rawValue: delivery["status"]) ?? .pending, attempts: delivery["attempts"],
+                    nextAttemptAt: delivery["next_attempt_at"], lastError: delivery["last_error"], replayOf: delivery["replay_of"],
+                    createdAt: delivery["created_at"], history: attemptsByDelivery[delivery["id"]] ?? [])
+            }
+            return EventDetail(event: Self.storedEvent(row), idempotencyKey: row["idempotency_key"], deliveries: deliveries)
+        }
+    }
+
+    func ping() async throws {
+        do {
+            _ = try await pool.read { db in try Int.fetchOne(db, sql: "SELECT 1") }
+        } catch {
+            throw StoreError.unavailable("\(error)")
+        }
+    }
+
+    func close() async throws {
+        try pool.close()
+    }
+
+    private static func storedEvent(_ row: Row) -> StoredEvent {
+        StoredEvent(
+            id: row["id"], source: row["source"], receivedAt: row["received_at"], contentType: row["content_type"],
+            headersJSON: row["headers"], body: [UInt8](row["body"] as Data), fieldsJSON: row["fields"])
+    }
+}

@@ -1,0 +1,99 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import PluginKit
+
+/// Every failure answered over HTTP, ingest and admin alike: an HTTP status and the JSON body
+/// `{"error": "<code>", "detail": "<what is wrong, naming the field>"}`. The one place where failures map to statuses.
+struct APIError: Error, HTTPResponseError, CustomStringConvertible {
+    private enum Code: String {
+        case unknownSource = "unknown_source"
+        case invalidBody = "invalid_body"
+        case missingField = "missing_field"
+        case bodyTooLarge = "body_too_large"
+        case storageUnavailable = "storage_unavailable"
+        case notFound = "not_found"
+        case replayDisabled = "replay_disabled"
+        case unauthorized
+        case mapperFailed = "mapper_failed"
+        case http
+        case internalError = "internal_error"
+    }
+
+    private let code: Code
+    private let httpCode: String?
+    let status: HTTPResponse.Status
+    /// The human-readable detail sent to the client.
+    let detail: String
+    var headers: HTTPFields = [:]
+
+    private init(_ code: Code, _ status: HTTPResponse.Status, _ detail: String) {
+        self.code = code
+        self.httpCode = nil
+        self.status = status
+        self.detail = detail
+    }
+
+    private init(http status: HTTPResponse.Status, detail: String) {
+        self.code = .http
+        self.httpCode = status.reasonPhrase.lowercased().replacingOccurrences(of: " ", with: "_")
+        self.status = status
+        self.detail = detail
+    }
+
+    /// The machine-readable error code.
+    var errorCode: String { httpCode ?? code.rawValue }
+
+    static func unknownSource(_ name: String) -> APIError {
+        APIError(.unknownSource, .notFound, "no source named '\(name)' is configured")
+    }
+    static func invalidBody(_ detail: String) -> APIError { APIError(.invalidBody, .badRequest, detail) }
+    static func missingField(_ field: String, path: String) -> APIError {
+        APIError(.missingField, .badRequest, "required field '\(field)' (\(path)) is missing from the request")
+    }
+    static func bodyTooLarge(limit: Int) -> APIError {
+        APIError(.bodyTooLarge, .contentTooLarge, "the body is larger than the limit of \(limit) bytes")
+    }
+    static func storageUnavailable() -> APIError {
+        APIError(.storageUnavailable, .serviceUnavailable, "the event could not be stored durably; nothing was accepted, try again")
+    }
+    static func notFound(_ what: String) -> APIError { APIError(.notFound, .notFound, what) }
+    static func replayDisabled(source: String) -> APIError {
+        APIError(.replayDisabled, .forbidden, "replay is disabled for source '\(source)' (replay: false)")
+    }
+    static func unauthorized() -> APIError {
+        var error = APIError(.unauthorized, .unauthorized, "a valid 'Authorization: Bearer <admin token>' header is required")
+        error.headers[.wwwAuthenticate] = "Bearer"
+        return error
+    }
+    static func mapperFailed(_ message: String) -> APIError {
+        APIError(.mapperFailed, .badRequest, "the source's mapper failed: \(message)")
+    }
+    static func internalError() -> APIError { APIError(.internalError, .internalServerError, "an unexpected error occurred") }
+
+    /// Wraps an error Hummingbird raised itself (no route, method not allowed, ...).
+    static func from(_ error: HTTPError) -> APIError {
+        APIError(http: error.status, detail: error.body ?? error.status.reasonPhrase)
+    }
+
+    var description: String { "\(status.code) \(errorCode): \(detail)" }
+
+    func response(from request: Request, context: some RequestContext) throws -> Response {
+        let body: JSONValue = ["error": .string(errorCode), "detail": .string(detail)]
+        var headers = self.headers
+        headers[.contentType] = "application/json"
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body.serializedBytes())))
+    }
+}
+
+/// A JSON response body.
+struct JSONResponse: ResponseGenerator {
+    var status: HTTPResponse.Status = .ok
+    var body: JSONValue
+
+    func response(from request: Request, context: some RequestContext) throws -> Response {
+        Response(
+            status: status, headers: [.contentType: "application/json"],
+            body: .init(byteBuffer: ByteBuffer(bytes: body.serializedBytes())))
+    }
+}

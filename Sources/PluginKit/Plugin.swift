@@ -1,0 +1,126 @@
+/// What every plugin written with the kit is: a named, versioned type whose instances are created from a destination's
+/// options. Conform to ``FormatterPlugin`` and/or ``MapperPlugin`` as well, then export it with ``PluginExport``.
+public protocol HookproxyPlugin: Sendable {
+    /// The declared name that `sources.yaml` uses (`formatter: discord`): lowercase letters, digits, `-` and `_`.
+    static var name: String { get }
+    /// The plugin's own version.
+    static var version: String { get }
+    /// Creates an instance from the options JSON object. Throw ``PluginError`` (permanent) for bad options; the
+    /// configuration is then refused with your message.
+    init(options: JSONValue) throws
+}
+
+/// A plugin that turns an event into the body of the request sent to a destination.
+///
+/// `format` is called concurrently from many threads, also on the same instance: keep instances immutable.
+public protocol FormatterPlugin: HookproxyPlugin {
+    func format(_ event: FormatterEvent) throws -> FormatResult
+}
+
+/// A plugin that turns a raw inbound request into mapped fields.
+///
+/// `map` is called concurrently from many threads during ingest: keep instances immutable and fast.
+public protocol MapperPlugin: HookproxyPlugin {
+    func map(_ request: MapperRequest) throws -> JSONObject
+}
+
+/// A failure reported to the host: transient failures are retried, permanent ones are not (bad options refuse the
+/// configuration; an event that cannot be formatted makes the delivery dead at once).
+public struct PluginError: Error, CustomStringConvertible, Sendable {
+    /// A one-line reason for operators; never put secrets in it.
+    public let message: String
+    /// True when trying again cannot help.
+    public let isPermanent: Bool
+
+    public init(_ message: String, permanent: Bool) {
+        self.message = message
+        self.isPermanent = permanent
+    }
+
+    /// A failure that trying again cannot fix.
+    public static func permanent(_ message: String) -> PluginError { PluginError(message, permanent: true) }
+    /// A failure that may pass when tried again.
+    public static func transient(_ message: String) -> PluginError { PluginError(message, permanent: false) }
+
+    public var description: String { message }
+}
+
+/// What a formatter decided for one event.
+public enum FormatResult: Sendable {
+    /// Send this request.
+    case send(OutboundRequest)
+    /// Send nothing for this event; the delivery is marked skipped with the reason.
+    case skip(reason: String)
+}
+
+/// The body, content type and extra headers of the request to send. The host adds the URL, method (POST), identity
+/// and signature headers.
+public struct OutboundRequest: Sendable, Equatable {
+    public var body: [UInt8]
+    public var contentType: String
+    public var headers: [(name: String, value: String)]
+
+    public init(body: [UInt8], contentType: String = "application/json", headers: [(name: String, value: String)] = []) {
+        self.body = body
+        self.contentType = contentType
+        self.headers = headers
+    }
+
+    /// A JSON request body.
+    public init(json: JSONValue, headers: [(name: String, value: String)] = []) {
+        self.init(body: json.serializedBytes(), contentType: "application/json", headers: headers)
+    }
+
+    public static func == (lhs: OutboundRequest, rhs: OutboundRequest) -> Bool {
+        lhs.body == rhs.body && lhs.contentType == rhs.contentType
+            && lhs.headers.map { "\($0.name):\($0.value)" } == rhs.headers.map { "\($0.name):\($0.value)" }
+    }
+}
+
+/// The event a formatter receives: the event document plus the raw body exactly as it was received.
+public struct FormatterEvent: Sendable {
+    /// The event document: `id`, `source`, `received_at`, `headers`, `payload`, `fields`, `destination`, `attempt`.
+    public let document: JSONValue
+    /// The raw request body.
+    public let body: [UInt8]
+    /// The request's content type ("" when none was sent).
+    public let contentType: String
+
+    public init(document: JSONValue, body: [UInt8], contentType: String) {
+        self.document = document
+        self.body = body
+        self.contentType = contentType
+    }
+
+    /// The event id.
+    public var id: String { document["id"]?.stringValue ?? "" }
+    /// The source name.
+    public var source: String { document["source"]?.stringValue ?? "" }
+    /// When it was received, as RFC 3339 text.
+    public var receivedAt: String { document["received_at"]?.stringValue ?? "" }
+    /// The parsed payload, or `.null` when the body is not JSON.
+    public var payload: JSONValue { document["payload"] ?? .null }
+    /// The mapped fields.
+    public var fields: JSONObject { document["fields"]?.objectValue ?? JSONObject() }
+}
+
+/// The request a mapper receives.
+public struct MapperRequest: Sendable {
+    /// `{"source": ..., "headers": {...}, "payload": ... or null}`.
+    public let document: JSONValue
+    /// The raw request body.
+    public let body: [UInt8]
+    /// The request's content type.
+    public let contentType: String
+
+    public init(document: JSONValue, body: [UInt8], contentType: String) {
+        self.document = document
+        self.body = body
+        self.contentType = contentType
+    }
+
+    /// The request headers, names in lowercase.
+    public var headers: JSONObject { document["headers"]?.objectValue ?? JSONObject() }
+    /// The parsed payload, or `.null`.
+    public var payload: JSONValue { document["payload"] ?? .null }
+}

@@ -1,0 +1,5 @@
+import Testing
+
+@testable import Host
+
+@Test func placeholder() { #expect(Bool(true)) }

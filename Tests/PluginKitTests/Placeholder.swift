@@ -1,0 +1,4 @@
+import PluginKit
+import Testing
+
+@Test func placeholder() { #expect(Bool(true)) }
