@@ -61,10 +61,20 @@ let package = Package(
         .testTarget(
             name: "HostTests",
             dependencies: [
+                "PluginKit",
+                "TestSupport",
                 "Host",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
-            ]),
-        .testTarget(name: "PluginKitTests", dependencies: ["PluginKit"]),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            exclude: ["Fixtures"]),
+        .testTarget(name: "PluginKitTests", dependencies: ["PluginKit", "TestSupport"]),
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
     ]
 )

@@ -25,6 +25,8 @@ final class HookproxyServer: Sendable {
     private let configuration: Configuration
     private let ports = Listening()
     private let group = Mutex<ServiceGroup?>(nil)
+    /// The ingest writer: events from concurrent requests are committed together.
+    let ingestWriter: GroupCommitter<NewEvent, InsertResult>
 
     /// Opens the store named by the runtime's configuration.
     init(runtime: Runtime, logger: Logger, configuration: Configuration = Configuration()) throws {
@@ -34,6 +36,8 @@ final class HookproxyServer: Sendable {
         switch runtime.config.storage.backend {
         case .sqlite(let path): store = try SQLiteStore(path: path)
         }
+        let store = self.store
+        ingestWriter = GroupCommitter { events in try await store.insert(events) }
     }
 
     /// Runs until a shutdown signal (or ``shutdown()``), then drains and returns.
@@ -41,7 +45,7 @@ final class HookproxyServer: Sendable {
         let config = runtime.runtime.config
         let wake = WakeSignal()
         let store = self.store
-        let writer = GroupCommitter<NewEvent, InsertResult> { events in try await store.insert(events) }
+        let writer = ingestWriter
 
         var clientConfiguration = HTTPClient.Configuration()
         clientConfiguration.timeout = .init(connect: .seconds(10))

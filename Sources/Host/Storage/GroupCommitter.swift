@@ -26,6 +26,7 @@ final class GroupCommitter<Item: Sendable, Output: Sendable>: Sendable {
     }
 
     private let state = Mutex(State())
+    private let batches = Atomic<Int>(0)
     private let commit: Commit
     /// The most items one batch takes.
     let maximumBatch: Int
@@ -55,6 +56,7 @@ final class GroupCommitter<Item: Sendable, Output: Sendable>: Sendable {
         while true {
             let batch = await nextBatch()
             guard let batch else { return }
+            batches.add(1, ordering: .relaxed)
             do {
                 let outputs = try await commit(batch.map(\.item))
                 for (waiting, output) in zip(batch, outputs) { waiting.continuation.resume(returning: output) }
@@ -63,6 +65,9 @@ final class GroupCommitter<Item: Sendable, Output: Sendable>: Sendable {
             }
         }
     }
+
+    /// How many batches (transactions) have been committed or attempted so far.
+    var batchCount: Int { batches.load(ordering: .relaxed) }
 
     /// Stops accepting items; ``run()`` returns when the queue is empty.
     func close() {

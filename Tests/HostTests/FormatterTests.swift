@@ -1,0 +1,220 @@
+import Foundation
+import PluginKit
+import TestSupport
+import Testing
+
+@testable import Host
+
+/// The shipped formatters, loaded from their `.so` files and called through the ABI exactly as the server does.
+@Suite("Formatter plugins")
+struct FormatterTests {
+    static let catalog = PluginLoader.discover(directory: TestPaths.temporaryDirectory("empty"), logger: testLogger)
+
+    func instance(_ name: String, _ options: JSONValue = [:]) throws -> PluginInstance {
+        try PluginInstance(plugin: try #require(Self.catalog.plugins[name]), options: options)
+    }
+
+    struct Sent {
+        var body: [UInt8]
+        var contentType: String
+        var headers: [(name: String, value: String)]
+        var json: JSONValue { (try? JSONValue(parsing: body)) ?? .null }
+    }
+
+    func format(_ instance: PluginInstance, _ document: JSONValue, body: [UInt8] = [], contentType: String = "application/json") throws
+        -> Sent
+    {
+        switch instance.format(document: document.serializedBytes(), body: body, contentType: contentType) {
+        case .send(let body, let type, let headers):
+            // Valid UTF-8 and valid JSON by an independent reader, whatever the formatter.
+            if type == "application/json" {
+                #expect(String(validating: body, as: UTF8.self) != nil)
+                #expect(
+                    (try? JSONSerialization.jsonObject(with: Data(body))) != nil, "not valid JSON: \(String(decoding: body, as: UTF8.self))"
+                )
+            }
+            return Sent(body: body, contentType: type, headers: headers)
+        case .skip(let reason):
+            throw TimedOut(what: "a request, got skip: \(reason)")
+        case .failed(let message, _):
+            throw TimedOut(what: "a request, got failure: \(message)")
+        }
+    }
+
+    static func event(fields: JSONValue, payload: JSONValue = ["a": ["b": "deep"]], source: String = "github") -> JSONValue {
+        [
+            "id": "0193aaaa-bbbb-7ccc-8ddd-eeeeffff0000", "source": .string(source), "received_at": "2026-11-21T12:00:00.123Z",
+            "headers": ["x-github-event": "push"], "payload": payload, "fields": fields, "destination": ["name": "d"], "attempt": 1,
+        ]
+    }
+
+    // MARK: Discord
+
+    @Test("discord: an embed with title, description, url, fields, timestamp and colour, and no mentions allowed")
+    func discordRepresentative() throws {
+        let discord = try instance(
+            "discord",
+            [
+                "username": "Deploys", "color": "#ff0000", "title": "{{fields.repo}}: {{fields.action}}",
+                "description": "by {{fields.actor}}", "url": "{{fields.link}}",
+            ])
+        let message = try format(
+            discord, Self.event(fields: ["repo": "acme/api", "action": "opened", "actor": "@everyone", "link": "https://example.com/pr/1"])
+        ).json
+        #expect(message["username"] == "Deploys")
+        #expect(message["allowed_mentions"] == ["parse": []])
+        let embed = try #require(message["embeds"]?.arrayValue?.first)
+        #expect(embed["title"] == "acme/api: opened")
+        #expect(embed["description"] == "by @everyone")
+        #expect(embed["url"] == "https://example.com/pr/1")
+        #expect(embed["color"] == .number("16711680"))
+        #expect(embed["timestamp"] == "2026-11-21T12:00:00.123Z")
+        let names = embed["fields"]?.arrayValue?.compactMap { $0["name"]?.stringValue }
+        #expect(names == ["repo", "action", "actor", "link"])
+    }
+
+    @Test("discord: bad options are refused with the option's name")
+    func discordBadOptions() throws {
+        #expect(throws: PluginInstanceError.self) { try instance("discord", ["colour": "red"]) }
+        do {
+            _ = try instance("discord", ["colour": "red"])
+        } catch let error as PluginInstanceError {
+            #expect(error.message == "discord: unknown option 'colour' (did you mean 'color'?)")
+        }
+        do {
+            _ = try instance("discord", ["color": "crimson"])
+        } catch let error as PluginInstanceError {
+            #expect(error.message.contains("option 'color'"))
+        }
+    }
+
+    @Test("discord: long, multi-line and non-ASCII input always fits every Discord limit, cut between characters")
+    func discordLimits() throws {
+        let discord = try instance(
+            "discord",
+            ["title": "{{fields.title}}", "description": "{{fields.body}}", "content": "{{fields.body}}", "footer": "{{fields.body}}"])
+        var generator = SystemRandomNumberGenerator()
+        for round in 0..<60 {
+            var fields = JSONObject()
+            fields["title"] = .string(RandomText.make(maximumLength: 400, using: &generator))
+            fields["body"] = .string(RandomText.make(maximumLength: round % 3 == 0 ? 6000 : 300, using: &generator))
+            for index in 0..<Int.random(in: 0...40, using: &generator) {
+                fields["f\(index)-" + RandomText.make(maximumLength: 3, using: &generator)] = .string(
+                    RandomText.make(maximumLength: 700, using: &generator))
+            }
+            let message = try format(discord, Self.event(fields: .object(fields))).json
+            let embed = try #require(message["embeds"]?.arrayValue?.first)
+            func length(_ value: JSONValue?) -> Int { value?.stringValue?.utf16.count ?? 0 }
+            #expect(length(message["content"]) <= 2000)
+            #expect(length(embed["title"]) <= 256)
+            #expect(length(embed["description"]) <= 4096)
+            #expect(length(embed["footer"]?["text"]) <= 2048)
+            let embedFields = embed["fields"]?.arrayValue ?? []
+            #expect(embedFields.count <= 25)
+            var total = length(embed["title"]) + length(embed["description"]) + length(embed["footer"]?["text"])
+            for field in embedFields {
+                #expect(length(field["name"]) <= 256 && length(field["name"]) > 0)
+                #expect(length(field["value"]) <= 1024 && length(field["value"]) > 0)
+                total += length(field["name"]) + length(field["value"])
+            }
+            #expect(total <= 6000)
+            let title = try #require(embed["title"]?.stringValue)
+            let original = fields["title"]!.stringValue!
+            if title != original && !original.isEmpty {
+                #expect(title.hasSuffix("…") && original.hasPrefix(String(title.dropLast())), "title cut inside a character")
+            }
+        }
+    }
+
+    // MARK: Slack
+
+    @Test("slack: a text fallback and header, section, fields and context blocks with mrkdwn escaped")
+    func slackRepresentative() throws {
+        let slack = try instance("slack", ["title": "{{fields.repo}}", "description": "<{{fields.link}}|open> by {{fields.actor}}"])
+        let message = try format(slack, Self.event(fields: ["repo": "acme/api", "actor": "<!channel> & co", "link": "https://x.test/1"]))
+            .json
+        #expect(message["text"] == "acme/api")
+        let blocks = try #require(message["blocks"]?.arrayValue)
+        #expect(blocks.map { $0["type"]?.stringValue ?? "" } == ["header", "section", "section", "context"])
+        #expect(blocks[0]["text"]?["text"] == "acme/api")
+        #expect(blocks[1]["text"]?["text"] == "<https://x.test/1|open> by &lt;!channel&gt; &amp; co")
+        let fieldTexts = blocks[2]["fields"]?.arrayValue?.compactMap { $0["text"]?.stringValue }
+        #expect(fieldTexts?.contains("*actor*\n&lt;!channel&gt; &amp; co") == true)
+    }
+
+    @Test("slack: long and non-ASCII input always fits Slack's Block Kit limits")
+    func slackLimits() throws {
+        let slack = try instance("slack", ["title": "{{fields.title}}", "description": "{{fields.body}}", "text": "{{fields.body}}"])
+        var generator = SystemRandomNumberGenerator()
+        for round in 0..<60 {
+            var fields = JSONObject()
+            fields["title"] = .string(RandomText.make(maximumLength: 300, using: &generator))
+            fields["body"] = .string(RandomText.make(maximumLength: round % 3 == 0 ? 5000 : 200, using: &generator))
+            for index in 0..<Int.random(in: 0...(round % 4 == 0 ? 520 : 30), using: &generator) {
+                fields["k\(index)"] = .string(RandomText.make(maximumLength: round % 5 == 0 ? 1200 : 8, using: &generator))
+            }
+            let message = try format(slack, Self.event(fields: .object(fields))).json
+            let blocks = try #require(message["blocks"]?.arrayValue)
+            #expect(blocks.count <= 50)
+            for block in blocks {
+                switch block["type"]?.stringValue {
+                case "header": #expect((block["text"]?["text"]?.stringValue?.utf16.count ?? 0) <= 150)
+                case "section":
+                    #expect((block["text"]?["text"]?.stringValue?.utf16.count ?? 0) <= 3000)
+                    let sectionFields = block["fields"]?.arrayValue ?? []
+                    #expect(sectionFields.count <= 10)
+                    for field in sectionFields { #expect((field["text"]?.stringValue?.utf16.count ?? 0) <= 2000) }
+                case "context": #expect((block["elements"]?.arrayValue?.first?["text"]?.stringValue?.utf16.count ?? 0) <= 2000)
+                default: Issue.record("unexpected block \(block)")
+                }
+            }
+            // No entity cut in half at a truncation point, in any mrkdwn text.
+            let mrkdwn =
+                blocks.compactMap { $0["text"] }.filter { $0["type"] == "mrkdwn" }
+                + blocks.flatMap { $0["fields"]?.arrayValue ?? [] }
+            for text in mrkdwn.compactMap({ $0["text"]?.stringValue }) {
+                if let amp = text.lastIndex(of: "&") {
+                    #expect(text[amp...].contains(";"), "cut entity in \(text.suffix(20).debugDescription)")
+                }
+            }
+        }
+    }
+
+    // MARK: Generic
+
+    @Test("generic raw: the original body and content type, byte for byte, even when not UTF-8")
+    func genericRaw() throws {
+        let generic = try instance("generic")
+        let body: [UInt8] = [0xFF, 0x00, 0xC3, 0x28, 0x7B]
+        let sent = try format(generic, Self.event(fields: [:]), body: body, contentType: "application/octet-stream; x=1")
+        #expect(sent.body == body)
+        #expect(sent.contentType == "application/octet-stream; x=1")
+    }
+
+    @Test("generic envelope: the event document; template: valid JSON whatever the field contents")
+    func genericEnvelopeAndTemplate() throws {
+        let document = Self.event(fields: ["repo": "a\"b\n😀\\", "n": 5])
+        let envelope = try format(try instance("generic", ["mode": "envelope", "headers": ["X-Env": "prod"]]), document)
+        #expect(envelope.json == document)
+        #expect(envelope.headers.map { "\($0.name)=\($0.value)" } == ["X-Env=prod"])
+        let template = try instance("generic", ["mode": "template", "template": ["text": "repo {{fields.repo}}", "n": "{{fields.n}}"]])
+        let rendered = try format(template, document).json
+        #expect(rendered["text"] == .string("repo a\"b\n😀\\"))
+        #expect(rendered["n"] == .number("5"))
+        #expect(throws: PluginInstanceError.self) { try instance("generic", ["mode": "template"]) }
+        #expect(throws: PluginInstanceError.self) { try instance("generic", ["mode": "sideways"]) }
+    }
+
+    @Test("one template renders the same text in all three formatters")
+    func templatesAgree() throws {
+        let template = "{{fields.repo}} {{payload.a.b}} {{source}} {{id}}"
+        let document = Self.event(fields: ["repo": "acme/api"])
+        let expected = "acme/api deep github 0193aaaa-bbbb-7ccc-8ddd-eeeeffff0000"
+        let discord = try format(try instance("discord", ["title": .string(template)]), document).json
+        let slack = try format(try instance("slack", ["title": .string(template)]), document).json
+        let generic = try format(try instance("generic", ["mode": "template", "template": ["t": .string(template)]]), document).json
+        #expect(discord["embeds"]?.arrayValue?.first?["title"] == .string(expected))
+        #expect(slack["blocks"]?.arrayValue?.first?["text"]?["text"] == .string(expected))
+        #expect(generic["t"] == .string(expected))
+    }
+}

@@ -1,5 +1,0 @@
-import Testing
-
-@testable import Host
-
-@Test func placeholder() { #expect(Bool(true)) }

@@ -1,0 +1,96 @@
+import AsyncHTTPClient
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import PluginKit
+
+@testable import Host
+
+/// Paths the tests need: the package root (for the ABI header and fixtures) and fresh temporary directories.
+enum TestPaths {
+    static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().deletingLastPathComponent().path
+
+    static var abiInclude: String { packageRoot + "/Sources/PluginABI/include" }
+    static var fixtures: String { packageRoot + "/Tests/HostTests/Fixtures" }
+
+    /// A new, empty directory under the system temporary directory.
+    static func temporaryDirectory(_ label: String = "test") -> String {
+        let path = NSTemporaryDirectory() + "hookproxy-\(label)-\(UUID().uuidString.prefix(8))"
+        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        return path
+    }
+}
+
+/// A logger for tests: warnings and worse to standard error.
+let testLogger: Logger = {
+    var logger = Logger(label: "hookproxy-test") { StreamLogHandler.standardError(label: $0) }
+    logger.logLevel = ProcessInfo.processInfo.environment["HOOKPROXY_TEST_LOG"].flatMap { Logger.Level(rawValue: $0) } ?? .warning
+    return logger
+}()
+
+struct TimedOut: Error, CustomStringConvertible {
+    let what: String
+    var description: String { "timed out waiting for \(what)" }
+}
+
+/// Waits until `condition` holds, checking every 20 ms, and fails after `timeout`.
+func waitUntil(_ what: String, timeout: Duration = .seconds(20), _ condition: () async throws -> Bool) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if try await condition() { return }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+    if try await condition() { return }
+    throw TimedOut(what: what)
+}
+
+/// Runs a shell command and returns its exit status and combined output.
+@discardableResult
+func shell(_ command: String) throws -> (status: Int32, output: String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/bin/sh")
+    process.arguments = ["-c", command]
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = pipe
+    try process.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+}
+
+/// A free TCP port on loopback (bound and released; nothing listens on it afterwards).
+func unusedPort() throws -> Int {
+    let channel = try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).wait()
+    let port = channel.localAddress!.port!
+    try channel.close().wait()
+    return port
+}
+
+/// An HTTP answer as the tests look at it.
+struct TestResponse {
+    var status: Int
+    var headers: [(String, String)]
+    var body: [UInt8]
+
+    var json: JSONValue? { try? JSONValue(parsing: body) }
+
+    func header(_ name: String) -> String? { headers.first { $0.0.lowercased() == name.lowercased() }?.1 }
+}
+
+/// Sends one request on loopback.
+func send(
+    _ method: HTTPMethod = .POST, _ url: String, body: [UInt8] = [], headers: [(String, String)] = []
+) async throws -> TestResponse {
+    var request = HTTPClientRequest(url: url)
+    request.method = method
+    for (name, value) in headers { request.headers.add(name: name, value: value) }
+    if !body.isEmpty || method == .POST { request.body = .bytes(ByteBuffer(bytes: body)) }
+    let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+    let collected = try await response.body.collect(upTo: 16 << 20)
+    return TestResponse(
+        status: Int(response.status.code), headers: response.headers.map { ($0.name, $0.value) }, body: Array(collected.readableBytesView))
+}

@@ -1,4 +1,0 @@
-import PluginKit
-import Testing
-
-@Test func placeholder() { #expect(Bool(true)) }
