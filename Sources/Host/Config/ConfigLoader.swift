@@ -83,8 +83,11 @@ struct ConfigLoader: Sendable {
             }
         }
         var destinations: [String: DestinationConfig] = [:]
+        // Every destination name defined, valid or not: a route to an invalid one was already reported with it.
+        var definedDestinations = Set<String>()
         if let (_, node) = destinationsNode {
             for (name, keyNode, value) in reader.entries(node, "destinations") ?? [] {
+                definedDestinations.insert(name)
                 if let destination = readDestination(name, keyNode, value, defaults: defaults, reader: reader) {
                     destinations[name] = destination
                 }
@@ -93,7 +96,9 @@ struct ConfigLoader: Sendable {
         var sources: [String: SourceConfig] = [:]
         if let (keyNode, node) = sourcesNode {
             for (name, sourceKey, value) in reader.entries(node, "sources") ?? [] {
-                if let source = readSource(name, sourceKey, value, destinations: destinations, reader: reader) {
+                if let source = readSource(
+                    name, sourceKey, value, destinations: destinations, definedDestinations: definedDestinations, reader: reader)
+                {
                     sources[name] = source
                 }
             }
@@ -281,7 +286,8 @@ struct ConfigLoader: Sendable {
     }
 
     private static func readSource(
-        _ name: String, _ keyNode: Node, _ node: Node, destinations: [String: DestinationConfig], reader: ConfigReader
+        _ name: String, _ keyNode: Node, _ node: Node, destinations: [String: DestinationConfig], definedDestinations: Set<String>,
+        reader: ConfigReader
     ) -> SourceConfig? {
         let key = "sources.\(name)"
         if !name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == ".") }) {
@@ -325,7 +331,10 @@ struct ConfigLoader: Sendable {
                 }
                 var seen = Set<String>()
                 for (index, item) in items.enumerated() {
-                    guard let route = readRoute(item, "\(path)[\(index)]", destinations: destinations, reader: reader) else { continue }
+                    guard
+                        let route = readRoute(
+                            item, "\(path)[\(index)]", destinations: destinations, definedDestinations: definedDestinations, reader: reader)
+                    else { continue }
                     if !seen.insert(route.destination).inserted {
                         reader.problem(item, "\(path)[\(index)]", "destination '\(route.destination)' is listed twice")
                         continue
@@ -375,7 +384,9 @@ struct ConfigLoader: Sendable {
         }
     }
 
-    private static func readRoute(_ node: Node, _ key: String, destinations: [String: DestinationConfig], reader: ConfigReader) -> Route? {
+    private static func readRoute(
+        _ node: Node, _ key: String, destinations: [String: DestinationConfig], definedDestinations: Set<String>, reader: ConfigReader
+    ) -> Route? {
         var name: String?
         var nameNode = node
         var formatter: String?
@@ -408,6 +419,7 @@ struct ConfigLoader: Sendable {
         }
         guard let name else { return nil }
         guard let destination = destinations[name] else {
+            if definedDestinations.contains(name) { return nil }
             let hint = PluginOptions.closest(to: name, in: destinations.keys).map { " (did you mean '\($0)'?)" } ?? ""
             reader.problem(nameNode, key, "unknown destination '\(name)'\(hint)")
             return nil

@@ -1,0 +1,237 @@
+import Foundation
+import PluginKit
+import Testing
+
+@testable import Host
+
+@Suite("Configuration")
+struct ConfigTests {
+    /// Loads YAML text as `/etc/hookproxy/sources.yaml` and returns the problems' descriptions (empty when valid).
+    func problems(_ yaml: String, environment: [String: String] = [:]) -> [String] {
+        do {
+            _ = try ConfigLoader(environment: environment).load(yaml: yaml, file: "/etc/hookproxy/sources.yaml")
+            return []
+        } catch {
+            return error.problems.map(\.description)
+        }
+    }
+
+    static let minimal = """
+        destinations:
+          chat:
+            formatter: discord
+            url: "https://discord.example/api/webhooks/1/token"
+        sources:
+          app:
+            destinations: [chat]
+        """
+
+    @Test("the shipped example loads with nothing set in the environment, and all its plugins are found")
+    func exampleLoads() throws {
+        let config = try ConfigLoader(environment: [:]).load(file: TestPaths.packageRoot + "/examples/sources.yaml")
+        #expect(config.sources.keys.sorted() == ["github", "inbox"])
+        #expect(config.destinations["ops-discord"]?.url == "http://127.0.0.1:8080/webhooks/inbox")
+        #expect(config.server.adminToken == nil)
+        #expect(config.storage.backend == .sqlite(path: TestPaths.packageRoot + "/examples/data/hookproxy.sqlite"))
+        let github = try #require(config.sources["github"])
+        #expect(github.routes.map(\.destination) == ["ops-discord", "team-slack", "audit"])
+        #expect(github.routes[2].overridesFormatter && github.routes[2].options == ["mode": "envelope"])
+        #expect(github.mapping.map(\.name) == ["repo", "action", "actor"])
+        #expect(github.requiresJSON)
+        let runtime = try Runtime.make(config: config, logger: testLogger)
+        #expect(runtime.instances.formatter(source: "github", destination: "audit") != nil)
+    }
+
+    @Test("a full file sets every section, with defaults inherited by destinations")
+    func fullFile() throws {
+        let yaml = """
+            server:
+              listen: "[::1]:8081"
+              admin_listen: "127.0.0.1:9191"
+              admin_token: "${TOKEN}"
+              max_body_bytes: 2048
+            storage:
+              url: "sqlite:/var/lib/hookproxy/db.sqlite"
+              retention: 7d
+            plugins:
+              directory: /opt/hookproxy/plugins
+            defaults:
+              timeout: 3s
+              retry:
+                exponential: { initial: 1s, multiplier: 3, max: 1m, attempts: 4 }
+                jitter: 0
+            destinations:
+              chat:
+                formatter: discord
+                url: "${HOOK_URL:-https://fallback.example/hook}"
+                headers: { X-Env: prod }
+                options: { title: "{{fields.repo}}", color: 255, fields: false }
+              slow:
+                formatter: generic
+                url: "https://slow.example/in"
+                timeout: 30s
+                retry: { schedule: [1s, 2s] }
+            sources:
+              gh:
+                idempotency_key: "header:X-GitHub-Delivery"
+                mapping:
+                  repo: { path: "$.repository.full_name", required: true }
+                  kind: "header:X-GitHub-Event"
+                  first: "$.commits[0]['id']"
+                destinations:
+                  - chat
+                  - { to: slow, formatter: generic, options: { mode: envelope } }
+                replay: false
+            """
+        let config = try ConfigLoader(environment: ["TOKEN": "s3cret"]).load(yaml: yaml, file: "/etc/hookproxy/sources.yaml")
+        #expect(config.server.listen == ListenAddress(host: "::1", port: 8081))
+        #expect(config.server.adminToken == "s3cret")
+        #expect(config.server.maxBodyBytes == 2048)
+        #expect(config.storage.retention == .seconds(7 * 86_400))
+        #expect(config.plugins.directory == "/opt/hookproxy/plugins")
+        let chat = try #require(config.destinations["chat"])
+        #expect(chat.url == "https://fallback.example/hook")
+        #expect(chat.timeout == .seconds(3))
+        #expect(chat.retry.maximumAttempts == 4)
+        #expect(chat.retry.delay(afterAttempt: 2, random: 0) == .seconds(3))
+        #expect(chat.retry.delay(afterAttempt: 4, random: 0) == nil)
+        #expect(chat.options == ["title": "{{fields.repo}}", "color": 255, "fields": false])
+        let slow = try #require(config.destinations["slow"])
+        #expect(slow.retry.backoff == .schedule([.seconds(1), .seconds(2)]))
+        #expect(slow.retry.jitter == 0)
+        let gh = try #require(config.sources["gh"])
+        #expect(gh.replay == false)
+        #expect(gh.mapping.map(\.selector.description) == ["$.repository.full_name", "header:x-github-event", "$.commits[0].id"])
+        #expect(gh.idempotencyKey == .header("x-github-delivery"))
+    }
+
+    @Test("an unknown key is an error at its line, with a suggestion")
+    func unknownKey() {
+        let yaml = Self.minimal.replacingOccurrences(of: "    url:", with: "    timout: 5s\n    url:")
+        #expect(
+            problems(yaml) == [
+                "/etc/hookproxy/sources.yaml:4: destinations.chat.timout: unknown key (did you mean 'timeout'?); allowed here: formatter, url, options, headers, timeout, retry"
+            ])
+    }
+
+    @Test("a value of the wrong type is an error naming the key and what it must be")
+    func wrongType() {
+        let yaml = "server:\n  max_body_bytes: lots\n" + Self.minimal
+        #expect(
+            problems(yaml) == [
+                "/etc/hookproxy/sources.yaml:2: server.max_body_bytes: must be a whole number from 1 to 1073741824, not 'lots'"
+            ])
+        let list = Self.minimal.replacingOccurrences(of: "destinations: [chat]", with: "destinations: chat")
+        #expect(
+            problems(list) == [
+                "/etc/hookproxy/sources.yaml:7: sources.app.destinations: must be a list of destination names or {to: NAME, formatter: ..., options: ...}"
+            ])
+        let duration = "defaults:\n  timeout: soon\n" + Self.minimal
+        #expect(
+            problems(duration) == [
+                "/etc/hookproxy/sources.yaml:2: defaults.timeout: must be a duration such as 500ms, 15s, 5m, 2h or 30d, not 'soon'"
+            ])
+    }
+
+    @Test("a source naming an unknown destination is an error with a suggestion")
+    func unknownDestination() {
+        let yaml = Self.minimal.replacingOccurrences(of: "destinations: [chat]", with: "destinations: [chta]")
+        #expect(
+            problems(yaml) == [
+                "/etc/hookproxy/sources.yaml:7: sources.app.destinations[0]: unknown destination 'chta' (did you mean 'chat'?)"
+            ])
+    }
+
+    @Test("an unset environment variable is an error naming it; defaults and files resolve")
+    func environment() throws {
+        let yaml = Self.minimal.replacingOccurrences(of: "\"https://discord.example/api/webhooks/1/token\"", with: "\"${DISCORD_URL}\"")
+        #expect(
+            problems(yaml) == [
+                "/etc/hookproxy/sources.yaml:4: destinations.chat.url: environment variable DISCORD_URL is not set (write ${DISCORD_URL:-default} to give a default)"
+            ])
+        #expect(problems(yaml, environment: ["DISCORD_URL": "https://x.example/h"]).isEmpty)
+        let secretFile = TestPaths.temporaryDirectory("secret") + "/url"
+        try "https://from-file.example/h\n".write(toFile: secretFile, atomically: true, encoding: .utf8)
+        let fromFile = Self.minimal.replacingOccurrences(
+            of: "\"https://discord.example/api/webhooks/1/token\"", with: "\"${file:\(secretFile)}\"")
+        let config = try ConfigLoader(environment: [:]).load(yaml: fromFile, file: "/x/sources.yaml")
+        #expect(config.destinations["chat"]?.url == "https://from-file.example/h")
+        let missingFile = Self.minimal.replacingOccurrences(
+            of: "\"https://discord.example/api/webhooks/1/token\"", with: "\"${file:/nonexistent/x}\"")
+        #expect(
+            problems(missingFile) == ["/etc/hookproxy/sources.yaml:4: destinations.chat.url: secret file '/nonexistent/x' cannot be read"])
+    }
+
+    @Test("a bad URL is refused without echoing it (it may carry a token)")
+    func badURLNotEchoed() {
+        let yaml = Self.minimal.replacingOccurrences(
+            of: "https://discord.example/api/webhooks/1/token", with: "discord.example/api/webhooks/1/token")
+        let found = problems(yaml)
+        #expect(found == ["/etc/hookproxy/sources.yaml:4: destinations.chat.url: must be an http:// or https:// URL with a host"])
+        #expect(!found.joined().contains("token"))
+    }
+
+    @Test("invalid YAML is an error at the line of the syntax problem")
+    func syntax() {
+        let found = problems("sources:\n  app:\n    destinations: [chat\n  other: x\n")
+        #expect(found.count == 1)
+        #expect(found.first?.hasPrefix("/etc/hookproxy/sources.yaml:") == true)
+        #expect(found.first?.contains("not valid YAML") == true)
+    }
+
+    @Test("every problem in a file is reported, not only the first")
+    func everyProblem() {
+        let yaml = """
+            server:
+              listen: nowhere
+            destinations:
+              chat:
+                url: "https://x.example/h"
+            sources:
+              app:
+                destinations: [chat, nope]
+                mapping:
+                  repo: { path: "repository.name" }
+            """
+        #expect(
+            problems(yaml) == [
+                "/etc/hookproxy/sources.yaml:2: server.listen: must be host:port, such as 0.0.0.0:8080, not 'nowhere'",
+                "/etc/hookproxy/sources.yaml:4: destinations.chat: needs 'formatter' (the name of a formatter plugin, such as discord)",
+                "/etc/hookproxy/sources.yaml:8: sources.app.destinations[1]: unknown destination 'nope'",
+                "/etc/hookproxy/sources.yaml:10: sources.app.mapping.repo: 'repository.name' is neither a JSON path starting with '$' nor 'header:NAME'",
+            ])
+    }
+
+    @Test("an unknown plugin, a plugin without the capability and rejected options are errors at the formatter's line")
+    func pluginProblems() throws {
+        let yaml = """
+            destinations:
+              a:
+                formatter: discrod
+                url: "https://x.example/a"
+              b:
+                formatter: slack
+                url: "https://x.example/b"
+                options: { colour: red }
+            sources:
+              app:
+                destinations:
+                  - a
+                  - to: b
+                    formatter: generic
+                    options: { mode: sideways }
+            """
+        let config = try ConfigLoader(environment: [:]).load(yaml: yaml, file: "/etc/hookproxy/sources.yaml")
+        let catalog = PluginLoader.discover(directory: TestPaths.temporaryDirectory("empty"), logger: testLogger)
+        guard case .failure(let error) = PluginInstances.make(config: config, catalog: catalog) else {
+            Issue.record("expected plugin problems")
+            return
+        }
+        #expect(
+            error.problems.map(\.description) == [
+                "/etc/hookproxy/sources.yaml:3: destinations.a.formatter: no loaded plugin is named 'discrod' (did you mean 'discord'?); loaded: discord, generic, slack",
+                "/etc/hookproxy/sources.yaml:6: destinations.b.formatter: plugin 'slack' rejected its options: slack: unknown option 'colour'",
+                "/etc/hookproxy/sources.yaml:14: sources.app.destinations[1]: plugin 'generic' rejected its options: generic: option 'mode' must be one of raw, envelope, template, not 'sideways'",
+            ])
+    }
+}
