@@ -6,6 +6,9 @@ import PackageDescription
 /// interposed by the host's copy or another plugin's, whatever version each was built with.
 let pluginLinkerSettings: [LinkerSetting] = [.unsafeFlags(["-Xlinker", "-Bsymbolic"])]
 
+/// Our own code builds without warnings (dependencies are not held to it).
+let strict: [SwiftSetting] = [.treatAllWarnings(as: .error)]
+
 let package = Package(
     name: "hookproxy",
     platforms: [.macOS(.v15)],
@@ -28,8 +31,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
     ],
     targets: [
-        .target(name: "PluginABI", path: "Sources/PluginABI"),
-        .target(name: "PluginKit", dependencies: ["PluginABI"], path: "Sources/PluginKit"),
+        .target(name: "PluginABI", path: "Sources/PluginABI", cSettings: [.unsafeFlags(["-Wall", "-Werror"])]),
+        .target(name: "PluginKit", dependencies: ["PluginABI"], path: "Sources/PluginKit", swiftSettings: strict),
         .executableTarget(
             name: "Host",
             dependencies: [
@@ -47,16 +50,17 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
-            path: "Sources/Host"
+            path: "Sources/Host",
+            swiftSettings: strict
         ),
         .target(
-            name: "DiscordPlugin", dependencies: ["PluginKit"], path: "Plugins/Discord",
+            name: "DiscordPlugin", dependencies: ["PluginKit"], path: "Plugins/Discord", swiftSettings: strict,
             linkerSettings: pluginLinkerSettings),
         .target(
-            name: "SlackPlugin", dependencies: ["PluginKit"], path: "Plugins/Slack",
+            name: "SlackPlugin", dependencies: ["PluginKit"], path: "Plugins/Slack", swiftSettings: strict,
             linkerSettings: pluginLinkerSettings),
         .target(
-            name: "GenericPlugin", dependencies: ["PluginKit"], path: "Plugins/Generic",
+            name: "GenericPlugin", dependencies: ["PluginKit"], path: "Plugins/Generic", swiftSettings: strict,
             linkerSettings: pluginLinkerSettings),
         .testTarget(
             name: "HostTests",
@@ -73,8 +77,9 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
-            exclude: ["Fixtures"]),
-        .testTarget(name: "PluginKitTests", dependencies: ["PluginKit", "TestSupport"]),
+            exclude: ["Fixtures"],
+            swiftSettings: strict),
+        .testTarget(name: "PluginKitTests", dependencies: ["PluginKit", "TestSupport"], swiftSettings: strict),
         .target(name: "TestSupport", path: "Tests/TestSupport"),
     ]
 )
