@@ -68,6 +68,7 @@ let package = Package(
                 "PluginKit",
                 "TestSupport",
                 "Host",
+                .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),

@@ -12,12 +12,7 @@ struct CheckCommand: AsyncParsableCommand {
     func run() async throws {
         var logger = options.bootstrapLogging()
         logger.logLevel = .error
-        let config: HookproxyConfig
-        do {
-            config = try ConfigLoader().load(file: options.configFile)
-        } catch {
-            throw CLIFailure.usage(error.description)
-        }
+        let config = try options.loadConfig()
         let catalog = PluginLoader.discover(directory: config.plugins.directory, logger: logger)
         for refusal in catalog.refusals { print("warning: \(refusal)") }
         switch PluginInstances.make(config: config, catalog: catalog) {

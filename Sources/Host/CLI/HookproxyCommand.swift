@@ -78,6 +78,15 @@ struct GlobalOptions: ParsableArguments {
         return logger
     }
 
+    /// Loads the configuration (without plugins), or fails with every problem (exit 2).
+    func loadConfig() throws -> HookproxyConfig {
+        do {
+            return try ConfigLoader().load(file: configFile)
+        } catch {
+            throw CLIFailure.usage(error.description)
+        }
+    }
+
     /// Loads the configuration and plugins, or fails with every problem (exit 2).
     func loadRuntime(logger: Logger) throws -> Runtime {
         do {

@@ -20,11 +20,7 @@ struct PluginsCommand: AsyncParsableCommand {
         // The plugins directory comes from the configuration when there is one; else ./plugins.
         let directory: String
         if FileManager.default.fileExists(atPath: options.configFile) {
-            do {
-                directory = try ConfigLoader().load(file: options.configFile).plugins.directory
-            } catch {
-                throw CLIFailure.usage(error.description)
-            }
+            directory = try options.loadConfig().plugins.directory
         } else {
             directory = ConfigLoader.resolvePath("plugins", base: FileManager.default.currentDirectoryPath)
         }

@@ -20,12 +20,7 @@ struct ReplayCommand: AsyncParsableCommand {
     func run() async throws {
         var logger = options.bootstrapLogging()
         logger.logLevel = .warning
-        let config: HookproxyConfig
-        do {
-            config = try ConfigLoader().load(file: options.configFile)
-        } catch {
-            throw CLIFailure.usage(error.description)
-        }
+        let config = try options.loadConfig()
         let store: SQLiteStore
         switch config.storage.backend {
         case .sqlite(let path):

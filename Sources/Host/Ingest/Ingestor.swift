@@ -71,16 +71,15 @@ struct Ingestor: Sendable {
 
         let idempotencyKey = source.idempotencyKey.flatMap { $0.select(headers: headerObject, payload: payload) }.map(\.textValue)
         let receivedAt = Clock.milliseconds()
-        let event = NewEvent(
+        let event = StoredEvent(
             id: EventID.make(milliseconds: receivedAt), source: name, receivedAt: receivedAt, contentType: contentType,
-            headersJSON: JSONValue.object(headerObject).serialized(), body: body,
-            fieldsJSON: JSONValue.object(fields).serialized(),
-            idempotencyKey: idempotencyKey.flatMap { $0.isEmpty ? nil : $0 },
-            deliveries: source.routes.map { NewDelivery(id: EventID.make(milliseconds: receivedAt), destination: $0.destination) })
+            headersJSON: JSONValue.object(headerObject).serialized(), body: body, fieldsJSON: JSONValue.object(fields).serialized())
+        let deliveries = source.routes.map { NewDelivery(id: EventID.make(milliseconds: receivedAt), destination: $0.destination) }
 
         let result: InsertResult
         do {
-            result = try await writer.submit(event)
+            result = try await writer.submit(
+                NewEvent(event: event, idempotencyKey: idempotencyKey.flatMap { $0.isEmpty ? nil : $0 }, deliveries: deliveries))
         } catch {
             logger.error(
                 "event not stored", metadata: ["source": "\(name)", "request_id": "\(requestID)", "error": "\(error)"])
@@ -92,7 +91,7 @@ struct Ingestor: Sendable {
             logger.debug(
                 "event accepted",
                 metadata: [
-                    "event_id": "\(event.id)", "source": "\(name)", "request_id": "\(requestID)", "deliveries": "\(event.deliveries.count)",
+                    "event_id": "\(event.id)", "source": "\(name)", "request_id": "\(requestID)", "deliveries": "\(deliveries.count)",
                 ])
             return Accepted(id: event.id, duplicate: false)
         case .duplicate(let original):

@@ -43,15 +43,8 @@ protocol EventStore: Sendable {
 
 /// An event ready to be stored, with one delivery per destination.
 struct NewEvent: Sendable {
-    var id: String
-    var source: String
-    var receivedAt: Int64
-    var contentType: String
-    /// The request's headers (lowercase names), as a JSON object text.
-    var headersJSON: String
-    var body: [UInt8]
-    /// The mapped fields, as a JSON object text.
-    var fieldsJSON: String
+    var event: StoredEvent
+    /// Requests with the same key for the same source are duplicates.
     var idempotencyKey: String?
     var deliveries: [NewDelivery]
 }
@@ -79,14 +72,16 @@ enum DeliveryStatus: String, Sendable, CaseIterable {
     case skipped
 }
 
-/// A stored event as the delivery engine needs it.
+/// An event as stored: what was received, with the fields mapped from it.
 struct StoredEvent: Sendable {
     var id: String
     var source: String
     var receivedAt: Int64
     var contentType: String
+    /// The request's headers (lowercase names), as a JSON object text.
     var headersJSON: String
     var body: [UInt8]
+    /// The mapped fields, as a JSON object text.
     var fieldsJSON: String
 }
 

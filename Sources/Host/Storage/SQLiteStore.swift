@@ -92,8 +92,9 @@ final class SQLiteStore: EventStore {
         try await write { db in
             var results: [InsertResult] = []
             results.reserveCapacity(events.count)
-            for event in events {
-                if let key = event.idempotencyKey,
+            for new in events {
+                let event = new.event
+                if let key = new.idempotencyKey,
                     let original = try String.fetchOne(
                         db, sql: "SELECT id FROM events WHERE source = ? AND idempotency_key = ?", arguments: [event.source, key])
                 {
@@ -107,9 +108,9 @@ final class SQLiteStore: EventStore {
                         """,
                     arguments: [
                         event.id, event.source, event.receivedAt, event.contentType, event.headersJSON, Data(event.body),
-                        event.fieldsJSON, event.idempotencyKey,
+                        event.fieldsJSON, new.idempotencyKey,
                     ])
-                for delivery in event.deliveries {
+                for delivery in new.deliveries {
                     try db.execute(
                         sql: """
                             INSERT INTO deliveries (id, event_id, destination, status, attempts, next_attempt_at, created_at, updated_at)
