@@ -77,9 +77,12 @@ public struct OutboundRequest: Sendable, Equatable {
     }
 }
 
-/// The event a formatter receives: the event document plus the raw body exactly as it was received.
-public struct FormatterEvent: Sendable {
-    /// The event document: `id`, `source`, `received_at`, `headers`, `payload`, `fields`, `destination`, `attempt`.
+/// What a plugin is called with: a JSON document plus the raw body exactly as it was received.
+///
+/// For a formatter the document is the event (`id`, `source`, `received_at`, `headers`, `payload`, `fields`,
+/// `destination`, `attempt`); for a mapper it is `{"source", "headers", "payload"}`.
+public struct PluginInput: Sendable {
+    /// The document.
     public let document: JSONValue
     /// The raw request body.
     public let body: [UInt8]
@@ -92,35 +95,22 @@ public struct FormatterEvent: Sendable {
         self.contentType = contentType
     }
 
-    /// The event id.
+    /// The event id (formatters).
     public var id: String { document["id"]?.stringValue ?? "" }
     /// The source name.
     public var source: String { document["source"]?.stringValue ?? "" }
-    /// When it was received, as RFC 3339 text.
+    /// When it was received, as RFC 3339 text (formatters).
     public var receivedAt: String { document["received_at"]?.stringValue ?? "" }
+    /// The request headers, names in lowercase.
+    public var headers: JSONObject { document["headers"]?.objectValue ?? JSONObject() }
     /// The parsed payload, or `.null` when the body is not JSON.
     public var payload: JSONValue { document["payload"] ?? .null }
-    /// The mapped fields.
+    /// The mapped fields (formatters).
     public var fields: JSONObject { document["fields"]?.objectValue ?? JSONObject() }
 }
 
+/// The event a formatter receives.
+public typealias FormatterEvent = PluginInput
+
 /// The request a mapper receives.
-public struct MapperRequest: Sendable {
-    /// `{"source": ..., "headers": {...}, "payload": ... or null}`.
-    public let document: JSONValue
-    /// The raw request body.
-    public let body: [UInt8]
-    /// The request's content type.
-    public let contentType: String
-
-    public init(document: JSONValue, body: [UInt8], contentType: String) {
-        self.document = document
-        self.body = body
-        self.contentType = contentType
-    }
-
-    /// The request headers, names in lowercase.
-    public var headers: JSONObject { document["headers"]?.objectValue ?? JSONObject() }
-    /// The parsed payload, or `.null`.
-    public var payload: JSONValue { document["payload"] ?? .null }
-}
+public typealias MapperRequest = PluginInput
