@@ -1,6 +1,7 @@
 /* A minimal formatter written in C against hookproxy_plugin.h alone; the tests compile it with cc at test time.
  * Body sent: "minimal:" followed by the event document. Options: {"reject": true} is refused.
- * -DPLUGIN_NAME="..." renames it; -DTABLE_ABI_VERSION=N stamps another ABI version; -DNO_ENTRY leaves out the entry. */
+ * -DPLUGIN_NAME="..." renames it; -DTABLE_ABI_VERSION=N stamps another ABI version; -DNO_ENTRY leaves out the entry;
+ * -DWITH_MAPPER adds a mapper that returns {"from_mapper": "<content type>", "repo": "mapper-repo"}. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -53,6 +54,29 @@ static hookproxy_status on_format(void *instance, const hookproxy_event *event, 
     return HOOKPROXY_OK;
 }
 
+#ifdef WITH_MAPPER
+static hookproxy_status on_map(void *instance, const hookproxy_event *event, hookproxy_output *output) {
+    (void)instance;
+    static const char head[] = "{\"from_mapper\":\"";
+    static const char tail[] = "\",\"repo\":\"mapper-repo\"}";
+    size_t length = sizeof(head) - 1 + event->content_type_len + sizeof(tail) - 1;
+    char *fields = malloc(length);
+    if (fields == NULL) return HOOKPROXY_ERROR_TRANSIENT;
+    memcpy(fields, head, sizeof(head) - 1);
+    memcpy(fields + sizeof(head) - 1, event->content_type, event->content_type_len);
+    memcpy(fields + sizeof(head) - 1 + event->content_type_len, tail, sizeof(tail) - 1);
+    output->body = (const uint8_t *)fields;
+    output->body_len = length;
+    output->release_data = fields;
+    return HOOKPROXY_OK;
+}
+#define CAPABILITIES (HOOKPROXY_CAPABILITY_FORMATTER | HOOKPROXY_CAPABILITY_MAPPER)
+#define ON_MAP on_map
+#else
+#define CAPABILITIES HOOKPROXY_CAPABILITY_FORMATTER
+#define ON_MAP NULL
+#endif
+
 static void on_output_release(void *instance, hookproxy_output *output) {
     (void)instance;
     free(output->release_data);
@@ -63,11 +87,11 @@ static const hookproxy_plugin table = {
     .struct_size = sizeof(hookproxy_plugin),
     .name = PLUGIN_NAME,
     .version = "0.0.1",
-    .capabilities = HOOKPROXY_CAPABILITY_FORMATTER,
+    .capabilities = CAPABILITIES,
     .on_instance_new = on_instance_new,
     .on_instance_destroy = on_instance_destroy,
     .on_format = on_format,
-    .on_map = NULL,
+    .on_map = ON_MAP,
     .on_output_release = on_output_release,
 };
 
