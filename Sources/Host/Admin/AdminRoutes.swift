@@ -3,10 +3,12 @@ import Hummingbird
 import Logging
 import PluginKit
 
-/// The admin listener's routes: health, readiness, event detail and replay. Loopback by default; with
+/// The admin listener's routes: health, readiness, event detail, destinations' flow-control state and replay. Loopback by default; with
 /// `server.admin_token` set, everything but `/healthz` requires `Authorization: Bearer <token>`.
 enum AdminRoutes {
-    static func router(store: any EventStore, runtime: RuntimeHolder, wake: WakeSignal, logger: Logger) -> Router<HookproxyRequestContext> {
+    static func router(store: any EventStore, runtime: RuntimeHolder, engine: DeliveryEngine, wake: WakeSignal, logger: Logger)
+        -> Router<HookproxyRequestContext>
+    {
         let router = Router(context: HookproxyRequestContext.self)
         router.add(middleware: RequestIDMiddleware(logger: logger))
         router.get("/healthz") { _, _ in JSONResponse(body: ["status": "ok"]) }
@@ -24,6 +26,11 @@ enum AdminRoutes {
             let id = try context.parameters.require("id")
             guard let detail = try await store.eventDetail(id: id) else { throw APIError.notFound("no event with id '\(id)'") }
             return JSONResponse(body: EventJSON.detail(detail))
+        }
+        protected.get("/admin/destinations") { _, _ -> JSONResponse in
+            let depths = try await store.queueDepths()
+            let destinations = engine.laneSnapshots().map { EventJSON.destination($0, depths: depths[$0.name] ?? [:]) }
+            return JSONResponse(body: ["destinations": .array(destinations)])
         }
         protected.post("/admin/events/:id/replay") { _, context -> JSONResponse in
             let id = try context.parameters.require("id")
@@ -97,6 +104,26 @@ enum EventJSON {
             "last_error": delivery.lastError.map(JSONValue.string) ?? .null,
             "replay_of": delivery.replayOf.map(JSONValue.string) ?? .null,
             "history": .array(delivery.history.map(attempt)),
+        ]
+    }
+
+    static func destination(_ lane: DestinationLane.Snapshot, depths: [DeliveryStatus: Int]) -> JSONValue {
+        let pausedUntil: JSONValue
+        if case .open(let until) = lane.circuit { pausedUntil = .string(Clock.rfc3339(milliseconds: until)) } else { pausedUntil = .null }
+        return [
+            "name": .string(lane.name),
+            "state": .string(lane.state),
+            "in_flight": .int(lane.inFlight),
+            "consecutive_failures": .int(lane.consecutiveFailures),
+            "paused_until": pausedUntil,
+            "rate_limited_until": lane.rateLimitedUntil.map { .string(Clock.rfc3339(milliseconds: $0)) } ?? .null,
+            "ordering": .string(lane.ordering.rawValue),
+            "rate_limit": lane.rateLimit.map { .string("\($0.requests)/\($0.per)") } ?? .null,
+            "max_concurrency": .int(lane.maxConcurrency),
+            "queue": [
+                "pending": .int(depths[.pending] ?? 0), "in_flight": .int(depths[.inFlight] ?? 0),
+                "retrying": .int(depths[.retrying] ?? 0), "dead": .int(depths[.dead] ?? 0),
+            ],
         ]
     }
 

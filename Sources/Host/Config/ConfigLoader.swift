@@ -175,13 +175,20 @@ struct ConfigLoader: Sendable {
     struct DeliveryDefaults {
         var timeout: Duration = .seconds(15)
         var retry = RetryPolicy()
+        var maxConcurrency = 8
+        var circuitBreaker = CircuitBreakerPolicy()
     }
 
     private static func readDefaults(_ node: Node, into defaults: inout DeliveryDefaults, reader: ConfigReader) {
-        for (key, _, value) in reader.entries(node, "defaults", allowed: ["timeout", "retry"]) ?? [] {
+        let allowed = ["timeout", "retry", "max_concurrency", "circuit_breaker"]
+        for (key, _, value) in reader.entries(node, "defaults", allowed: allowed) ?? [] {
             switch key {
             case "timeout": reader.duration(value, "defaults.timeout").map { defaults.timeout = $0 }
             case "retry": defaults.retry = readRetry(value, "defaults.retry", base: defaults.retry, reader: reader)
+            case "max_concurrency": reader.integer(value, "defaults.max_concurrency", range: 1...1024).map { defaults.maxConcurrency = $0 }
+            case "circuit_breaker":
+                defaults.circuitBreaker = readCircuitBreaker(
+                    value, "defaults.circuit_breaker", base: defaults.circuitBreaker, reader: reader)
             default: break
             }
         }
@@ -189,7 +196,7 @@ struct ConfigLoader: Sendable {
 
     private static func readRetry(_ node: Node, _ key: String, base: RetryPolicy, reader: ConfigReader) -> RetryPolicy {
         var policy = base
-        let entries = reader.entries(node, key, allowed: ["schedule", "exponential", "jitter"]) ?? []
+        let entries = reader.entries(node, key, allowed: ["schedule", "exponential", "jitter", "max_age", "retryable_statuses"]) ?? []
         if entries.contains(where: { $0.0 == "schedule" }), entries.contains(where: { $0.0 == "exponential" }) {
             reader.problem(node, key, "give either 'schedule' or 'exponential', not both")
         }
@@ -221,13 +228,76 @@ struct ConfigLoader: Sendable {
                 policy.backoff = .exponential(initial: initial, multiplier: multiplier, maximum: maximum, attempts: attempts)
             case "jitter":
                 reader.number(value, path, range: 0...1).map { policy.jitter = $0 }
+            case "max_age":
+                reader.duration(value, path).map { policy.maximumAge = $0 }
+            case "retryable_statuses":
+                guard case .sequence(let items) = value else {
+                    reader.problem(value, path, "must be a list of 4xx statuses, such as [408, 409, 425, 429]")
+                    continue
+                }
+                let statuses = items.enumerated().compactMap { reader.integer($1, "\(path)[\($0)]", range: 400...499) }
+                if statuses.count == items.count { policy.retryableStatuses = Set(statuses) }
             default: break
             }
         }
         return policy
     }
 
-    private static let destinationKeys = ["formatter", "url", "options", "headers", "timeout", "retry"]
+    private static func readCircuitBreaker(
+        _ node: Node, _ key: String, base: CircuitBreakerPolicy, reader: ConfigReader
+    ) -> CircuitBreakerPolicy {
+        var policy = base
+        if case .scalar = node {
+            if let enabled = reader.bool(node, key) { policy.enabled = enabled }
+            return policy
+        }
+        for (name, _, value) in reader.entries(node, key, allowed: ["failures", "cooldown"]) ?? [] {
+            switch name {
+            case "failures": reader.integer(value, "\(key).failures", range: 1...10_000).map { policy.failureThreshold = $0 }
+            case "cooldown": reader.duration(value, "\(key).cooldown").map { policy.cooldown = $0 }
+            default: break
+            }
+        }
+        policy.enabled = true
+        return policy
+    }
+
+    private static func readRateLimit(_ node: Node, _ key: String, reader: ConfigReader) -> RateLimit? {
+        guard let text = reader.string(node, key) else { return nil }
+        let parts = text.split(separator: "/", maxSplits: 1)
+        let period = parts.count == 2 ? (parts[1].first?.isNumber == true ? String(parts[1]) : "1" + parts[1]) : ""
+        guard parts.count == 2, let requests = Int(parts[0]), requests > 0, let per = DurationParsing.parse(period), per > .zero else {
+            reader.problem(node, key, "must be REQUESTS/DURATION, such as 5/2s or 30/1m, not '\(text)'")
+            return nil
+        }
+        return RateLimit(requests: requests, per: per)
+    }
+
+    /// Standard Webhooks secrets: `whsec_` followed by base64. The value is never echoed.
+    private static func readSigningSecrets(_ node: Node, _ key: String, reader: ConfigReader) -> [[UInt8]] {
+        let items: [(Node, String)]
+        if case .sequence(let sequence) = node {
+            items = sequence.enumerated().map { ($1, "\(key)[\($0)]") }
+        } else {
+            items = [(node, key)]
+        }
+        var secrets: [[UInt8]] = []
+        for (item, path) in items {
+            guard let text = reader.string(item, path) else { continue }
+            guard text.hasPrefix("whsec_"), let bytes = Data(base64Encoded: String(text.dropFirst("whsec_".count))), !bytes.isEmpty
+            else {
+                reader.problem(item, path, "must be 'whsec_' followed by base64 (a Standard Webhooks secret)")
+                continue
+            }
+            secrets.append(Array(bytes))
+        }
+        return secrets
+    }
+
+    private static let destinationKeys = [
+        "formatter", "url", "options", "headers", "timeout", "retry", "rate_limit", "max_concurrency", "ordering", "circuit_breaker",
+        "signing_secret",
+    ]
 
     private static func readDestination(
         _ name: String, _ keyNode: Node, _ node: Node, defaults: DeliveryDefaults, reader: ConfigReader
@@ -241,6 +311,11 @@ struct ConfigLoader: Sendable {
         var headers: [(name: String, value: String)] = []
         var timeout = defaults.timeout
         var retry = defaults.retry
+        var rateLimit: RateLimit?
+        var maxConcurrency = defaults.maxConcurrency
+        var ordering = Ordering.concurrent
+        var circuitBreaker = defaults.circuitBreaker
+        var signingSecrets: [[UInt8]] = []
         for (field, fieldKey, value) in entries {
             let path = "\(key).\(field)"
             switch field {
@@ -269,6 +344,17 @@ struct ConfigLoader: Sendable {
                 }
             case "timeout": reader.duration(value, path).map { timeout = $0 }
             case "retry": retry = readRetry(value, path, base: defaults.retry, reader: reader)
+            case "rate_limit": rateLimit = readRateLimit(value, path, reader: reader)
+            case "max_concurrency": reader.integer(value, path, range: 1...1024).map { maxConcurrency = $0 }
+            case "ordering":
+                guard let text = reader.string(value, path) else { continue }
+                guard let parsed = Ordering(rawValue: text) else {
+                    reader.problem(value, path, "must be concurrent or fifo, not '\(text)'")
+                    continue
+                }
+                ordering = parsed
+            case "circuit_breaker": circuitBreaker = readCircuitBreaker(value, path, base: defaults.circuitBreaker, reader: reader)
+            case "signing_secret": signingSecrets = readSigningSecrets(value, path, reader: reader)
             default: break
             }
         }
@@ -282,7 +368,8 @@ struct ConfigLoader: Sendable {
         }
         return DestinationConfig(
             name: name, formatter: formatter, options: options, url: url, headers: headers, timeout: timeout, retry: retry,
-            location: formatterLocation)
+            rateLimit: rateLimit, maxConcurrency: ordering == .fifo ? 1 : maxConcurrency, ordering: ordering,
+            circuitBreaker: circuitBreaker, signingSecrets: signingSecrets, location: formatterLocation)
     }
 
     private static func readSource(

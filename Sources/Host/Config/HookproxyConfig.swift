@@ -69,6 +69,10 @@ struct RetryPolicy: Sendable, Equatable {
     ])
     /// Each delay is randomised by ±jitter (a fraction, 0...1).
     var jitter = 0.2
+    /// No retry is scheduled for an event older than this: the delivery is dead instead.
+    var maximumAge: Duration?
+    /// 4xx statuses that are retried; any other 4xx is permanent (dead at once). 5xx are always retried.
+    var retryableStatuses: Set<Int> = [408, 409, 425, 429]
 
     /// The largest number of attempts a delivery gets before it is dead.
     var maximumAttempts: Int {
@@ -94,6 +98,32 @@ struct RetryPolicy: Sendable, Equatable {
     }
 }
 
+/// `N/duration`: at most N requests per duration, as a token bucket (bursts of up to N).
+struct RateLimit: Sendable, Equatable, CustomStringConvertible {
+    var requests: Int
+    var per: Duration
+
+    var description: String { "\(requests)/\(per)" }
+}
+
+/// How a destination's deliveries are ordered.
+enum Ordering: String, Sendable {
+    /// Any order, up to `max_concurrency` at once (the default).
+    case concurrent
+    /// Strictly in ingest order, one at a time; a failing head blocks the line until delivered or dead.
+    case fifo
+}
+
+/// When to pause a destination that keeps failing.
+struct CircuitBreakerPolicy: Sendable, Equatable {
+    /// False: never pause.
+    var enabled = true
+    /// Consecutive failed attempts that open the circuit.
+    var failureThreshold = 5
+    /// How long the destination is paused before one probe request is let through.
+    var cooldown: Duration = .seconds(30)
+}
+
 /// A named destination from `destinations`.
 struct DestinationConfig: Sendable {
     var name: String
@@ -107,6 +137,13 @@ struct DestinationConfig: Sendable {
     /// The whole request (connect, send, response) must finish within this.
     var timeout: Duration
     var retry: RetryPolicy
+    var rateLimit: RateLimit?
+    /// The most requests in flight to this destination at once.
+    var maxConcurrency: Int
+    var ordering: Ordering
+    var circuitBreaker: CircuitBreakerPolicy
+    /// Standard Webhooks signing keys (the bytes after `whsec_`); several during a rotation.
+    var signingSecrets: [[UInt8]]
     var location: ConfigLocation
 }
 

@@ -3,27 +3,28 @@ import Logging
 import ServiceLifecycle
 import Synchronization
 
-/// The delivery engine: the store is the queue. Due deliveries are claimed in batches with a lease, attempted
-/// concurrently, and their outcomes written back in batches (group commit again).
+/// The delivery engine: the store is the queue, each destination has a lane.
 ///
-/// Ingest wakes the engine directly; a timer wakes it for the earliest scheduled retry, and at most `idlePoll` passes
-/// between looks at the store so that work added by other processes (`hookproxy replay` with no server running, say)
-/// is picked up. On start every delivery left in flight by a previous process is released; on graceful shutdown the
-/// engine stops claiming, lets attempts in flight finish for `shutdownGrace`, releases the rest, and flushes outcomes.
+/// On every wake the engine asks each destination's lane how many deliveries may start (concurrency, rate limit,
+/// rate-limit window, circuit breaker, FIFO), reads when that destination's next delivery is due, and claims only what
+/// may start now, with a lease. Attempts run concurrently; their outcomes are written back in batches (group commit).
+/// One destination's state never delays another's deliveries.
+///
+/// Ingest wakes the engine directly; a timer wakes it for the earliest due delivery or lane change, and at most
+/// `idlePoll` passes without a look at the store, so that work added by other processes (`hookproxy replay` with the
+/// server running) is picked up. On start every delivery left in flight by a previous process is released; on graceful
+/// shutdown the engine stops claiming, lets attempts in flight finish for `shutdownGrace`, cancels and releases the
+/// rest, and flushes outcomes.
 final class DeliveryEngine: Service, Sendable {
     /// Tuning; the defaults suit a single node.
     struct Configuration: Sendable {
-        /// The most attempts in flight at once, across destinations.
-        var maximumInFlight = 128
-        /// The most deliveries claimed per query.
-        var claimBatch = 64
         /// How long a claim holds a delivery; must exceed the longest destination timeout.
         var lease: Duration = .seconds(300)
         /// The longest the engine sleeps without looking at the store.
         var idlePoll: Duration = .seconds(1)
         /// How long in-flight attempts may finish at shutdown before they are cancelled and released.
         var shutdownGrace: Duration = .seconds(10)
-        /// How often expired leases are released and retention is applied.
+        /// How often expired leases are released.
         var maintenanceInterval: Duration = .seconds(60)
     }
 
@@ -35,6 +36,7 @@ final class DeliveryEngine: Service, Sendable {
     private let configuration: Configuration
     private let stopping = Atomic<Bool>(false)
     private let inFlight = Atomic<Int>(0)
+    private let lanes = Mutex<[String: DestinationLane]>([:])
 
     init(
         store: any EventStore, runtime: RuntimeHolder, httpClient: HTTPClient, wake: WakeSignal, logger: Logger,
@@ -46,6 +48,26 @@ final class DeliveryEngine: Service, Sendable {
         self.wake = wake
         self.logger = logger
         self.configuration = configuration
+    }
+
+    /// The flow-control state of every configured destination, for the admin API.
+    func laneSnapshots() -> [DestinationLane.Snapshot] {
+        let now = Clock.milliseconds()
+        return currentLanes().map { $0.snapshot(now: now) }.sorted { $0.name < $1.name }
+    }
+
+    /// The lanes of the destinations configured now; a lane is kept as long as its destination exists.
+    private func currentLanes() -> [DestinationLane] {
+        let destinations = runtime.runtime.config.destinations
+        return lanes.withLock { lanes in
+            for name in lanes.keys where destinations[name] == nil { lanes[name] = nil }
+            return destinations.values.sorted { $0.name < $1.name }.map { destination in
+                if let lane = lanes[destination.name] { return lane }
+                let lane = DestinationLane(destination: destination, logger: logger)
+                lanes[destination.name] = lane
+                return lane
+            }
+        }
     }
 
     func run() async throws {
@@ -73,71 +95,79 @@ final class DeliveryEngine: Service, Sendable {
 
     private func dispatch(into group: inout DiscardingTaskGroup, outcomes: GroupCommitter<DeliveryOutcome, Void>) async {
         let clock = ContinuousClock()
-        var nextMaintenance = clock.now
+        var nextMaintenance = clock.now + configuration.maintenanceInterval
         while !stopping.load(ordering: .sequentiallyConsistent) {
             if clock.now >= nextMaintenance {
-                await maintain()
+                await releaseExpiredLeases()
                 nextMaintenance = clock.now + configuration.maintenanceInterval
             }
-            var timeout = configuration.idlePoll
-            let capacity = configuration.maximumInFlight - inFlight.load(ordering: .sequentiallyConsistent)
-            if capacity > 0 {
-                let now = Clock.milliseconds()
+            let now = Clock.milliseconds()
+            var wakeAt = now + Int64(configuration.idlePoll.seconds * 1000)
+            var busy = false
+            let runtime = self.runtime.runtime
+            for lane in currentLanes() {
+                let admission = lane.admission(now: now)
+                guard admission.slots > 0 else {
+                    if let at = admission.wakeAt { wakeAt = min(wakeAt, at) }
+                    continue
+                }
+                let fifo = lane.ordering == .fifo
                 do {
-                    let limit = min(capacity, configuration.claimBatch)
+                    guard let due = try await store.nextDue(destination: lane.name, fifo: fifo) else { continue }
+                    guard due <= now else {
+                        wakeAt = min(wakeAt, due)
+                        continue
+                    }
                     let claimed = try await store.claimDue(
-                        now: now, limit: limit, leaseUntil: now + Int64(configuration.lease.seconds * 1000))
-                    let runtime = self.runtime.runtime
+                        destination: lane.name, fifo: fifo, now: now, limit: admission.slots,
+                        leaseUntil: now + Int64(configuration.lease.seconds * 1000))
+                    lane.started(claimed.count)
+                    if claimed.count == admission.slots { busy = true }
                     for delivery in claimed {
                         inFlight.add(1, ordering: .sequentiallyConsistent)
-                        group.addTask {
-                            let outcome = await self.sender.attempt(delivery, runtime: runtime)
-                            do {
-                                try await outcomes.submit(outcome)
-                            } catch {
-                                // The lease expires and the delivery is attempted again: at least once, never lost.
-                                self.logger.error(
-                                    "attempt outcome not recorded",
-                                    metadata: ["delivery_id": "\(delivery.id)", "error": "\(error)"])
-                            }
-                            self.inFlight.subtract(1, ordering: .sequentiallyConsistent)
-                            self.wake.signal()
-                        }
-                    }
-                    if claimed.count == limit { continue }
-                    if let due = try await store.nextDueTime() {
-                        timeout = min(timeout, .milliseconds(max(0, due - Clock.milliseconds())))
+                        group.addTask { await self.deliver(delivery, runtime: runtime, lane: lane, outcomes: outcomes) }
                     }
                 } catch {
-                    logger.error("cannot claim deliveries", metadata: ["error": "\(error)"])
+                    logger.error("cannot claim deliveries", metadata: ["destination": "\(lane.name)", "error": "\(error)"])
                 }
             }
-            if timeout > .zero { await wake.wait(timeout: timeout) }
+            if busy { continue }
+            let timeout = Duration.milliseconds(max(1, wakeAt - Clock.milliseconds()))
+            await wake.wait(timeout: timeout)
         }
         // Graceful shutdown: let attempts in flight finish, then cancel and release the rest.
         let deadline = clock.now + configuration.shutdownGrace
         while inFlight.load(ordering: .sequentiallyConsistent) > 0, clock.now < deadline {
             await wake.wait(timeout: .milliseconds(50))
         }
-        if inFlight.load(ordering: .sequentiallyConsistent) > 0 {
-            logger.warning(
-                "cancelling attempts still in flight at shutdown; they will be retried",
-                metadata: ["count": "\(inFlight.load(ordering: .sequentiallyConsistent))"])
+        let remaining = inFlight.load(ordering: .sequentiallyConsistent)
+        if remaining > 0 {
+            logger.warning("cancelling attempts still in flight at shutdown; they will be sent again", metadata: ["count": "\(remaining)"])
             group.cancelAll()
         }
     }
 
-    /// Releases expired leases and purges events past retention.
-    private func maintain() async {
-        let now = Clock.milliseconds()
+    private func deliver(
+        _ delivery: ClaimedDelivery, runtime: Runtime, lane: DestinationLane, outcomes: GroupCommitter<DeliveryOutcome, Void>
+    ) async {
+        let result = await sender.attempt(delivery, runtime: runtime)
+        lane.finished(result.feedback, window: result.window)
         do {
-            let released = try await store.releaseExpiredLeases(now: now)
-            if released > 0 { logger.warning("released expired delivery leases", metadata: ["count": "\(released)"]) }
-            let retention = runtime.runtime.config.storage.retention
-            let purged = try await store.purge(receivedBefore: now - Int64(retention.seconds * 1000))
-            if purged > 0 { logger.info("purged events past retention", metadata: ["count": "\(purged)"]) }
+            try await outcomes.submit(result.outcome)
         } catch {
-            logger.error("store maintenance failed", metadata: ["error": "\(error)"])
+            // The lease expires and the delivery is attempted again: at least once, never lost.
+            logger.error("attempt outcome not recorded", metadata: ["delivery_id": "\(delivery.id)", "error": "\(error)"])
+        }
+        inFlight.subtract(1, ordering: .sequentiallyConsistent)
+        wake.signal()
+    }
+
+    private func releaseExpiredLeases() async {
+        do {
+            let released = try await store.releaseExpiredLeases(now: Clock.milliseconds())
+            if released > 0 { logger.warning("released expired delivery leases", metadata: ["count": "\(released)"]) }
+        } catch {
+            logger.error("cannot release expired leases", metadata: ["error": "\(error)"])
         }
     }
 }

@@ -5,16 +5,22 @@ import NIOCore
 import NIOHTTP1
 import PluginKit
 
-/// Makes one attempt at one delivery: format with the destination's plugin instance, send, and decide what happens
-/// next (delivered, retry at a time, dead, skipped). Never throws: every failure is an outcome with its reason.
+/// Makes one attempt at one delivery: format with the destination's plugin instance, sign, send, and decide what
+/// happens next (delivered, retry at a time, dead, skipped) and what the destination's lane learns from it. Never
+/// throws: every failure is an outcome with its reason.
 struct DeliverySender: Sendable {
     let httpClient: HTTPClient
     let logger: Logger
 
-    /// HTTP statuses that are worth trying again; any other 4xx is permanent.
-    static let retryableClientErrors: Set<Int> = [408, 409, 425, 429]
+    /// The outcome to record and what flow control learns.
+    struct Result: Sendable {
+        var outcome: DeliveryOutcome
+        var feedback: DestinationLane.Feedback
+        /// A rate-limit window the destination announced, until this time (ms).
+        var window: Int64?
+    }
 
-    func attempt(_ delivery: ClaimedDelivery, runtime: Runtime) async -> DeliveryOutcome {
+    func attempt(_ delivery: ClaimedDelivery, runtime: Runtime) async -> Result {
         let number = delivery.attempts + 1
         let startedAt = Clock.milliseconds()
         let clock = ContinuousClock()
@@ -33,18 +39,28 @@ struct DeliverySender: Sendable {
                 number: number, startedAt: startedAt, durationMilliseconds: elapsed(), httpStatus: status,
                 responseBody: Array(body.prefix(AttemptRecord.maximumResponseBytes)), error: error)
         }
-        func dead(_ reason: String, _ attempt: AttemptRecord) -> DeliveryOutcome {
+        func dead(_ reason: String, _ attempt: AttemptRecord, _ feedback: DestinationLane.Feedback = .neutral) -> Result {
             logger.warning("delivery dead", metadata: ["attempt": "\(number)", "error": "\(reason)"])
-            return DeliveryOutcome(deliveryID: delivery.id, status: .dead, nextAttemptAt: nil, attempt: attempt, error: reason)
+            return Result(
+                outcome: DeliveryOutcome(deliveryID: delivery.id, status: .dead, nextAttemptAt: nil, attempt: attempt, error: reason),
+                feedback: feedback)
         }
-        func retry(_ reason: String, _ attempt: AttemptRecord, policy: RetryPolicy, notBefore: Duration? = nil) -> DeliveryOutcome {
+        func retry(
+            _ reason: String, _ attempt: AttemptRecord, policy: RetryPolicy, notBefore: Duration? = nil,
+            feedback: DestinationLane.Feedback = .failed, window: Int64? = nil
+        ) -> Result {
             guard let delay = policy.delay(afterAttempt: number) else {
-                return dead("\(reason) (gave up after \(number) attempts)", attempt)
+                return dead("\(reason) (gave up after \(number) attempts)", attempt, feedback)
             }
             let wait = max(delay, notBefore ?? .zero)
             let next = Clock.milliseconds() + Int64(wait.seconds * 1000)
+            if let maximumAge = policy.maximumAge, next - delivery.event.receivedAt > Int64(maximumAge.seconds * 1000) {
+                return dead("\(reason) (the event is older than max_age \(maximumAge) by the next retry)", attempt, feedback)
+            }
             logger.info("delivery will be retried", metadata: ["attempt": "\(number)", "error": "\(reason)", "retry_in": "\(wait)"])
-            return DeliveryOutcome(deliveryID: delivery.id, status: .retrying, nextAttemptAt: next, attempt: attempt, error: reason)
+            return Result(
+                outcome: DeliveryOutcome(deliveryID: delivery.id, status: .retrying, nextAttemptAt: next, attempt: attempt, error: reason),
+                feedback: feedback, window: window)
         }
 
         guard let destination = runtime.config.destinations[delivery.destination],
@@ -67,12 +83,15 @@ struct DeliverySender: Sendable {
             pluginHeaders = headers
         case .skip(let reason):
             logger.info("delivery skipped by formatter", metadata: ["reason": "\(reason)"])
-            return DeliveryOutcome(
-                deliveryID: delivery.id, status: .skipped, nextAttemptAt: nil,
-                attempt: record(error: "skipped by formatter '\(formatter.plugin.name)': \(reason)"), error: nil)
+            return Result(
+                outcome: DeliveryOutcome(
+                    deliveryID: delivery.id, status: .skipped, nextAttemptAt: nil,
+                    attempt: record(error: "skipped by formatter '\(formatter.plugin.name)': \(reason)"), error: nil),
+                feedback: .neutral)
         case .failed(let message, let permanent):
             let reason = "formatter '\(formatter.plugin.name)' failed: \(message)"
-            return permanent ? dead(reason, record(error: reason)) : retry(reason, record(error: reason), policy: destination.retry)
+            return permanent
+                ? dead(reason, record(error: reason)) : retry(reason, record(error: reason), policy: destination.retry, feedback: .neutral)
         }
 
         var request = HTTPClientRequest(url: destination.url)
@@ -81,8 +100,14 @@ struct DeliverySender: Sendable {
         for header in pluginHeaders { request.headers.replaceOrAdd(name: header.name, value: header.value) }
         request.headers.replaceOrAdd(name: "Content-Type", value: contentType)
         request.headers.replaceOrAdd(name: "User-Agent", value: "hookproxy/\(HookproxyVersion.current)")
+        let timestamp = Clock.milliseconds() / 1000
         request.headers.replaceOrAdd(name: "webhook-id", value: delivery.id)
-        request.headers.replaceOrAdd(name: "webhook-timestamp", value: String(Clock.milliseconds() / 1000))
+        request.headers.replaceOrAdd(name: "webhook-timestamp", value: String(timestamp))
+        if !destination.signingSecrets.isEmpty {
+            request.headers.replaceOrAdd(
+                name: "webhook-signature",
+                value: WebhookSigner.signature(secrets: destination.signingSecrets, id: delivery.id, timestamp: timestamp, body: body))
+        }
         request.body = .bytes(ByteBuffer(bytes: body))
 
         let status: Int
@@ -99,22 +124,41 @@ struct DeliverySender: Sendable {
             }
         } catch is CancellationError {
             // Shutdown cut the attempt short: release it without counting an attempt.
-            return DeliveryOutcome(deliveryID: delivery.id, status: .pending, nextAttemptAt: Clock.milliseconds(), attempt: nil, error: nil)
+            return Result(
+                outcome: DeliveryOutcome(
+                    deliveryID: delivery.id, status: .pending, nextAttemptAt: Clock.milliseconds(), attempt: nil, error: nil),
+                feedback: .neutral)
         } catch {
             let reason = Self.describe(error)
             return retry(reason, record(error: reason), policy: destination.retry)
         }
 
         let attempt = record(status: status, body: responseBody)
+        let now = Clock.milliseconds()
+        let window = RetryAfter.announcedWindow(headers: responseHeaders).map { now + Int64($0.seconds * 1000) }
         switch status {
         case 200..<300:
             logger.info("delivered", metadata: ["attempt": "\(number)", "status": "\(status)", "ms": "\(attempt.durationMilliseconds)"])
-            return DeliveryOutcome(deliveryID: delivery.id, status: .delivered, nextAttemptAt: nil, attempt: attempt, error: nil)
-        case 400..<500 where !Self.retryableClientErrors.contains(status):
+            return Result(
+                outcome: DeliveryOutcome(deliveryID: delivery.id, status: .delivered, nextAttemptAt: nil, attempt: attempt, error: nil),
+                feedback: .succeeded, window: window)
+        case 429:
+            // A rate-limit wait is not a failed attempt: the delivery waits out the window and keeps its place in the schedule.
+            let wait =
+                RetryAfter.parse(headers: responseHeaders, body: responseBody) ?? destination.retry.delay(afterAttempt: 1, random: 0)
+                ?? .seconds(1)
+            let until = now + Int64(wait.seconds * 1000)
+            logger.info("destination rate limited", metadata: ["attempt": "\(number)", "wait": "\(wait)"])
+            return Result(
+                outcome: DeliveryOutcome(
+                    deliveryID: delivery.id, status: .retrying, nextAttemptAt: until, attempt: attempt,
+                    error: "destination answered HTTP 429 (rate limited for \(wait))", countsAsAttempt: false),
+                feedback: .rateLimited(until: until), window: window)
+        case 400..<500 where !destination.retry.retryableStatuses.contains(status):
             return dead("destination answered HTTP \(status)", attempt)
         default:
-            let wait = status == 429 || status == 503 ? RetryAfter.parse(headers: responseHeaders, body: responseBody) : nil
-            return retry("destination answered HTTP \(status)", attempt, policy: destination.retry, notBefore: wait)
+            let wait = status == 503 ? RetryAfter.parse(headers: responseHeaders, body: responseBody) : nil
+            return retry("destination answered HTTP \(status)", attempt, policy: destination.retry, notBefore: wait, window: window)
         }
     }
 

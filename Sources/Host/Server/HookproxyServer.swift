@@ -6,8 +6,8 @@ import ServiceLifecycle
 import Synchronization
 import UnixSignals
 
-/// The whole server: ingest listener, admin listener, ingest writer (group commit) and delivery engine, run as one
-/// `ServiceGroup` with graceful shutdown.
+/// The whole server: ingest listener, admin listener, ingest writer (group commit), delivery engine and retention
+/// sweeper, run as one `ServiceGroup` with graceful shutdown.
 ///
 /// Shutdown order is the reverse of start-up: the listeners stop accepting and finish the requests they have, then the
 /// engine finishes or releases attempts in flight, then the writer commits what is queued, then the store closes.
@@ -51,6 +51,9 @@ final class HookproxyServer: Sendable {
         clientConfiguration.timeout = .init(connect: .seconds(10))
         clientConfiguration.redirectConfiguration = .disallow
         clientConfiguration.httpVersion = .automatic
+        // Per-destination concurrency is capped by the lanes; the pool must not be the tighter limit.
+        let widest = config.destinations.values.map(\.maxConcurrency).max() ?? 8
+        clientConfiguration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: max(8, widest))
         let httpClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: clientConfiguration)
 
         let ingestor = Ingestor(runtime: runtime, writer: writer, wake: wake, logger: logger)
@@ -60,20 +63,21 @@ final class HookproxyServer: Sendable {
             configuration: .init(address: .hostname(config.server.listen.host, port: config.server.listen.port), serverName: nil),
             onServerRunning: { channel in ports.bound(.ingest, port: channel.localAddress?.port ?? 0) },
             logger: logger)
+        let engine = DeliveryEngine(
+            store: store, runtime: runtime, httpClient: httpClient, wake: wake, logger: logger, configuration: configuration.engine)
         let adminApp = Application(
-            router: AdminRoutes.router(store: store, runtime: runtime, wake: wake, logger: logger),
+            router: AdminRoutes.router(store: store, runtime: runtime, engine: engine, wake: wake, logger: logger),
             configuration: .init(
                 address: .hostname(config.server.adminListen.host, port: config.server.adminListen.port), serverName: nil),
             onServerRunning: { channel in ports.bound(.admin, port: channel.localAddress?.port ?? 0) },
             logger: logger)
-        let engine = DeliveryEngine(
-            store: store, runtime: runtime, httpClient: httpClient, wake: wake, logger: logger, configuration: configuration.engine)
 
         let serviceGroup = ServiceGroup(
             configuration: .init(
                 services: [
                     .init(service: CommitterService(committer: writer)),
                     .init(service: engine),
+                    .init(service: RetentionSweeper(store: store, runtime: runtime, logger: logger)),
                     .init(service: ingestApp),
                     .init(service: adminApp),
                 ],

@@ -8,9 +8,16 @@ protocol EventStore: Sendable {
     /// seen before for their source (also earlier in the same batch) are not stored and come back as duplicates.
     func insert(_ events: [NewEvent]) async throws -> [InsertResult]
 
-    /// Claims up to `limit` deliveries that are due at `now`: marks them in flight until `leaseUntil` and returns them
-    /// with their events.
-    func claimDue(now: Int64, limit: Int, leaseUntil: Int64) async throws -> [ClaimedDelivery]
+    /// When the next delivery to `destination` is due (`nil`: none waiting). With `fifo`, only the line's head counts,
+    /// and a head in flight means nothing is due until it finishes. A read: it never blocks writers.
+    func nextDue(destination: String, fifo: Bool) async throws -> Int64?
+
+    /// Claims up to `limit` deliveries to `destination` that are due at `now` (with `fifo`, at most the line's head, in
+    /// ingest order): marks them in flight until `leaseUntil` and returns them with their events.
+    func claimDue(destination: String, fifo: Bool, now: Int64, limit: Int, leaseUntil: Int64) async throws -> [ClaimedDelivery]
+
+    /// How many deliveries each destination has in each unfinished state (pending, in flight, retrying) and dead.
+    func queueDepths() async throws -> [String: [DeliveryStatus: Int]]
 
     /// Records attempt outcomes in one transaction.
     func record(_ outcomes: [DeliveryOutcome]) async throws
@@ -21,9 +28,6 @@ protocol EventStore: Sendable {
     /// Returns every in-flight delivery to pending (start-up of the single process that owns an SQLite store).
     func releaseAllInFlight() async throws -> Int
 
-    /// The earliest `next_attempt_at` among waiting deliveries, if any.
-    func nextDueTime() async throws -> Int64?
-
     /// One event with its deliveries and their attempts; `nil` when it does not exist.
     func eventDetail(id: String) async throws -> EventDetail?
 
@@ -31,8 +35,9 @@ protocol EventStore: Sendable {
     /// when the event had none). Returns the new delivery ids, or `nil` when the event does not exist.
     func replay(eventID: String, fallbackDestinations: [String], now: Int64) async throws -> [String]?
 
-    /// Deletes events received before `cutoff` whose deliveries are all finished; returns how many.
-    func purge(receivedBefore cutoff: Int64) async throws -> Int
+    /// Deletes up to `limit` events received before `cutoff` whose deliveries are all finished, with their deliveries
+    /// and attempts; returns how many. Callers repeat until it returns less than `limit`, so no transaction is long.
+    func purge(receivedBefore cutoff: Int64, limit: Int) async throws -> Int
 
     /// Checks that the store answers.
     func ping() async throws
@@ -104,6 +109,8 @@ struct DeliveryOutcome: Sendable {
     /// The attempt to log; `nil` when no attempt was made (a release at shutdown).
     var attempt: AttemptRecord?
     var error: String?
+    /// False when the attempt does not count against the retry schedule (a rate-limit wait).
+    var countsAsAttempt = true
 }
 
 /// One logged attempt.

@@ -83,6 +83,14 @@ final class SQLiteStore: EventStore {
                     CREATE INDEX attempts_delivery ON attempts(delivery_id);
                     """)
         }
+        migrator.registerMigration("v2: per-destination due and FIFO indexes") { db in
+            try db.execute(
+                sql: """
+                    DROP INDEX deliveries_due;
+                    CREATE INDEX deliveries_waiting ON deliveries(destination, next_attempt_at) WHERE status IN ('pending', 'retrying');
+                    CREATE INDEX deliveries_open ON deliveries(destination) WHERE status IN ('pending', 'retrying', 'in_flight');
+                    """)
+        }
         return migrator
     }
 
@@ -124,34 +132,86 @@ final class SQLiteStore: EventStore {
         }
     }
 
-    func claimDue(now: Int64, limit: Int, leaseUntil: Int64) async throws -> [ClaimedDelivery] {
+    /// The FIFO line's head: the oldest unfinished delivery to `destination`, by insertion order (`rowid`).
+    private static let fifoHeadSQL = """
+        SELECT id, status, next_attempt_at FROM deliveries INDEXED BY deliveries_open
+        WHERE destination = ? AND status IN ('pending', 'retrying', 'in_flight') ORDER BY rowid LIMIT 1
+        """
+
+    func nextDue(destination: String, fifo: Bool) async throws -> Int64? {
+        try await pool.read { db in
+            if fifo {
+                guard let head = try Row.fetchOne(db, sql: Self.fifoHeadSQL, arguments: [destination]) else { return nil }
+                return head["status"] == DeliveryStatus.inFlight.rawValue ? nil : head["next_attempt_at"]
+            }
+            return try Int64.fetchOne(
+                db,
+                sql: """
+                    SELECT MIN(next_attempt_at) FROM deliveries INDEXED BY deliveries_waiting
+                    WHERE destination = ? AND status IN ('pending', 'retrying')
+                    """,
+                arguments: [destination])
+        }
+    }
+
+    func claimDue(destination: String, fifo: Bool, now: Int64, limit: Int, leaseUntil: Int64) async throws -> [ClaimedDelivery] {
         try await write { db in
+            let ids: [String]
+            if fifo {
+                guard let head = try Row.fetchOne(db, sql: Self.fifoHeadSQL, arguments: [destination]),
+                    head["status"] != DeliveryStatus.inFlight.rawValue, (head["next_attempt_at"] as Int64? ?? .max) <= now
+                else { return [] }
+                ids = [head["id"]]
+            } else {
+                ids = try String.fetchAll(
+                    db,
+                    sql: """
+                        SELECT id FROM deliveries INDEXED BY deliveries_waiting
+                        WHERE destination = ? AND status IN ('pending', 'retrying') AND next_attempt_at <= ?
+                        ORDER BY next_attempt_at, rowid LIMIT ?
+                        """,
+                    arguments: [destination, now, limit])
+            }
+            guard !ids.isEmpty else { return [] }
             let claimed = try Row.fetchAll(
                 db,
                 sql: """
                     UPDATE deliveries SET status = 'in_flight', lease_until = ?, updated_at = ?
-                    WHERE id IN (
-                        SELECT id FROM deliveries
-                        WHERE status IN ('pending', 'retrying') AND next_attempt_at <= ?
-                        ORDER BY next_attempt_at, id LIMIT ?)
+                    WHERE id IN (\(databaseQuestionMarks(count: ids.count)))
                     RETURNING id, event_id, destination, attempts
                     """,
-                arguments: [leaseUntil, now, now, limit])
-            guard !claimed.isEmpty else { return [] }
+                arguments: [leaseUntil, now] + StatementArguments(ids))
             let eventIDs = Array(Set(claimed.map { $0["event_id"] as String }))
             var events: [String: StoredEvent] = [:]
             for row in try Row.fetchAll(
-                db,
-                sql: "SELECT * FROM events WHERE id IN (\(databaseQuestionMarks(count: eventIDs.count)))",
+                db, sql: "SELECT * FROM events WHERE id IN (\(databaseQuestionMarks(count: eventIDs.count)))",
                 arguments: StatementArguments(eventIDs))
             {
                 let event = Self.storedEvent(row)
                 events[event.id] = event
             }
-            return claimed.compactMap { row in
-                guard let event = events[row["event_id"]] else { return nil }
-                return ClaimedDelivery(id: row["id"], destination: row["destination"], attempts: row["attempts"], event: event)
+            // In the order the ids were chosen: due time, then ingest order.
+            let byID = Dictionary(uniqueKeysWithValues: claimed.map { ($0["id"] as String, $0) })
+            return ids.compactMap { id in
+                guard let row = byID[id], let event = events[row["event_id"]] else { return nil }
+                return ClaimedDelivery(id: id, destination: row["destination"], attempts: row["attempts"], event: event)
             }
+        }
+    }
+
+    func queueDepths() async throws -> [String: [DeliveryStatus: Int]] {
+        try await pool.read { db in
+            var depths: [String: [DeliveryStatus: Int]] = [:]
+            for row in try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT destination, status, COUNT(*) AS count FROM deliveries
+                    WHERE status IN ('pending', 'in_flight', 'retrying', 'dead') GROUP BY destination, status
+                    """)
+            {
+                if let status = DeliveryStatus(rawValue: row["status"]) { depths[row["destination"], default: [:]][status] = row["count"] }
+            }
+            return depths
         }
     }
 
@@ -178,7 +238,8 @@ final class SQLiteStore: EventStore {
                         WHERE id = ?
                         """,
                     arguments: [
-                        outcome.status.rawValue, outcome.attempt == nil ? 0 : 1, outcome.nextAttemptAt, outcome.error, now,
+                        outcome.status.rawValue, outcome.attempt != nil && outcome.countsAsAttempt ? 1 : 0, outcome.nextAttemptAt,
+                        outcome.error, now,
                         outcome.deliveryID,
                     ])
             }
@@ -243,14 +304,17 @@ final class SQLiteStore: EventStore {
         }
     }
 
-    func purge(receivedBefore cutoff: Int64) async throws -> Int {
+    func purge(receivedBefore cutoff: Int64, limit: Int) async throws -> Int {
         try await write { db in
+            // Deliveries and attempts go with their event (ON DELETE CASCADE).
             try db.execute(
                 sql: """
-                    DELETE FROM events WHERE received_at < ? AND NOT EXISTS (
-                        SELECT 1 FROM deliveries WHERE event_id = events.id AND status IN ('pending', 'in_flight', 'retrying'))
+                    DELETE FROM events WHERE id IN (
+                        SELECT id FROM events INDEXED BY events_received WHERE received_at < ? AND NOT EXISTS (
+                            SELECT 1 FROM deliveries WHERE event_id = events.id AND status IN ('pending', 'in_flight', 'retrying'))
+                        ORDER BY received_at LIMIT ?)
                     """,
-                arguments: [cutoff])
+                arguments: [cutoff, limit])
             return db.changesCount
         }
     }
@@ -265,12 +329,6 @@ final class SQLiteStore: EventStore {
     }
 
     // MARK: Reads
-
-    func nextDueTime() async throws -> Int64? {
-        try await pool.read { db in
-            try Int64.fetchOne(db, sql: "SELECT MIN(next_attempt_at) FROM deliveries WHERE status IN ('pending', 'retrying')")
-        }
-    }
 
     func eventDetail(id: String) async throws -> EventDetail? {
         try await pool.read { db in

@@ -1,0 +1,174 @@
+import Logging
+import Synchronization
+
+/// Flow control for one destination: its concurrency cap, token-bucket rate limit, the rate-limit window learned from
+/// its answers, FIFO (one at a time) and its circuit breaker. The engine asks a lane how many deliveries may start now
+/// and tells it how each attempt went; a lane never touches the store, so one slow or failing destination holds up
+/// nobody else.
+final class DestinationLane: Sendable {
+    /// The breaker's state.
+    enum Circuit: Sendable, Equatable {
+        case closed
+        /// Paused until this time (ms); queued deliveries wait without spending attempts.
+        case open(until: Int64)
+        /// The cool-down passed: one probe request is let through.
+        case halfOpen
+    }
+
+    /// How an attempt went, as far as flow control cares.
+    enum Feedback: Sendable, Equatable {
+        case succeeded
+        /// A retryable failure (5xx, timeout, connection error): counts towards opening the circuit.
+        case failed
+        /// The destination said to wait (429): nothing is sent to it before `until`.
+        case rateLimited(until: Int64)
+        /// Nothing to learn (a permanent verdict, a formatter decision, a release at shutdown).
+        case neutral
+    }
+
+    /// What the admin API shows.
+    struct Snapshot: Sendable {
+        var name: String
+        var inFlight: Int
+        var circuit: Circuit
+        var consecutiveFailures: Int
+        var rateLimitedUntil: Int64?
+        var ordering: Ordering
+        var rateLimit: RateLimit?
+        var maxConcurrency: Int
+
+        /// `healthy`, `rate_limited`, `paused` (circuit open) or `probing` (half open).
+        var state: String {
+            switch circuit {
+            case .open: return "paused"
+            case .halfOpen: return "probing"
+            case .closed: return rateLimitedUntil == nil ? "healthy" : "rate_limited"
+            }
+        }
+    }
+
+    private struct State {
+        var inFlight = 0
+        var tokens: Double
+        var refilledAt: Int64
+        var windowUntil: Int64 = 0
+        var failures = 0
+        var circuit = Circuit.closed
+        var probeInFlight = false
+    }
+
+    let name: String
+    let ordering: Ordering
+    private let maxConcurrency: Int
+    private let rateLimit: RateLimit?
+    private let breaker: CircuitBreakerPolicy
+    private let state: Mutex<State>
+    private let logger: Logger
+
+    init(destination: DestinationConfig, logger: Logger, now: Int64 = Clock.milliseconds()) {
+        name = destination.name
+        ordering = destination.ordering
+        maxConcurrency = destination.ordering == .fifo ? 1 : destination.maxConcurrency
+        rateLimit = destination.rateLimit
+        breaker = destination.circuitBreaker
+        state = Mutex(State(tokens: Double(destination.rateLimit?.requests ?? 0), refilledAt: now))
+        var logger = logger
+        logger[metadataKey: "destination"] = "\(destination.name)"
+        self.logger = logger
+    }
+
+    /// Tokens per millisecond.
+    private var refillRate: Double {
+        guard let rateLimit else { return 0 }
+        return Double(rateLimit.requests) / (rateLimit.per.seconds * 1000)
+    }
+
+    /// How many deliveries may start at `now`. When none, `wakeAt` is when that changes by itself (`nil`: only when an
+    /// attempt in flight finishes).
+    func admission(now: Int64) -> (slots: Int, wakeAt: Int64?) {
+        var message: String?
+        let result = state.withLock { state -> (Int, Int64?) in
+            if let rateLimit {
+                state.tokens = min(Double(rateLimit.requests), state.tokens + Double(now - state.refilledAt) * refillRate)
+                state.refilledAt = now
+            }
+            if now < state.windowUntil { return (0, state.windowUntil) }
+            switch state.circuit {
+            case .open(let until):
+                if now < until { return (0, until) }
+                state.circuit = .halfOpen
+                state.probeInFlight = false
+                message = "circuit half open: probing with one request"
+            case .halfOpen:
+                if state.probeInFlight { return (0, nil) }
+            case .closed:
+                break
+            }
+            var slots = maxConcurrency - state.inFlight
+            if slots <= 0 { return (0, nil) }
+            if state.circuit == .halfOpen { slots = 1 }
+            if rateLimit != nil {
+                let whole = Int(state.tokens.rounded(.down))
+                if whole < 1 { return (0, now + Int64(((1 - state.tokens) / refillRate).rounded(.up))) }
+                slots = min(slots, whole)
+            }
+            return (slots, nil)
+        }
+        if let message { logger.notice("\(message)") }
+        return result
+    }
+
+    /// Records that `count` deliveries were claimed and are about to be sent.
+    func started(_ count: Int) {
+        guard count > 0 else { return }
+        state.withLock { state in
+            state.inFlight += count
+            if rateLimit != nil { state.tokens -= Double(count) }
+            if state.circuit == .halfOpen { state.probeInFlight = true }
+        }
+    }
+
+    /// Records how one attempt went. `window` is a rate-limit window the destination announced (Discord's
+    /// `X-RateLimit-Remaining: 0` with `X-RateLimit-Reset-After`), also on a success.
+    func finished(_ feedback: Feedback, window: Int64? = nil, now: Int64 = Clock.milliseconds()) {
+        var message: (Logger.Level, String)?
+        state.withLock { state in
+            state.inFlight = max(0, state.inFlight - 1)
+            if let window { state.windowUntil = max(state.windowUntil, window) }
+            let wasProbe = state.circuit == .halfOpen
+            if wasProbe { state.probeInFlight = false }
+            switch feedback {
+            case .succeeded:
+                state.failures = 0
+                if state.circuit != .closed {
+                    state.circuit = .closed
+                    message = (.notice, "circuit closed: the destination answers again")
+                }
+            case .failed:
+                state.failures += 1
+                guard breaker.enabled else { break }
+                if wasProbe {
+                    state.circuit = .open(until: now + Int64(breaker.cooldown.seconds * 1000))
+                    message = (.warning, "circuit open again: the probe failed; paused for \(breaker.cooldown)")
+                } else if state.circuit == .closed, state.failures >= breaker.failureThreshold {
+                    state.circuit = .open(until: now + Int64(breaker.cooldown.seconds * 1000))
+                    message = (.warning, "circuit open: \(state.failures) consecutive failures; paused for \(breaker.cooldown)")
+                }
+            case .rateLimited(let until):
+                state.windowUntil = max(state.windowUntil, until)
+            case .neutral:
+                break
+            }
+        }
+        if let (level, text) = message { logger.log(level: level, "\(text)") }
+    }
+
+    func snapshot(now: Int64 = Clock.milliseconds()) -> Snapshot {
+        state.withLock { state in
+            Snapshot(
+                name: name, inFlight: state.inFlight, circuit: state.circuit, consecutiveFailures: state.failures,
+                rateLimitedUntil: state.windowUntil > now ? state.windowUntil : nil, ordering: ordering, rateLimit: rateLimit,
+                maxConcurrency: maxConcurrency)
+        }
+    }
+}

@@ -1,0 +1,40 @@
+import Logging
+import ServiceLifecycle
+
+/// Purges finished events (with their deliveries and attempts) older than `storage.retention`, in small batches so a
+/// purge never holds the write lock for long and ingest is never blocked behind it. Idempotency keys live with their
+/// events, so they are kept exactly as long as retention.
+struct RetentionSweeper: Service {
+    let store: any EventStore
+    let runtime: RuntimeHolder
+    let logger: Logger
+    var interval: Duration = .seconds(60)
+    var batch = 500
+
+    func run() async throws {
+        while !Task.isShuttingDownGracefully {
+            await sweep()
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
+        }
+    }
+
+    /// One full pass; returns how many events were purged.
+    @discardableResult
+    func sweep() async -> Int {
+        let retention = runtime.runtime.config.storage.retention
+        let cutoff = Clock.milliseconds() - Int64(retention.seconds * 1000)
+        var total = 0
+        do {
+            while !Task.isShuttingDownGracefully {
+                let purged = try await store.purge(receivedBefore: cutoff, limit: batch)
+                total += purged
+                if purged < batch { break }
+                await Task.yield()
+            }
+        } catch {
+            logger.error("retention sweep failed", metadata: ["error": "\(error)"])
+        }
+        if total > 0 { logger.info("purged events past retention", metadata: ["count": "\(total)", "retention": "\(retention)"]) }
+        return total
+    }
+}
