@@ -1,8 +1,8 @@
 import Logging
 import Synchronization
 
-/// Flow control for one destination: its concurrency cap, token-bucket rate limit, the rate-limit window learned from
-/// its answers, FIFO (one at a time) and its circuit breaker. The engine asks a lane how many deliveries may start now
+/// Flow control for one destination: its concurrency cap, rate limit (never more than N requests in any window of the
+/// configured length), the rate-limit window learned from its answers, FIFO (one at a time) and its circuit breaker. The engine asks a lane how many deliveries may start now
 /// and tells it how each attempt went; a lane never touches the store, so one slow or failing destination holds up
 /// nobody else.
 final class DestinationLane: Sendable {
@@ -49,8 +49,10 @@ final class DestinationLane: Sendable {
 
     private struct State {
         var inFlight = 0
-        var tokens: Double
-        var refilledAt: Int64
+        /// One entry per request that still counts against the rate limit: `Int64.max` while it is in flight, then the
+        /// time its answer arrived. A request counts until `per` after its answer, so however the network delays the
+        /// requests, the destination never receives more than N within any window of length `per`.
+        var rateEntries: [Int64] = []
         var windowUntil: Int64 = 0
         var failures = 0
         var circuit = Circuit.closed
@@ -71,26 +73,23 @@ final class DestinationLane: Sendable {
         maxConcurrency = destination.ordering == .fifo ? 1 : destination.maxConcurrency
         rateLimit = destination.rateLimit
         breaker = destination.circuitBreaker
-        state = Mutex(State(tokens: Double(destination.rateLimit?.requests ?? 0), refilledAt: now))
+        state = Mutex(State())
         var logger = logger
         logger[metadataKey: "destination"] = "\(destination.name)"
         self.logger = logger
     }
 
-    /// Tokens per millisecond.
-    private var refillRate: Double {
-        guard let rateLimit else { return 0 }
-        return Double(rateLimit.requests) / (rateLimit.per.seconds * 1000)
-    }
+    /// The rate limit's window in milliseconds.
+    private var rateWindow: Int64 { Int64(((rateLimit?.per.seconds ?? 0) * 1000).rounded(.up)) }
 
     /// How many deliveries may start at `now`. When none, `wakeAt` is when that changes by itself (`nil`: only when an
     /// attempt in flight finishes).
     func admission(now: Int64) -> (slots: Int, wakeAt: Int64?) {
         var message: String?
         let result = state.withLock { state -> (Int, Int64?) in
-            if let rateLimit {
-                state.tokens = min(Double(rateLimit.requests), state.tokens + Double(now - state.refilledAt) * refillRate)
-                state.refilledAt = now
+            if rateLimit != nil {
+                let windowStart = now - rateWindow
+                state.rateEntries.removeAll { $0 <= windowStart }
             }
             if now < state.windowUntil { return (0, state.windowUntil) }
             switch state.circuit {
@@ -107,10 +106,13 @@ final class DestinationLane: Sendable {
             var slots = maxConcurrency - state.inFlight
             if slots <= 0 { return (0, nil) }
             if state.circuit == .halfOpen { slots = 1 }
-            if rateLimit != nil {
-                let whole = Int(state.tokens.rounded(.down))
-                if whole < 1 { return (0, now + Int64(((1 - state.tokens) / refillRate).rounded(.up))) }
-                slots = min(slots, whole)
+            if let rateLimit {
+                let left = rateLimit.requests - state.rateEntries.count
+                if left < 1 {
+                    let oldest = state.rateEntries.min() ?? .max
+                    return (0, oldest == .max ? nil : oldest + rateWindow + 1)
+                }
+                slots = min(slots, left)
             }
             return (slots, nil)
         }
@@ -123,7 +125,7 @@ final class DestinationLane: Sendable {
         guard count > 0 else { return }
         state.withLock { state in
             state.inFlight += count
-            if rateLimit != nil { state.tokens -= Double(count) }
+            if rateLimit != nil { state.rateEntries += Array(repeating: .max, count: count) }
             if state.circuit == .halfOpen { state.probeInFlight = true }
         }
     }
@@ -134,6 +136,7 @@ final class DestinationLane: Sendable {
         var message: (Logger.Level, String)?
         state.withLock { state in
             state.inFlight = max(0, state.inFlight - 1)
+            if let pending = state.rateEntries.firstIndex(of: .max) { state.rateEntries[pending] = now }
             if let window { state.windowUntil = max(state.windowUntil, window) }
             let wasProbe = state.circuit == .halfOpen
             if wasProbe { state.probeInFlight = false }

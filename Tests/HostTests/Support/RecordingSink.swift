@@ -8,7 +8,18 @@ import Synchronization
 
 /// A real HTTP destination on loopback that records every request and answers with planned statuses (200 by default).
 final class RecordingSink: Sendable {
+    /// A scripted answer.
+    struct Planned: Sendable {
+        var status: Int
+        var headers: [(String, String)] = []
+        var body: String?
+        /// Hold the answer this long before sending it.
+        var delay: Duration = .zero
+    }
+
     struct Recorded: Sendable {
+        /// When it arrived, in ms since the Unix epoch.
+        var arrivedAt: Int64
         var path: String
         var headers: [(String, String)]
         var body: [UInt8]
@@ -20,8 +31,8 @@ final class RecordingSink: Sendable {
 
     private struct State {
         var requests: [Recorded] = []
-        /// Statuses to answer, per path, in order; when empty, 200.
-        var planned: [String: [Int]] = [:]
+        /// Answers per path, in order; when none is left, 200 "ok".
+        var planned: [String: [Planned]] = [:]
     }
 
     private let state = Mutex(State())
@@ -34,19 +45,22 @@ final class RecordingSink: Sendable {
         let router = Router()
         router.post("**") { request, _ -> Response in
             let body = try await request.body.collect(upTo: 16 << 20)
-            let status = self.state.withLock { state -> Int in
+            let arrivedAt = Int64((Date().timeIntervalSince1970 * 1000).rounded(.down))
+            let planned = self.state.withLock { state -> Planned in
                 state.requests.append(
                     Recorded(
-                        path: request.uri.path, headers: request.headers.map { ($0.name.canonicalName, $0.value) },
-                        body: Array(body.readableBytesView)))
-                guard var queue = state.planned[request.uri.path], !queue.isEmpty else { return 200 }
+                        arrivedAt: arrivedAt, path: request.uri.path,
+                        headers: request.headers.map { ($0.name.canonicalName, $0.value) }, body: Array(body.readableBytesView)))
+                guard var queue = state.planned[request.uri.path], !queue.isEmpty else { return Planned(status: 200) }
                 let next = queue.removeFirst()
                 state.planned[request.uri.path] = queue
                 return next
             }
-            return Response(
-                status: .init(code: status), headers: [.contentType: "text/plain"],
-                body: .init(byteBuffer: ByteBuffer(string: status < 300 ? "ok" : "failure \(status)")))
+            if planned.delay > .zero { try await Task.sleep(for: planned.delay) }
+            var headers: HTTPFields = [.contentType: "text/plain"]
+            for (name, value) in planned.headers { headers[HTTPField.Name(name)!] = value }
+            let text = planned.body ?? (planned.status < 300 ? "ok" : "failure \(planned.status)")
+            return Response(status: .init(code: planned.status), headers: headers, body: .init(byteBuffer: ByteBuffer(string: text)))
         }
         let ready = AsyncStream<Int>.makeStream()
         let app = Application(
@@ -66,7 +80,10 @@ final class RecordingSink: Sendable {
     var url: String { "http://127.0.0.1:\(port)" }
 
     /// Answers the next requests to `path` with these statuses, in order.
-    func plan(_ path: String, statuses: [Int]) { state.withLock { $0.planned[path, default: []] += statuses } }
+    func plan(_ path: String, statuses: [Int]) { plan(path, responses: statuses.map { Planned(status: $0) }) }
+
+    /// Answers the next requests to `path` as scripted, in order.
+    func plan(_ path: String, responses: [Planned]) { state.withLock { $0.planned[path, default: []] += responses } }
 
     /// Every request so far, or those to `path`.
     func requests(_ path: String? = nil) -> [Recorded] {

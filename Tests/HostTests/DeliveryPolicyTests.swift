@@ -1,0 +1,350 @@
+import Foundation
+import PluginKit
+import Testing
+
+@testable import Host
+
+/// Retries, rate limits, ordering and the circuit breaker, against a real loopback sink that answers as scripted.
+@Suite("Delivery policy")
+struct DeliveryPolicyTests {
+    /// A server with one source `app` delivering (generic, raw) to one destination `out` configured by `settings`.
+    static func start(sink: RecordingSink, settings: String, path: String = "/out") async throws -> TestServer {
+        let yaml =
+            testServerSection() + """
+                destinations:
+                  out:
+                    formatter: generic
+                    url: "\(sink.url)\(path)"
+                \(settings.split(separator: "\n").map { "    " + $0 }.joined(separator: "\n"))
+                sources:
+                  app: { destinations: [out] }
+                """
+        return try await TestServer.start(yaml: yaml)
+    }
+
+    static func gaps(_ requests: [RecordingSink.Recorded]) -> [Int64] {
+        zip(requests.dropFirst(), requests).map { $0.arrivedAt - $1.arrivedAt }
+    }
+
+    @Test("the retry schedule's delays are kept, and jitter stays within its bounds")
+    func scheduleAndJitter() async throws {
+        var policy = RetryPolicy(backoff: .schedule([.seconds(10), .seconds(60)]), jitter: 0.2)
+        #expect(policy.delay(afterAttempt: 1, random: -1) == .seconds(8))
+        #expect(policy.delay(afterAttempt: 1, random: 1) == .seconds(12))
+        #expect(policy.delay(afterAttempt: 3) == nil)
+        for _ in 0..<1000 {
+            let delay = try #require(policy.delay(afterAttempt: 2))
+            #expect(delay >= .seconds(48) && delay <= .seconds(72))
+        }
+        policy.backoff = .exponential(initial: .seconds(1), multiplier: 2, maximum: .seconds(5), attempts: 6)
+        policy.jitter = 0
+        #expect((1...5).map { policy.delay(afterAttempt: $0) } == [.seconds(1), .seconds(2), .seconds(4), .seconds(5), .seconds(5)])
+        #expect(policy.delay(afterAttempt: 6) == nil)
+
+        let sink = RecordingSink()
+        try await sink.start()
+        sink.plan("/out", statuses: [500, 500])
+        let server = try await Self.start(sink: sink, settings: "retry: { schedule: [300ms, 700ms], jitter: 0 }")
+        let id = try #require(try await server.post("app", json: "{}").json?["id"]?.stringValue)
+        try await server.waitForDeliveries(of: id)
+        let gaps = Self.gaps(sink.requests("/out"))
+        #expect(gaps.count == 2)
+        #expect(gaps[0] >= 300 && gaps[0] < 1300, "first retry after \(gaps[0]) ms")
+        #expect(gaps[1] >= 700 && gaps[1] < 1700, "second retry after \(gaps[1]) ms")
+        try await server.stop()
+        try await sink.stop()
+    }
+
+    @Test("a 429 with Retry-After: 2 means nothing is sent to that destination for 2 s, and the wait is not an attempt")
+    func retryAfterSeconds() async throws {
+        let sink = RecordingSink()
+        try await sink.start()
+        sink.plan("/out", responses: [.init(status: 429, headers: [("Retry-After", "2")])])
+        let server = try await Self.start(sink: sink, settings: "max_concurrency: 1")
+        let first = try #require(try await server.post("app", json: #"{"n":1}"#).json?["id"]?.stringValue)
+        try await waitUntil("the 429") { sink.requests("/out").count == 1 }
+        let second = try #require(try await server.post("app", json: #"{"n":2}"#).json?["id"]?.stringValue)
+        try await server.waitForDeliveries(of: first)
+        try await server.waitForDeliveries(of: second)
+        let requests = sink.requests("/out")
+        #expect(requests.count == 3)
+        #expect(
+            requests.dropFirst().allSatisfy { $0.arrivedAt - requests[0].arrivedAt >= 1990 }, "sent into the window: \(Self.gaps(requests))"
+        )
+        let delivery = try #require(try await server.detail(first)?.deliveries.first)
+        #expect(delivery.history.map(\.httpStatus) == [429, 200])
+        #expect(delivery.attempts == 1, "a rate-limit wait must not count as a failed attempt")
+        try await server.stop()
+        try await sink.stop()
+    }
+
+    @Test("Retry-After as an HTTP date on a 503 is a minimum wait; the 503 counts as an attempt")
+    func retryAfterDate() async throws {
+        let sink = RecordingSink()
+        try await sink.start()
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "GMT")
+        formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss 'GMT'"
+        let date = formatter.string(from: Date().addingTimeInterval(4))
+        sink.plan("/out", responses: [.init(status: 503, headers: [("Retry-After", date)])])
+        let server = try await Self.start(sink: sink, settings: "retry: { schedule: [100ms], jitter: 0 }")
+        let id = try #require(try await server.post("app", json: "{}").json?["id"]?.stringValue)
+        try await server.waitForDeliveries(of: id)
+        let gaps = Self.gaps(sink.requests("/out"))
+        #expect(gaps.count == 1 && gaps[0] >= 1900, "retried after \(gaps) ms despite Retry-After: \(date)")
+        #expect(try await server.detail(id)?.deliveries.first?.attempts == 2)
+        try await server.stop()
+        try await sink.stop()
+    }
+
+    @Test("Discord's rate-limit headers and a JSON retry_after keep requests out of the announced windows")
+    func discordRateLimits() async throws {
+        let sink = RecordingSink()
+        try await sink.start()
+        sink.plan(
+            "/out",
+            responses: [
+                .init(
+                    status: 204,
+                    headers: [("X-RateLimit-Remaining", "0"), ("X-RateLimit-Reset-After", "1.5"), ("X-RateLimit-Bucket", "b1")]),
+                .init(
+                    status: 429, headers: [("Content-Type", "application/json")],
+                    body: #"{"message":"slow down","retry_after":1.2,"global":false}"#),
+            ])
+        let server = try await Self.start(sink: sink, settings: "max_concurrency: 1")
+        let first = try #require(try await server.post("app", json: #"{"n":1}"#).json?["id"]?.stringValue)
+        let second = try #require(try await server.post("app", json: #"{"n":2}"#).json?["id"]?.stringValue)
+        try await server.waitForDeliveries(of: first)
+        try await server.waitForDeliveries(of: second)
+        let gaps = Self.gaps(sink.requests("/out"))
+        #expect(gaps.count == 2)
+        #expect(gaps[0] >= 1490, "sent \(gaps[0]) ms after X-RateLimit-Remaining: 0 with Reset-After: 1.5")
+        #expect(gaps[1] >= 1190, "sent \(gaps[1]) ms after a 429 with retry_after: 1.2")
+        #expect(try await server.detail(second)?.deliveries.first?.attempts == 1)
+        try await server.stop()
+        try await sink.stop()
+    }
+
+    @Test("4xx other than 408/409/425/429 are permanent unless the destination lists them as retryable")
+    func classification() async throws {
+        let sink = RecordingSink()
+        try await sink.start()
+        sink.plan("/out", statuses: [404, 408])
+        let lenient = try await Self.start(sink: sink, settings: "retry: { schedule: [100ms, 100ms], retryable_statuses: [404, 408] }")
+        let retried = try #require(try await lenient.post("app", json: "{}").json?["id"]?.stringValue)
+        try await lenient.waitForDeliveries(of: retried)
+        #expect(try await lenient.detail(retried)?.deliveries.first?.history.map(\.httpStatus) == [404, 408, 200])
+        try await lenient.stop()
+
+        sink.plan("/out", statuses: [410])
+        let strict = try await Self.start(sink: sink, settings: "retry: { schedule: [100ms] }")
+        let dead = try #require(try await strict.post("app", json: "{}").json?["id"]?.stringValue)
+        try await strict.waitForDeliveries(of: dead, toBe: [.dead])
+        #expect(try await strict.detail(dead)?.deliveries.first?.attempts == 1)
+        try await strict.stop()
+        try await sink.stop()
+    }
+
+    @Test("a delivery whose next retry would pass max_age is dead")
+    func maximumAge() async throws {
+        let sink = RecordingSink()
+        try await sink.start()
+        sink.plan("/out", statuses: Array(repeating: 500, count: 10))
+        let server = try await Self.start(
+            sink: sink, settings: "retry: { schedule: [200ms, 200ms, 200ms, 200ms, 200ms], jitter: 0, max_age: 500ms }")
+        let id = try #require(try await server.post("app", json: "{}").json?["id"]?.stringValue)
+        try await server.waitForDeliveries(of: id, toBe: [.dead])
+        let delivery = try #require(try await server.detail(id)?.deliveries.first)
+        #expect(delivery.attempts < 5)
+        #expect(delivery.lastError?.contains("older than max_age") == true)
+        try await server.stop()
+        try await sink.stop()
+    }
+
+    @Test("rate_limit 2/1s spaces deliveries: never more than 2 in any second")
+    func rateLimitSpacing() async throws {
+        let sink = RecordingSink()
+        try await sink.start()
+        let server = try await Self.start(sink: sink, settings: "rate_limit: 2/1s")
+        var ids: [String] = []
+        for index in 0..<6 { ids.append(try #require(try await server.post("app", json: #"{"n":\#(index)}"#).json?["id"]?.stringValue)) }
+        for id in ids { try await server.waitForDeliveries(of: id) }
+        let times = sink.requests("/out").map(\.arrivedAt).sorted()
+        #expect(times.count == 6)
+        for index in 2..<times.count {
+            #expect(times[index] - times[index - 2] >= 970, "3 requests within \(times[index] - times[index - 2]) ms")
+        }
+        #expect(times[5] - times[0] >= 1900)
+        try await server.stop()
+        try await sink.stop()
+    }
+
+    @Test("FIFO delivers strictly in ingest order behind a failing head; a concurrent destination is not delayed")
+    func fifo() async throws {
+        let sink = RecordingSink()
+        try await sink.start()
+        sink.plan("/fifo", statuses: [500, 500])
+        let yaml =
+            testServerSection() + """
+                destinations:
+                  ordered:
+                    formatter: generic
+                    url: "\(sink.url)/fifo"
+                    ordering: fifo
+                    retry: { schedule: [400ms, 400ms, 400ms], jitter: 0 }
+                  fast:
+                    formatter: generic
+                    url: "\(sink.url)/fast"
+                sources:
+                  app: { destinations: [ordered, fast] }
+                """
+        let server = try await TestServer.start(yaml: yaml)
+        var ids: [String] = []
+        for index in 0..<5 { ids.append(try #require(try await server.post("app", json: #"{"n":\#(index)}"#).json?["id"]?.stringValue)) }
+        for id in ids { try await server.waitForDeliveries(of: id) }
+        let ordered = sink.requests("/fifo").map(\.text)
+        #expect(ordered == [0, 0, 0, 1, 2, 3, 4].map { #"{"n":\#($0)}"# })
+        let fast = sink.requests("/fast")
+        #expect(fast.count == 5)
+        let secondFIFO = try #require(sink.requests("/fifo").dropFirst(3).first)
+        #expect(fast.allSatisfy { $0.arrivedAt < secondFIFO.arrivedAt }, "the concurrent destination waited for the FIFO line")
+        try await server.stop()
+        try await sink.stop()
+    }
+
+    @Test("the circuit breaker opens after N failures, holds queued deliveries without spending attempts, probes, closes")
+    func circuitBreaker() async throws {
+        let sink = RecordingSink()
+        try await sink.start()
+        sink.plan("/out", statuses: [500, 500, 500])
+        let server = try await Self.start(
+            sink: sink,
+            settings:
+                "max_concurrency: 1\ncircuit_breaker: { failures: 2, cooldown: 1s }\nretry: { schedule: [50ms, 50ms, 50ms, 50ms], jitter: 0 }"
+        )
+        var ids: [String] = []
+        for index in 0..<4 { ids.append(try #require(try await server.post("app", json: #"{"n":\#(index)}"#).json?["id"]?.stringValue)) }
+
+        try await waitUntil("two failures") { sink.requests("/out").count >= 2 }
+        let state = try await send(.GET, "\(server.adminURL)/admin/destinations")
+        let out = try #require(state.json?["destinations"]?.arrayValue?.first)
+        #expect(out["state"] == "paused")
+        #expect(out["paused_until"]?.stringValue != nil)
+        // While paused, queued deliveries wait without spending attempts: two failures, two attempts, for the whole pause.
+        func attemptsSpent() async throws -> Int {
+            var total = 0
+            for id in ids { total += try await server.detail(id)?.deliveries.first?.attempts ?? 0 }
+            return total
+        }
+        try await waitUntil("both failures recorded") { try await attemptsSpent() == 2 }
+        try await Task.sleep(for: .milliseconds(600))
+        #expect(try await attemptsSpent() == 2)
+        #expect(sink.requests("/out").count == 2)
+
+        for id in ids { try await server.waitForDeliveries(of: id) }
+        let requests = sink.requests("/out")
+        let gaps = Self.gaps(requests)
+        // failure, failure, [paused 1 s], probe fails, [paused 1 s], probe succeeds, then the rest.
+        #expect(requests.count == 3 + 4)
+        #expect(gaps[1] >= 990 && gaps[2] >= 990, "gaps \(gaps)")
+        let closed = try await send(.GET, "\(server.adminURL)/admin/destinations")
+        #expect(closed.json?["destinations"]?.arrayValue?.first?["state"] == "healthy")
+        try await server.stop()
+        try await sink.stop()
+    }
+
+    @Test("concurrent requests with one idempotency key store one event: one 202, the rest duplicates of it")
+    func concurrentDuplicates() async throws {
+        let sink = RecordingSink()
+        try await sink.start()
+        let yaml =
+            testServerSection() + """
+                destinations:
+                  out: { formatter: generic, url: "\(sink.url)/out" }
+                sources:
+                  app:
+                    idempotency_key: "body:$.delivery"
+                    destinations: [out]
+                """
+        let server = try await TestServer.start(yaml: yaml)
+        let responses = try await withThrowingTaskGroup(of: TestResponse.self) { group in
+            for _ in 0..<30 { group.addTask { try await server.post("app", json: #"{"delivery":"d-1"}"#) } }
+            return try await group.reduce(into: [TestResponse]()) { $0.append($1) }
+        }
+        #expect(responses.filter { $0.status == 202 }.count == 1)
+        #expect(responses.filter { $0.status == 200 && $0.json?["status"] == "duplicate" }.count == 29)
+        #expect(Set(responses.compactMap { $0.json?["id"]?.stringValue }).count == 1)
+        let id = try #require(responses.first?.json?["id"]?.stringValue)
+        try await server.waitForDeliveries(of: id)
+        #expect(try await server.store.queueDepths().isEmpty)
+        #expect(sink.requests("/out").count == 1)
+        try await server.stop()
+        try await sink.stop()
+    }
+
+    @Test("retention purges finished events with their deliveries and attempts, and keeps unfinished ones")
+    func retention() async throws {
+        let sink = RecordingSink()
+        try await sink.start()
+        sink.plan("/stuck", statuses: Array(repeating: 500, count: 50))
+        let yaml =
+            testServerSection().replacingOccurrences(
+                of: "  url: \"sqlite:data/hookproxy.sqlite\"", with: "  url: \"sqlite:data/hookproxy.sqlite\"\n  retention: 300ms") + """
+                destinations:
+                  out: { formatter: generic, url: "\(sink.url)/out" }
+                  stuck: { formatter: generic, url: "\(sink.url)/stuck", retry: { schedule: [1h] } }
+                sources:
+                  app: { idempotency_key: "header:X-Key", destinations: [out] }
+                  slow: { destinations: [stuck] }
+                """
+        let server = try await TestServer.start(yaml: yaml)
+        let done = try #require(try await server.post("app", json: "{}", headers: [("X-Key", "k1")]).json?["id"]?.stringValue)
+        let waiting = try #require(try await server.post("slow", json: "{}").json?["id"]?.stringValue)
+        try await server.waitForDeliveries(of: done)
+        try await server.waitForDeliveries(of: waiting, toBe: [.retrying])
+        try await Task.sleep(for: .milliseconds(400))
+        let sweeper = RetentionSweeper(store: server.store, runtime: server.server.runtime, logger: testLogger, batch: 1)
+        #expect(await sweeper.sweep() == 1)
+        #expect(try await server.detail(done) == nil)
+        #expect(try await server.detail(waiting) != nil)
+        // The idempotency key went with its event.
+        #expect(try await server.post("app", json: "{}", headers: [("X-Key", "k1")]).status == 202)
+        try await server.stop()
+        try await sink.stop()
+    }
+
+    @Test("Standard Webhooks signatures reproduce the specification's published test vector")
+    func signatureTestVector() throws {
+        let secret = try #require(Data(base64Encoded: "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"))
+        let signature = WebhookSigner.signature(
+            secrets: [Array(secret)], id: "msg_p5jXN8AQM9LWM0D4loKWxJek", timestamp: 1_614_265_330,
+            body: Array(#"{"test": 2432232314}"#.utf8))
+        #expect(signature == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=")
+    }
+
+    @Test("every request is signed with each configured secret over exactly the id, timestamp and body sent")
+    func signedRequests() async throws {
+        let sink = RecordingSink()
+        try await sink.start()
+        sink.plan("/out", statuses: [500])
+        let secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_" + Data("second secret".utf8).base64EncodedString()]
+        let server = try await Self.start(
+            sink: sink, settings: "signing_secret: [\"\(secrets[0])\", \"\(secrets[1])\"]\nretry: { schedule: [100ms] }")
+        let id = try #require(try await server.post("app", json: #"{"a":1}"#).json?["id"]?.stringValue)
+        try await server.waitForDeliveries(of: id)
+        let keys = secrets.map { Array(Data(base64Encoded: String($0.dropFirst(6)))!) }
+        let requests = sink.requests("/out")
+        #expect(requests.count == 2)
+        for request in requests {
+            let webhookID = try #require(request.header("webhook-id"))
+            let timestamp = try #require(Int64(request.header("webhook-timestamp") ?? ""))
+            let header = try #require(request.header("webhook-signature"))
+            #expect(header.split(separator: " ").count == 2)
+            #expect(header == WebhookSigner.signature(secrets: keys, id: webhookID, timestamp: timestamp, body: request.body))
+        }
+        #expect(Set(requests.map { $0.header("webhook-id") }).count == 1)
+        try await server.stop()
+        try await sink.stop()
+    }
+}
