@@ -43,3 +43,58 @@ struct StorageFailureTests {
         try await sink.stop()
     }
 }
+
+@Suite("Disk full")
+struct DiskFullTests {
+    @Test("when the database is full, ingest answers 503; once space is freed it accepts again and no acknowledged event is lost")
+    func diskFull() async throws {
+        let sink = RecordingSink()
+        try await sink.start()
+        let yaml = testServerSection().replacingOccurrences(
+            of: "  url: \"sqlite:data/hookproxy.sqlite\"", with: "  url: \"sqlite:data/hookproxy.sqlite\"\n  max_size: 320KB") + """
+            destinations:
+              out: { formatter: generic, url: "\(sink.url)/out" }
+            sources:
+              app: { destinations: [out] }
+            """
+        let server = try await TestServer.start(yaml: yaml)
+        let padding = String(repeating: "x", count: 6000)
+        var acknowledged: [String: String] = [:]
+        func post(_ index: Int) async throws -> Int {
+            let body = #"{"n":\#(index),"pad":"\#(padding)"}"#
+            let response = try await server.post("app", json: body)
+            if response.status == 202, let id = response.json?["id"]?.stringValue { acknowledged[id] = body }
+            return response.status
+        }
+        // Old data that retention may later purge.
+        for index in 0..<5 { #expect(try await post(index) == 202) }
+        for id in acknowledged.keys { try await server.waitForDeliveries(of: id) }
+
+        var index = 5
+        var refused: TestResponse?
+        while index < 400 {
+            let body = #"{"n":\#(index),"pad":"\#(padding)"}"#
+            let response = try await server.post("app", json: body)
+            if response.status == 202, let id = response.json?["id"]?.stringValue {
+                acknowledged[id] = body
+            } else {
+                refused = response
+                break
+            }
+            index += 1
+        }
+        let full = try #require(refused, "the database never filled up")
+        #expect(full.status == 503)
+        #expect(full.json?["error"] == "storage_unavailable")
+
+        // Free space: purge what has been delivered, as retention does.
+        try await waitUntil("space to be freed") { try await server.store.purge(receivedBefore: Clock.milliseconds(), limit: 1000) > 0 }
+        try await waitUntil("ingest to accept again") { try await post(1000) == 202 }
+
+        try await waitUntil("every acknowledged event at the sink", timeout: .seconds(30)) {
+            Set(sink.requests("/out").map(\.text)).isSuperset(of: Set(acknowledged.values))
+        }
+        try await server.stop()
+        try await sink.stop()
+    }
+}

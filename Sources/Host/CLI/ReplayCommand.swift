@@ -25,7 +25,7 @@ struct ReplayCommand: AsyncParsableCommand {
         switch config.storage.backend {
         case .sqlite(let path):
             do {
-                store = try SQLiteStore(path: path)
+                store = try SQLiteStore(path: path, maximumSize: config.storage.maximumSize)
             } catch {
                 throw CLIFailure.runtime("hookproxy replay: \(error)")
             }

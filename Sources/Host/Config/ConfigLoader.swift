@@ -146,7 +146,7 @@ struct ConfigLoader: Sendable {
     }
 
     private static func readStorage(_ node: Node, into storage: inout StorageConfig, reader: ConfigReader, baseDirectory: String) {
-        for (key, _, value) in reader.entries(node, "storage", allowed: ["url", "retention"]) ?? [] {
+        for (key, _, value) in reader.entries(node, "storage", allowed: ["url", "retention", "max_size"]) ?? [] {
             let path = "storage.\(key)"
             switch key {
             case "url":
@@ -166,9 +166,26 @@ struct ConfigLoader: Sendable {
                 }
             case "retention":
                 reader.duration(value, path).map { storage.retention = $0 }
+            case "max_size":
+                guard let text = reader.string(value, path) else { continue }
+                guard let bytes = Self.parseSize(text), bytes >= 65_536 else {
+                    reader.problem(value, path, "must be a size of at least 64KB, such as 512MB or 20GB, not '\(text)'")
+                    continue
+                }
+                storage.maximumSize = bytes
             default: break
             }
         }
+    }
+
+    /// `123`, `64KB`, `512MB`, `20GB` (binary multiples) as bytes.
+    static func parseSize(_ text: String) -> Int? {
+        let trimmed = text.trimmingCharacters(in: .whitespaces).uppercased()
+        for (suffix, scale) in [("KB", 1 << 10), ("MB", 1 << 20), ("GB", 1 << 30), ("TB", 1 << 40), ("B", 1)] where trimmed.hasSuffix(suffix) {
+            guard let value = Double(trimmed.dropLast(suffix.count).trimmingCharacters(in: .whitespaces)), value > 0 else { return nil }
+            return Int(value * Double(scale))
+        }
+        return Int(trimmed)
     }
 
     /// The `defaults` section: what destinations inherit.

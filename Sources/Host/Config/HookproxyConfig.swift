@@ -47,6 +47,8 @@ struct StorageConfig: Sendable {
     var backend: Backend
     /// Finished events older than this are purged.
     var retention: Duration = .seconds(30 * 86_400)
+    /// The most the database may grow to, in bytes; past it ingest answers 503 until space is freed (`nil`: the disk).
+    var maximumSize: Int?
 }
 
 /// The `plugins` section.

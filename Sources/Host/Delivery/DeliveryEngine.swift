@@ -151,13 +151,25 @@ final class DeliveryEngine: Service, Sendable {
         _ delivery: ClaimedDelivery, runtime: Runtime, lane: DestinationLane, outcomes: GroupCommitter<DeliveryOutcome, Void>
     ) async {
         let result = await sender.attempt(delivery, runtime: runtime)
-        lane.finished(result.feedback, window: result.window)
-        do {
-            try await outcomes.submit(result.outcome)
-        } catch {
-            // The lease expires and the delivery is attempted again: at least once, never lost.
-            logger.error("attempt outcome not recorded", metadata: ["delivery_id": "\(delivery.id)", "error": "\(error)"])
+        // The outcome is recorded before the lane slot is freed: when the store cannot commit (disk full), sending stops
+        // instead of piling up attempts that cannot be recorded. At shutdown the lease covers it: the delivery is sent
+        // again after restart (at least once, never lost).
+        var logged = false
+        while true {
+            do {
+                try await outcomes.submit(result.outcome)
+                break
+            } catch {
+                if !logged {
+                    logger.error(
+                        "attempt outcome not recorded; retrying", metadata: ["delivery_id": "\(delivery.id)", "error": "\(error)"])
+                    logged = true
+                }
+                if stopping.load(ordering: .sequentiallyConsistent) || Task.isCancelled { break }
+                try? await Task.sleep(for: .milliseconds(500))
+            }
         }
+        lane.finished(result.feedback, window: result.window)
         inFlight.subtract(1, ordering: .sequentiallyConsistent)
         wake.signal()
     }

@@ -34,7 +34,7 @@ final class HookproxyServer: Sendable {
         self.logger = logger
         self.configuration = configuration
         switch runtime.config.storage.backend {
-        case .sqlite(let path): store = try SQLiteStore(path: path)
+        case .sqlite(let path): store = try SQLiteStore(path: path, maximumSize: runtime.config.storage.maximumSize)
         }
         let store = self.store
         ingestWriter = GroupCommitter { events in try await store.insert(events) }

@@ -11,8 +11,9 @@ final class SQLiteStore: EventStore {
     /// The database file.
     let path: String
 
-    /// Opens (creating when needed) the database at `path` and applies migrations.
-    init(path: String, busyTimeout: Duration = .seconds(5)) throws {
+    /// Opens (creating when needed) the database at `path` and applies migrations. With `maximumSize` (bytes) the file
+    /// never grows past it: commits that would need more space fail as if the disk were full.
+    init(path: String, maximumSize: Int? = nil, busyTimeout: Duration = .seconds(5)) throws {
         self.path = path
         let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
         do {
@@ -23,6 +24,10 @@ final class SQLiteStore: EventStore {
             configuration.prepareDatabase { db in
                 // WAL is set by DatabasePool; FULL makes each commit fsync the WAL before returning.
                 try db.execute(sql: "PRAGMA synchronous = FULL")
+                if let maximumSize {
+                    let pageSize = try Int.fetchOne(db, sql: "PRAGMA page_size") ?? 4096
+                    try db.execute(sql: "PRAGMA max_page_count = \(max(1, maximumSize / pageSize))")
+                }
             }
             pool = try DatabasePool(path: path, configuration: configuration)
             try Self.migrator.migrate(pool)
