@@ -221,7 +221,7 @@ struct DeliveryPolicyTests {
         let server = try await Self.start(
             sink: sink,
             settings:
-                "max_concurrency: 1\ncircuit_breaker: { failures: 2, cooldown: 1s }\nretry: { schedule: [50ms, 50ms, 50ms, 50ms], jitter: 0 }"
+                "max_concurrency: 1\ncircuit_breaker: { failures: 2, cooldown: 2s }\nretry: { schedule: [50ms, 50ms, 50ms, 50ms], jitter: 0 }"
         )
         var ids: [String] = []
         for index in 0..<4 { ids.append(try #require(try await server.post("app", json: #"{"n":\#(index)}"#).json?["id"]?.stringValue)) }
@@ -238,16 +238,18 @@ struct DeliveryPolicyTests {
             return total
         }
         try await waitUntil("both failures recorded") { try await attemptsSpent() == 2 }
-        try await Task.sleep(for: .milliseconds(600))
+        let opened = try #require(sink.requests("/out").last?.arrivedAt)
+        let midPause = opened + 1000 - Clock.milliseconds()
+        if midPause > 0 { try await Task.sleep(for: .milliseconds(midPause)) }
         #expect(try await attemptsSpent() == 2)
         #expect(sink.requests("/out").count == 2)
 
         for id in ids { try await server.waitForDeliveries(of: id) }
         let requests = sink.requests("/out")
         let gaps = Self.gaps(requests)
-        // failure, failure, [paused 1 s], probe fails, [paused 1 s], probe succeeds, then the rest.
+        // failure, failure, [paused 2 s], probe fails, [paused 2 s], probe succeeds, then the rest.
         #expect(requests.count == 3 + 4)
-        #expect(gaps[1] >= 990 && gaps[2] >= 990, "gaps \(gaps)")
+        #expect(gaps[1] >= 1990 && gaps[2] >= 1990, "gaps \(gaps)")
         let closed = try await send(.GET, "\(server.adminURL)/admin/destinations")
         #expect(closed.json?["destinations"]?.arrayValue?.first?["state"] == "healthy")
         try await server.stop()

@@ -50,13 +50,14 @@ struct DiskFullTests {
     func diskFull() async throws {
         let sink = RecordingSink()
         try await sink.start()
-        let yaml = testServerSection().replacingOccurrences(
-            of: "  url: \"sqlite:data/hookproxy.sqlite\"", with: "  url: \"sqlite:data/hookproxy.sqlite\"\n  max_size: 320KB") + """
-            destinations:
-              out: { formatter: generic, url: "\(sink.url)/out" }
-            sources:
-              app: { destinations: [out] }
-            """
+        let yaml =
+            testServerSection().replacingOccurrences(
+                of: "  url: \"sqlite:data/hookproxy.sqlite\"", with: "  url: \"sqlite:data/hookproxy.sqlite\"\n  max_size: 320KB") + """
+                destinations:
+                  out: { formatter: generic, url: "\(sink.url)/out" }
+                sources:
+                  app: { destinations: [out] }
+                """
         let server = try await TestServer.start(yaml: yaml)
         let padding = String(repeating: "x", count: 6000)
         var acknowledged: [String: String] = [:]

@@ -133,13 +133,15 @@ struct ConfigLoader: Sendable {
     }
 
     private static func readServer(_ node: Node, into server: inout ServerConfig, reader: ConfigReader) {
-        for (key, _, value) in reader.entries(node, "server", allowed: ["listen", "admin_listen", "admin_token", "max_body_bytes"]) ?? [] {
+        let allowed = ["listen", "admin_listen", "admin_token", "max_body_bytes", "shutdown_grace"]
+        for (key, _, value) in reader.entries(node, "server", allowed: allowed) ?? [] {
             let path = "server.\(key)"
             switch key {
             case "listen": readListen(value, path, reader: reader).map { server.listen = $0 }
             case "admin_listen": readListen(value, path, reader: reader).map { server.adminListen = $0 }
             case "admin_token": server.adminToken = reader.string(value, path).flatMap { $0.isEmpty ? nil : $0 }
             case "max_body_bytes": reader.integer(value, path, range: 1...1_073_741_824).map { server.maxBodyBytes = $0 }
+            case "shutdown_grace": reader.duration(value, path).map { server.shutdownGrace = $0 }
             default: break
             }
         }
@@ -181,7 +183,8 @@ struct ConfigLoader: Sendable {
     /// `123`, `64KB`, `512MB`, `20GB` (binary multiples) as bytes.
     static func parseSize(_ text: String) -> Int? {
         let trimmed = text.trimmingCharacters(in: .whitespaces).uppercased()
-        for (suffix, scale) in [("KB", 1 << 10), ("MB", 1 << 20), ("GB", 1 << 30), ("TB", 1 << 40), ("B", 1)] where trimmed.hasSuffix(suffix) {
+        for (suffix, scale) in [("KB", 1 << 10), ("MB", 1 << 20), ("GB", 1 << 30), ("TB", 1 << 40), ("B", 1)]
+        where trimmed.hasSuffix(suffix) {
             guard let value = Double(trimmed.dropLast(suffix.count).trimmingCharacters(in: .whitespaces)), value > 0 else { return nil }
             return Int(value * Double(scale))
         }

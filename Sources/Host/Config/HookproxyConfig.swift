@@ -35,6 +35,8 @@ struct ServerConfig: Sendable {
     /// When set, admin routes other than `/healthz` require `Authorization: Bearer <token>`.
     var adminToken: String?
     var maxBodyBytes = 1_048_576
+    /// At shutdown, how long attempts in flight may finish before they are cancelled and released to pending.
+    var shutdownGrace: Duration = .seconds(10)
 }
 
 /// The `storage` section.

@@ -22,8 +22,6 @@ final class DeliveryEngine: Service, Sendable {
         var lease: Duration = .seconds(300)
         /// The longest the engine sleeps without looking at the store.
         var idlePoll: Duration = .seconds(1)
-        /// How long in-flight attempts may finish at shutdown before they are cancelled and released.
-        var shutdownGrace: Duration = .seconds(10)
         /// How often expired leases are released.
         var maintenanceInterval: Duration = .seconds(60)
     }
@@ -136,7 +134,7 @@ final class DeliveryEngine: Service, Sendable {
             await wake.wait(timeout: timeout)
         }
         // Graceful shutdown: let attempts in flight finish, then cancel and release the rest.
-        let deadline = clock.now + configuration.shutdownGrace
+        let deadline = clock.now + runtime.runtime.config.server.shutdownGrace
         while inFlight.load(ordering: .sequentiallyConsistent) > 0, clock.now < deadline {
             await wake.wait(timeout: .milliseconds(50))
         }

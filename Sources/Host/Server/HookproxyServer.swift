@@ -54,6 +54,9 @@ final class HookproxyServer: Sendable {
         // Per-destination concurrency is capped by the lanes; the pool must not be the tighter limit.
         let widest = config.destinations.values.map(\.maxConcurrency).max() ?? 8
         clientConfiguration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: max(8, widest))
+        // A refused connection fails the attempt at once; the destination's retry schedule decides when to try again,
+        // rather than the client retrying until the timeout while holding the destination's slot.
+        clientConfiguration.connectionPool.retryConnectionEstablishment = false
         let httpClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: clientConfiguration)
 
         let ingestor = Ingestor(runtime: runtime, writer: writer, wake: wake, logger: logger)

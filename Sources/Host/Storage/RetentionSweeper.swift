@@ -12,9 +12,13 @@ struct RetentionSweeper: Service {
     var batch = 500
 
     func run() async throws {
-        while !Task.isShuttingDownGracefully {
+        while !Task.isShuttingDownGracefully, !Task.isCancelled {
             await sweep()
-            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
+            do {
+                try await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
+            } catch {
+                return
+            }
         }
     }
 
@@ -25,12 +29,14 @@ struct RetentionSweeper: Service {
         let cutoff = Clock.milliseconds() - Int64(retention.seconds * 1000)
         var total = 0
         do {
-            while !Task.isShuttingDownGracefully {
+            while !Task.isShuttingDownGracefully, !Task.isCancelled {
                 let purged = try await store.purge(receivedBefore: cutoff, limit: batch)
                 total += purged
                 if purged < batch { break }
                 await Task.yield()
             }
+        } catch is CancellationError {
+            return total
         } catch {
             logger.error("retention sweep failed", metadata: ["error": "\(error)"])
         }

@@ -31,8 +31,9 @@ final class RecordingSink: Sendable {
 
     private struct State {
         var requests: [Recorded] = []
-        /// Answers per path, in order; when none is left, 200 "ok".
+        /// Answers per path, in order; when none is left, `standard`.
         var planned: [String: [Planned]] = [:]
+        var standard = Planned(status: 200)
     }
 
     private let state = Mutex(State())
@@ -51,7 +52,7 @@ final class RecordingSink: Sendable {
                     Recorded(
                         arrivedAt: arrivedAt, path: request.uri.path,
                         headers: request.headers.map { ($0.name.canonicalName, $0.value) }, body: Array(body.readableBytesView)))
-                guard var queue = state.planned[request.uri.path], !queue.isEmpty else { return Planned(status: 200) }
+                guard var queue = state.planned[request.uri.path], !queue.isEmpty else { return state.standard }
                 let next = queue.removeFirst()
                 state.planned[request.uri.path] = queue
                 return next
@@ -81,6 +82,9 @@ final class RecordingSink: Sendable {
 
     /// Answers the next requests to `path` with these statuses, in order.
     func plan(_ path: String, statuses: [Int]) { plan(path, responses: statuses.map { Planned(status: $0) }) }
+
+    /// The answer when nothing is planned (200 "ok" unless set).
+    func answerByDefault(_ planned: Planned) { state.withLock { $0.standard = planned } }
 
     /// Answers the next requests to `path` as scripted, in order.
     func plan(_ path: String, responses: [Planned]) { state.withLock { $0.planned[path, default: []] += responses } }

@@ -36,7 +36,6 @@ final class TestServer: Sendable {
         var configuration = HookproxyServer.Configuration()
         configuration.shutdownSignals = []
         configuration.engine.idlePoll = .milliseconds(200)
-        configuration.engine.shutdownGrace = .seconds(2)
         let server = try HookproxyServer(runtime: runtime, logger: testLogger, configuration: configuration)
         let task = Task { try await server.run() }
         let ports = try await server.listeningPorts()

@@ -62,12 +62,18 @@ func shell(_ command: String) throws -> (status: Int32, output: String) {
     return (process.terminationStatus, String(decoding: data, as: UTF8.self))
 }
 
-/// A free TCP port on loopback (bound and released; nothing listens on it afterwards).
+/// A free TCP port on loopback, for a listener that must keep its port across restarts. It is chosen below the
+/// kernel's ephemeral range (32768 and up), so no port-0 bind elsewhere in the suite and no outgoing connection can
+/// take it in the meantime.
 func unusedPort() throws -> Int {
-    let channel = try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).wait()
-    let port = channel.localAddress!.port!
-    try channel.close().wait()
-    return port
+    for _ in 0..<100 {
+        let port = Int.random(in: 20_000..<30_000)
+        guard let channel = try? ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: port).wait()
+        else { continue }
+        try channel.close().wait()
+        return port
+    }
+    throw TimedOut(what: "a free port between 20000 and 30000")
 }
 
 /// An HTTP answer as the tests look at it.
@@ -81,6 +87,13 @@ struct TestResponse {
     func header(_ name: String) -> String? { headers.first { $0.0.lowercased() == name.lowercased() }?.1 }
 }
 
+/// The tests' HTTP client: a refused connection fails at once instead of being retried until the timeout.
+let testHTTPClient: HTTPClient = {
+    var configuration = HTTPClient.Configuration()
+    configuration.connectionPool.retryConnectionEstablishment = false
+    return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+}()
+
 /// Sends one request on loopback.
 func send(
     _ method: HTTPMethod = .POST, _ url: String, body: [UInt8] = [], headers: [(String, String)] = []
@@ -89,7 +102,7 @@ func send(
     request.method = method
     for (name, value) in headers { request.headers.add(name: name, value: value) }
     if !body.isEmpty || method == .POST { request.body = .bytes(ByteBuffer(bytes: body)) }
-    let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+    let response = try await testHTTPClient.execute(request, timeout: .seconds(30))
     let collected = try await response.body.collect(upTo: 16 << 20)
     return TestResponse(
         status: Int(response.status.code), headers: response.headers.map { ($0.name, $0.value) }, body: Array(collected.readableBytesView))
