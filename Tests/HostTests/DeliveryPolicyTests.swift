@@ -350,3 +350,37 @@ struct DeliveryPolicyTests {
         try await sink.stop()
     }
 }
+
+@Suite("Destination state")
+struct DestinationStateTests {
+    @Test("hookproxy destinations shows each destination's state and queue from the running server")
+    func cliShowsState() async throws {
+        let sink = RecordingSink()
+        try await sink.start()
+        sink.plan("/out", statuses: [500])
+        let server = try await DeliveryPolicyTests.start(
+            sink: sink, settings: "circuit_breaker: { failures: 1, cooldown: 1h }\nrate_limit: 5/2s\nretry: { schedule: [1h] }")
+        let id = try #require(try await server.post("app", json: "{}").json?["id"]?.stringValue)
+        try await server.waitForDeliveries(of: id, toBe: [.retrying])
+        let yaml = try String(contentsOfFile: server.directory + "/sources.yaml", encoding: .utf8)
+        let cliConfig = server.directory + "/cli.yaml"
+        try yaml.replacingOccurrences(of: "admin_listen: \"127.0.0.1:0\"", with: "admin_listen: \"127.0.0.1:\(server.adminPort)\"")
+            .write(toFile: cliConfig, atomically: true, encoding: .utf8)
+        let hookproxy = PluginLoader.executableDirectory + "/hookproxy"
+        let table = try shell("'\(hookproxy)' destinations --config '\(cliConfig)'")
+        #expect(table.status == 0)
+        let row = try #require(table.output.split(separator: "\n").first { $0.hasPrefix("out ") })
+        let columns = row.split(separator: " ", omittingEmptySubsequences: true)
+        #expect(columns[1] == "paused")
+        #expect(columns[4] == "1", "one delivery retrying: \(row)")
+        let json = try shell("'\(hookproxy)' destinations --config '\(cliConfig)' --json")
+        let out = try #require(try JSONValue(parsing: json.output)["destinations"]?.arrayValue?.first)
+        #expect(out["rate_limit"] == "5/2s")
+        #expect(out["consecutive_failures"] == 1)
+        try await server.stop()
+        let down = try shell("'\(hookproxy)' destinations --config '\(cliConfig)'")
+        #expect(down.status == 1)
+        #expect(down.output.contains("cannot reach the admin API"))
+        try await sink.stop()
+    }
+}

@@ -118,7 +118,7 @@ enum EventJSON {
             "paused_until": pausedUntil,
             "rate_limited_until": lane.rateLimitedUntil.map { .string(Clock.rfc3339(milliseconds: $0)) } ?? .null,
             "ordering": .string(lane.ordering.rawValue),
-            "rate_limit": lane.rateLimit.map { .string("\($0.requests)/\($0.per)") } ?? .null,
+            "rate_limit": lane.rateLimit.map { .string($0.description) } ?? .null,
             "max_concurrency": .int(lane.maxConcurrency),
             "queue": [
                 "pending": .int(depths[.pending] ?? 0), "in_flight": .int(depths[.inFlight] ?? 0),

@@ -11,7 +11,7 @@ struct HookproxyCommand: AsyncParsableCommand {
         commandName: "hookproxy",
         abstract: "A self-hosted webhook proxy: receive, store durably, format with plugins, deliver with retries.",
         version: HookproxyVersion.current,
-        subcommands: [ServeCommand.self, CheckCommand.self, PluginsCommand.self, ReplayCommand.self])
+        subcommands: [ServeCommand.self, CheckCommand.self, PluginsCommand.self, ReplayCommand.self, DestinationsCommand.self])
 
     static func main() async {
         do {

@@ -107,7 +107,7 @@ struct RateLimit: Sendable, Equatable, CustomStringConvertible {
     var requests: Int
     var per: Duration
 
-    var description: String { "\(requests)/\(per)" }
+    var description: String { "\(requests)/\(per.compactDescription)" }
 }
 
 /// How a destination's deliveries are ordered.
@@ -187,6 +187,16 @@ struct SourceConfig: Sendable {
 }
 
 extension Duration {
+    /// As `sources.yaml` writes it: `500ms`, `2s`, `5m`, `2h`, `30d`.
+    var compactDescription: String {
+        let milliseconds = Int64((seconds * 1000).rounded())
+        for (unit, size) in [("d", Int64(86_400_000)), ("h", 3_600_000), ("m", 60_000), ("s", 1000)]
+        where milliseconds % size == 0 && milliseconds >= size {
+            return "\(milliseconds / size)\(unit)"
+        }
+        return "\(milliseconds)ms"
+    }
+
     /// The duration in seconds, as a double.
     var seconds: Double {
         let parts = components

@@ -1,0 +1,76 @@
+import ArgumentParser
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+import PluginKit
+
+/// `hookproxy destinations`: each destination's flow-control state and queue, from the running server's admin API.
+struct DestinationsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "destinations",
+        abstract: "Show each destination's state (healthy, rate_limited, paused, probing) and queue, from the running server.")
+
+    @OptionGroup var options: GlobalOptions
+
+    @Flag(name: .long, help: "Print the admin API's JSON instead of a table.")
+    var json = false
+
+    func run() async throws {
+        let config = try options.loadConfig()
+        let body = try await AdminClient(server: config.server).get("/admin/destinations")
+        if json {
+            print(body.serialized())
+            return
+        }
+        let destinations = body["destinations"]?.arrayValue ?? []
+        let rows =
+            [["NAME", "STATE", "IN FLIGHT", "PENDING", "RETRYING", "DEAD", "FAILURES", "PAUSED UNTIL", "RATE LIMITED UNTIL"]]
+            + destinations.map { destination in
+                let queue = destination["queue"]
+                return [
+                    destination["name"]?.textValue ?? "", destination["state"]?.textValue ?? "", destination["in_flight"]?.textValue ?? "",
+                    queue?["pending"]?.textValue ?? "", queue?["retrying"]?.textValue ?? "", queue?["dead"]?.textValue ?? "",
+                    destination["consecutive_failures"]?.textValue ?? "", destination["paused_until"]?.textValue ?? "-",
+                    destination["rate_limited_until"]?.textValue ?? "-",
+                ].map { $0.isEmpty ? "-" : $0 }
+            }
+        print(TextTable.render(rows))
+    }
+}
+
+/// Talks to a running server's admin listener, with the configured bearer token.
+struct AdminClient {
+    let server: ServerConfig
+
+    /// The admin API's base URL; a wildcard listen address is reached on loopback.
+    var baseURL: String {
+        let host = ["0.0.0.0", "::", ""].contains(server.adminListen.host) ? "127.0.0.1" : server.adminListen.host
+        return host.contains(":") ? "http://[\(host)]:\(server.adminListen.port)" : "http://\(host):\(server.adminListen.port)"
+    }
+
+    func get(_ path: String) async throws -> JSONValue {
+        var request = HTTPClientRequest(url: baseURL + path)
+        if let token = server.adminToken { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
+        var configuration = HTTPClient.Configuration()
+        configuration.connectionPool.retryConnectionEstablishment = false
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        let answer: (status: HTTPResponseStatus, bytes: ByteBuffer)?
+        do {
+            let response = try await client.execute(request, timeout: .seconds(10))
+            answer = (response.status, try await response.body.collect(upTo: 16 << 20))
+        } catch {
+            answer = nil
+        }
+        try? await client.shutdown()
+        guard let (status, bytes) = answer else {
+            throw CLIFailure.runtime("cannot reach the admin API at \(baseURL) (is hookproxy serve running?)")
+        }
+        let body = try? JSONValue(parsing: Array(bytes.readableBytesView))
+        guard status == .ok, let body else {
+            let detail = body?["detail"]?.textValue ?? String(decoding: bytes.readableBytesView, as: UTF8.self)
+            throw CLIFailure.runtime("the admin API answered \(status.code): \(detail)")
+        }
+        return body
+    }
+}
