@@ -61,7 +61,7 @@ struct CrashSafetyTests {
                 }
             }
             try await Task.sleep(for: .milliseconds(Int.random(in: 300...1200)))
-            child.kill()
+            try await child.kill()
             clients.cancel()
             _ = try? await clients.value
         }
@@ -102,7 +102,7 @@ struct CrashSafetyTests {
         try await waitUntil("both sends in flight") { sink.requests("/slow").count == 1 && sink.requests("/out").count == 1 }
         let started = ContinuousClock.now
         #expect(try await child.terminate() == 0)
-        #expect(ContinuousClock.now - started < .seconds(6), "shutdown waited past its 2 s grace")
+        #expect(ContinuousClock.now - started < .seconds(6), "shutdown waited past its 2 s grace; log: \(directory)/serve.log")
         let refused = try? await send(.POST, "http://127.0.0.1:\(ingest)/webhooks/app", body: Array("{}".utf8))
         #expect(refused == nil, "ingest still answered after shutdown")
 

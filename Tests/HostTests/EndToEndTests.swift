@@ -161,11 +161,11 @@ struct EndToEndTests {
         let locked = try #require(try await server.post("locked", json: "{}").json?["id"]?.stringValue)
         try await server.waitForDeliveries(of: id)
         let hookproxy = PluginLoader.executableDirectory + "/hookproxy"
-        let result = try shell("'\(hookproxy)' replay --config '\(server.directory)/sources.yaml' \(id)")
+        let result = try await shell("'\(hookproxy)' replay --config '\(server.directory)/sources.yaml' \(id)")
         #expect(result.status == 0)
         #expect(result.output.contains("\(id): scheduled 1 delivery"))
         try await waitUntil("the replayed delivery") { sink.requests("/flaky").count == 2 }
-        let refused = try shell("'\(hookproxy)' replay --config '\(server.directory)/sources.yaml' \(locked) does-not-exist")
+        let refused = try await shell("'\(hookproxy)' replay --config '\(server.directory)/sources.yaml' \(locked) does-not-exist")
         #expect(refused.status == 1)
         #expect(refused.output.contains("\(locked): replay is disabled for source 'locked' (replay: false)"))
         #expect(refused.output.contains("does-not-exist: no such event"))

@@ -94,7 +94,7 @@ struct FormatterTests {
             "discord",
             ["title": "{{fields.title}}", "description": "{{fields.body}}", "content": "{{fields.body}}", "footer": "{{fields.body}}"])
         var generator = SystemRandomNumberGenerator()
-        for round in 0..<60 {
+        for round in 0..<40 {
             var fields = JSONObject()
             fields["title"] = .string(RandomText.make(maximumLength: 400, using: &generator))
             fields["body"] = .string(RandomText.make(maximumLength: round % 3 == 0 ? 6000 : 300, using: &generator))
@@ -146,11 +146,12 @@ struct FormatterTests {
     func slackLimits() throws {
         let slack = try instance("slack", ["title": "{{fields.title}}", "description": "{{fields.body}}", "text": "{{fields.body}}"])
         var generator = SystemRandomNumberGenerator()
-        for round in 0..<60 {
+        for round in 0..<40 {
             var fields = JSONObject()
             fields["title"] = .string(RandomText.make(maximumLength: 300, using: &generator))
             fields["body"] = .string(RandomText.make(maximumLength: round % 3 == 0 ? 5000 : 200, using: &generator))
-            for index in 0..<Int.random(in: 0...(round % 4 == 0 ? 520 : 30), using: &generator) {
+            // Round 0 has more fields than 50 blocks can hold; the others vary lengths.
+            for index in 0..<(round == 0 ? 520 : Int.random(in: 0...30, using: &generator)) {
                 fields["k\(index)"] = .string(RandomText.make(maximumLength: round % 5 == 0 ? 1200 : 8, using: &generator))
             }
             let message = try format(slack, Self.event(fields: .object(fields))).json

@@ -10,7 +10,8 @@ struct MapperTests {
     func mapperFields() async throws {
         let directory = TestPaths.temporaryDirectory("mapper")
         try FileManager.default.createDirectory(atPath: directory + "/plugins", withIntermediateDirectories: true)
-        _ = try compileCPlugin(into: directory + "/plugins", file: "libmapper.so", defines: ["WITH_MAPPER", "PLUGIN_NAME=\"cmapper\""])
+        _ = try await compileCPlugin(
+            into: directory + "/plugins", file: "libmapper.so", defines: ["WITH_MAPPER", "PLUGIN_NAME=\"cmapper\""])
         let sink = RecordingSink()
         try await sink.start()
         let yaml =

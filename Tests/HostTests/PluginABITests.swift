@@ -5,10 +5,10 @@ import Testing
 @testable import Host
 
 /// Compiles the C fixture with `cc` against the ABI header alone.
-func compileCPlugin(into directory: String, file: String = "libminimal.so", defines: [String] = []) throws -> String {
+func compileCPlugin(into directory: String, file: String = "libminimal.so", defines: [String] = []) async throws -> String {
     let output = directory + "/" + file
     let flags = defines.map { "'-D\($0)'" }.joined(separator: " ")
-    let result = try shell(
+    let result = try await shell(
         "cc -shared -fPIC -Wall -Werror -std=c11 -D_GNU_SOURCE -I '\(TestPaths.abiInclude)' \(flags) -o '\(output)' '\(TestPaths.fixtures)/minimal_formatter.c'"
     )
     guard result.status == 0 else { throw TimedOut(what: "cc to succeed: \(result.output)") }
@@ -18,7 +18,7 @@ func compileCPlugin(into directory: String, file: String = "libminimal.so", defi
 @Suite("Plugin ABI")
 struct PluginABITests {
     @Test("the three shipped plugins load from beside the executable with their declared names")
-    func shippedPluginsLoad() throws {
+    func shippedPluginsLoad() async throws {
         let catalog = PluginLoader.discover(directory: TestPaths.temporaryDirectory("empty"), logger: testLogger)
         for name in ["discord", "slack", "generic"] {
             let plugin = try #require(catalog.plugins[name], "plugin \(name) not found; refusals: \(catalog.refusals)")
@@ -31,9 +31,9 @@ struct PluginABITests {
     }
 
     @Test("a C formatter compiled against the header alone loads, formats and frees its output")
-    func cFormatterLoadsAndFormats() throws {
+    func cFormatterLoadsAndFormats() async throws {
         let directory = TestPaths.temporaryDirectory("cplugin")
-        _ = try compileCPlugin(into: directory)
+        _ = try await compileCPlugin(into: directory)
         let catalog = PluginLoader.discover(directory: directory, logger: testLogger)
         let plugin = try #require(catalog.plugins["minimal"])
         #expect(plugin.capabilityNames == ["formatter"])
@@ -52,9 +52,9 @@ struct PluginABITests {
     }
 
     @Test("a plugin that rejects its options fails instance creation with its own message")
-    func rejectedOptions() throws {
+    func rejectedOptions() async throws {
         let directory = TestPaths.temporaryDirectory("cplugin")
-        _ = try compileCPlugin(into: directory, defines: ["PLUGIN_NAME=\"picky\""])
+        _ = try await compileCPlugin(into: directory, defines: ["PLUGIN_NAME=\"picky\""])
         let plugin = try #require(PluginLoader.discover(directory: directory, logger: testLogger).plugins["picky"])
         #expect(throws: PluginInstanceError.self) { try PluginInstance(plugin: plugin, options: ["reject": true]) }
         do {
@@ -65,9 +65,10 @@ struct PluginABITests {
     }
 
     @Test("a plugin built for another ABI version is refused, naming the file and both versions")
-    func abiMismatchRefused() throws {
+    func abiMismatchRefused() async throws {
         let directory = TestPaths.temporaryDirectory("cplugin")
-        let file = try compileCPlugin(into: directory, file: "libfuture.so", defines: ["TABLE_ABI_VERSION=99", "PLUGIN_NAME=\"future\""])
+        let file = try await compileCPlugin(
+            into: directory, file: "libfuture.so", defines: ["TABLE_ABI_VERSION=99", "PLUGIN_NAME=\"future\""])
         let catalog = PluginLoader.discover(directory: directory, logger: testLogger)
         #expect(catalog.plugins["future"] == nil)
         let refusal = try #require(catalog.refusals.first { $0.file.hasSuffix("/libfuture.so") })
@@ -78,19 +79,19 @@ struct PluginABITests {
     }
 
     @Test("a library without the entry symbol is refused with a clear reason")
-    func missingEntryRefused() throws {
+    func missingEntryRefused() async throws {
         let directory = TestPaths.temporaryDirectory("cplugin")
-        _ = try compileCPlugin(into: directory, file: "libnotaplugin.so", defines: ["NO_ENTRY"])
+        _ = try await compileCPlugin(into: directory, file: "libnotaplugin.so", defines: ["NO_ENTRY"])
         let catalog = PluginLoader.discover(directory: directory, logger: testLogger)
         let refusal = try #require(catalog.refusals.first { $0.file.hasSuffix("/libnotaplugin.so") })
         #expect(refusal.reason == "it does not export the entry symbol 'hookproxy_plugin_entry' (is it a hookproxy plugin?)")
     }
 
     @Test("a second plugin with a name already loaded is refused as a duplicate")
-    func duplicateNameRefused() throws {
+    func duplicateNameRefused() async throws {
         let directory = TestPaths.temporaryDirectory("cplugin")
-        _ = try compileCPlugin(into: directory, file: "liba.so", defines: ["PLUGIN_NAME=\"twin\""])
-        _ = try compileCPlugin(into: directory, file: "libb.so", defines: ["PLUGIN_NAME=\"twin\""])
+        _ = try await compileCPlugin(into: directory, file: "liba.so", defines: ["PLUGIN_NAME=\"twin\""])
+        _ = try await compileCPlugin(into: directory, file: "libb.so", defines: ["PLUGIN_NAME=\"twin\""])
         let catalog = PluginLoader.discover(directory: directory, logger: testLogger)
         #expect(catalog.plugins["twin"]?.file.hasSuffix("/liba.so") == true)
         let refusal = try #require(catalog.refusals.first { $0.file.hasSuffix("/libb.so") })
@@ -98,7 +99,7 @@ struct PluginABITests {
     }
 
     @Test("a file that is not a shared library is refused, not fatal")
-    func garbageFileRefused() throws {
+    func garbageFileRefused() async throws {
         let directory = TestPaths.temporaryDirectory("cplugin")
         try "not an ELF file".write(toFile: directory + "/libjunk.so", atomically: true, encoding: .utf8)
         let catalog = PluginLoader.discover(directory: directory, logger: testLogger)
@@ -111,7 +112,7 @@ struct PluginABITests {
     func refusedPluginOnlyMattersWhenNeeded() async throws {
         let directory = TestPaths.temporaryDirectory("refused")
         try FileManager.default.createDirectory(atPath: directory + "/plugins", withIntermediateDirectories: true)
-        _ = try compileCPlugin(
+        _ = try await compileCPlugin(
             into: directory + "/plugins", file: "libfuture.so", defines: ["TABLE_ABI_VERSION=99", "PLUGIN_NAME=\"future\""])
         let sink = "http://127.0.0.1:9/unused"
         let fine =
@@ -136,7 +137,7 @@ struct PluginABITests {
         try needsIt.write(toFile: directory + "/sources.yaml", atomically: true, encoding: .utf8)
         let hookproxy = PluginLoader.executableDirectory + "/hookproxy"
         #expect(FileManager.default.isExecutableFile(atPath: hookproxy), "build the hookproxy executable first (swift build)")
-        let check = try shell("'\(hookproxy)' check --config '\(directory)/sources.yaml'")
+        let check = try await shell("'\(hookproxy)' check --config '\(directory)/sources.yaml'")
         #expect(check.status == 2)
         #expect(check.output.contains("warning: plugin \(directory)/plugins/libfuture.so refused: it was built for plugin ABI version 99"))
         #expect(check.output.contains("\(directory)/sources.yaml:12: destinations.chat.formatter: no loaded plugin is named 'future'"))

@@ -35,6 +35,7 @@ final class DeliveryEngine: Service, Sendable {
     private let stopping = Atomic<Bool>(false)
     private let inFlight = Atomic<Int>(0)
     private let lanes = Mutex<[String: DestinationLane]>([:])
+    private let buckets = RateLimitBuckets()
 
     init(
         store: any EventStore, runtime: RuntimeHolder, httpClient: HTTPClient, wake: WakeSignal, logger: Logger,
@@ -61,7 +62,7 @@ final class DeliveryEngine: Service, Sendable {
             for name in lanes.keys where destinations[name] == nil { lanes[name] = nil }
             return destinations.values.sorted { $0.name < $1.name }.map { destination in
                 if let lane = lanes[destination.name] { return lane }
-                let lane = DestinationLane(destination: destination, logger: logger)
+                let lane = DestinationLane(destination: destination, buckets: buckets, logger: logger)
                 lanes[destination.name] = lane
                 return lane
             }
@@ -167,7 +168,7 @@ final class DeliveryEngine: Service, Sendable {
                 try? await Task.sleep(for: .milliseconds(500))
             }
         }
-        lane.finished(result.feedback, window: result.window)
+        lane.finished(result.feedback, window: result.window, bucket: result.bucket)
         inFlight.subtract(1, ordering: .sequentiallyConsistent)
         wake.signal()
     }

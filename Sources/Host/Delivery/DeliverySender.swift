@@ -18,6 +18,8 @@ struct DeliverySender: Sendable {
         var feedback: DestinationLane.Feedback
         /// A rate-limit window the destination announced, until this time (ms).
         var window: Int64?
+        /// The rate-limit bucket the answer named (`X-RateLimit-Bucket`).
+        var bucket: String?
     }
 
     func attempt(_ delivery: ClaimedDelivery, runtime: Runtime) async -> Result {
@@ -136,10 +138,12 @@ struct DeliverySender: Sendable {
         let attempt = record(status: status, body: responseBody)
         let now = Clock.milliseconds()
         let window = RetryAfter.announcedWindow(headers: responseHeaders).map { now + Int64($0.seconds * 1000) }
+        let bucket = responseHeaders.first { $0.name.lowercased() == "x-ratelimit-bucket" }?.value
+        var result: Result
         switch status {
         case 200..<300:
             logger.info("delivered", metadata: ["attempt": "\(number)", "status": "\(status)", "ms": "\(attempt.durationMilliseconds)"])
-            return Result(
+            result = Result(
                 outcome: DeliveryOutcome(deliveryID: delivery.id, status: .delivered, nextAttemptAt: nil, attempt: attempt, error: nil),
                 feedback: .succeeded, window: window)
         case 429:
@@ -149,17 +153,19 @@ struct DeliverySender: Sendable {
                 ?? .seconds(1)
             let until = now + Int64(wait.seconds * 1000)
             logger.info("destination rate limited", metadata: ["attempt": "\(number)", "wait": "\(wait)"])
-            return Result(
+            result = Result(
                 outcome: DeliveryOutcome(
                     deliveryID: delivery.id, status: .retrying, nextAttemptAt: until, attempt: attempt,
                     error: "destination answered HTTP 429 (rate limited for \(wait))", countsAsAttempt: false),
                 feedback: .rateLimited(until: until), window: window)
         case 400..<500 where !destination.retry.retryableStatuses.contains(status):
-            return dead("destination answered HTTP \(status)", attempt)
+            result = dead("destination answered HTTP \(status)", attempt)
         default:
             let wait = status == 503 ? RetryAfter.parse(headers: responseHeaders, body: responseBody) : nil
-            return retry("destination answered HTTP \(status)", attempt, policy: destination.retry, notBefore: wait, window: window)
+            result = retry("destination answered HTTP \(status)", attempt, policy: destination.retry, notBefore: wait, window: window)
         }
+        result.bucket = bucket
+        return result
     }
 
     /// A short description of a transport error; it never includes the URL, which may hold a token.

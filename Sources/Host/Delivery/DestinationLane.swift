@@ -57,6 +57,8 @@ final class DestinationLane: Sendable {
         var failures = 0
         var circuit = Circuit.closed
         var probeInFlight = false
+        /// The rate-limit bucket the destination's last answer named.
+        var bucket: String?
     }
 
     let name: String
@@ -65,9 +67,11 @@ final class DestinationLane: Sendable {
     private let rateLimit: RateLimit?
     private let breaker: CircuitBreakerPolicy
     private let state: Mutex<State>
+    private let buckets: RateLimitBuckets
     private let logger: Logger
 
-    init(destination: DestinationConfig, logger: Logger, now: Int64 = Clock.milliseconds()) {
+    init(destination: DestinationConfig, buckets: RateLimitBuckets = RateLimitBuckets(), logger: Logger) {
+        self.buckets = buckets
         name = destination.name
         ordering = destination.ordering
         maxConcurrency = destination.ordering == .fifo ? 1 : destination.maxConcurrency
@@ -92,6 +96,7 @@ final class DestinationLane: Sendable {
                 state.rateEntries.removeAll { $0 <= windowStart }
             }
             if now < state.windowUntil { return (0, state.windowUntil) }
+            if let bucket = state.bucket, let until = buckets.closedUntil(bucket, now: now) { return (0, until) }
             switch state.circuit {
             case .open(let until):
                 if now < until { return (0, until) }
@@ -131,13 +136,18 @@ final class DestinationLane: Sendable {
     }
 
     /// Records how one attempt went. `window` is a rate-limit window the destination announced (Discord's
-    /// `X-RateLimit-Remaining: 0` with `X-RateLimit-Reset-After`), also on a success.
-    func finished(_ feedback: Feedback, window: Int64? = nil, now: Int64 = Clock.milliseconds()) {
+    /// `X-RateLimit-Remaining: 0` with `X-RateLimit-Reset-After`), also on a success; `bucket` the rate-limit bucket
+    /// its answer named, whose windows are shared with other destinations.
+    func finished(_ feedback: Feedback, window: Int64? = nil, bucket: String? = nil, now: Int64 = Clock.milliseconds()) {
         var message: (Logger.Level, String)?
         state.withLock { state in
             state.inFlight = max(0, state.inFlight - 1)
             if let pending = state.rateEntries.firstIndex(of: .max) { state.rateEntries[pending] = now }
+            if let bucket { state.bucket = bucket }
             if let window { state.windowUntil = max(state.windowUntil, window) }
+            var learned = window
+            if case .rateLimited(let until) = feedback { learned = max(learned ?? 0, until) }
+            if let learned, let bucket = state.bucket { buckets.block(bucket, until: learned) }
             let wasProbe = state.circuit == .halfOpen
             if wasProbe { state.probeInFlight = false }
             switch feedback {

@@ -16,7 +16,7 @@ final class ChildServer: Sendable {
         }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = ["serve", "--config", config, "--log-level", "warning"]
+        process.arguments = ["serve", "--config", config, "--log-level", "info"]
         _ = FileManager.default.createFile(atPath: log, contents: nil)
         let output = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
         output.seekToEndOfFile()
@@ -33,10 +33,10 @@ final class ChildServer: Sendable {
         }
     }
 
-    /// SIGKILL: no shutdown of any kind.
-    func kill() {
+    /// SIGKILL: no shutdown of any kind. Waits for the process to be gone.
+    func kill() async throws {
         Foundation.kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
+        try await waitUntil("hookproxy to die after SIGKILL") { !self.process.isRunning }
     }
 
     /// SIGTERM, then waits for the exit; returns the exit status.

@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import Dispatch
 import Foundation
 import Logging
 import NIOCore
@@ -48,8 +49,19 @@ func waitUntil(_ what: String, timeout: Duration = .seconds(20), _ condition: ()
 }
 
 /// Runs a shell command and returns its exit status and combined output.
+///
+/// The blocking wait happens on a Dispatch thread, never on the Swift concurrency pool: that pool has one thread per
+/// core (two on CI), and blocking it stalls every other test running in parallel.
 @discardableResult
-func shell(_ command: String) throws -> (status: Int32, output: String) {
+func shell(_ command: String) async throws -> (status: Int32, output: String) {
+    try await withCheckedThrowingContinuation { continuation in
+        DispatchQueue.global().async {
+            continuation.resume(with: Result { try runBlocking(command) })
+        }
+    }
+}
+
+private func runBlocking(_ command: String) throws -> (status: Int32, output: String) {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: "/bin/sh")
     process.arguments = ["-c", command]
@@ -90,6 +102,7 @@ struct TestResponse {
 /// The tests' HTTP client: a refused connection fails at once instead of being retried until the timeout.
 let testHTTPClient: HTTPClient = {
     var configuration = HTTPClient.Configuration()
+    configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 64)
     configuration.connectionPool.retryConnectionEstablishment = false
     return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
 }()
