@@ -60,18 +60,10 @@ struct AdminTokenMiddleware: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard let token = runtime.runtime.config.server.adminToken else { return try await next(request, context) }
         let given = request.headers[.authorization] ?? ""
-        guard given.hasPrefix("Bearer "), Self.constantTimeEqual(Array(given.utf8.dropFirst(7)), Array(token.utf8)) else {
+        guard given.hasPrefix("Bearer "), ConstantTime.equal(given.utf8.dropFirst(7), token.utf8) else {
             throw APIError.unauthorized()
         }
         return try await next(request, context)
-    }
-
-    static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-        var difference = UInt8(a.count == b.count ? 0 : 1)
-        for index in 0..<max(a.count, b.count) {
-            difference |= (index < a.count ? a[index] : 0) ^ (index < b.count ? b[index] : 0)
-        }
-        return difference == 0
     }
 }
 

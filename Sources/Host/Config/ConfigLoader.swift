@@ -402,16 +402,17 @@ struct ConfigLoader: Sendable {
         }
         guard
             let entries = reader.entries(
-                node, key, allowed: ["destinations", "mapping", "mapper", "mapper_options", "idempotency_key", "replay"])
+                node, key, allowed: ["verify", "destinations", "mapping", "mapper", "mapper_options", "idempotency_key", "replay"])
         else { return nil }
         var source = SourceConfig(
-            name: name, idempotencyKey: nil, mapper: nil, mapping: [], routes: [], replay: true,
+            name: name, verify: nil, idempotencyKey: nil, mapper: nil, mapping: [], routes: [], replay: true,
             location: reader.location(keyNode, key))
         var mapperOptions: JSONValue = .object(JSONObject())
         for (field, fieldKey, value) in entries {
             let path = "\(key).\(field)"
             switch field {
             case "replay": reader.bool(value, path).map { source.replay = $0 }
+            case "verify": source.verify = readVerify(value, path, reader: reader)
             case "idempotency_key":
                 guard let text = reader.string(value, path) else { continue }
                 do {
@@ -456,6 +457,95 @@ struct ConfigLoader: Sendable {
             reader.problem(keyNode, key, "needs 'destinations': a list of destinations its events are delivered to")
         }
         return source
+    }
+
+    private static let hmacOnlyKeys = ["header", "algorithm", "encoding", "prefix", "timestamp_header", "signed"]
+
+    /// A source's `verify` section. Secret values are never echoed in problems.
+    private static func readVerify(_ node: Node, _ key: String, reader: ConfigReader) -> VerifyConfig? {
+        let allowed = ["preset", "secret", "tolerance"] + hmacOnlyKeys
+        guard let entries = reader.entries(node, key, allowed: allowed) else { return nil }
+        guard let (_, _, presetNode) = entries.first(where: { $0.0 == "preset" }),
+            let presetText = reader.string(presetNode, "\(key).preset")
+        else {
+            reader.problem(node, key, "needs 'preset': one of \(VerifyConfig.Preset.allCases.map(\.rawValue).joined(separator: ", "))")
+            return nil
+        }
+        guard let preset = VerifyConfig.Preset(rawValue: presetText) else {
+            let names = VerifyConfig.Preset.allCases.map(\.rawValue)
+            let hint = PluginOptions.closest(to: presetText, in: names).map { " (did you mean '\($0)'?)" } ?? ""
+            reader.problem(presetNode, "\(key).preset", "unknown preset '\(presetText)'\(hint); one of \(names.joined(separator: ", "))")
+            return nil
+        }
+        var config = VerifyConfig(preset: preset, secrets: [])
+        var sawSecret = false
+        for (field, fieldKey, value) in entries {
+            let path = "\(key).\(field)"
+            if hmacOnlyKeys.contains(field), preset != .hmac {
+                reader.problem(fieldKey, path, "is only used with preset 'hmac'")
+                continue
+            }
+            switch field {
+            case "secret":
+                sawSecret = true
+                let items: [(Node, String)]
+                if case .sequence(let sequence) = value {
+                    items = sequence.enumerated().map { ($1, "\(path)[\($0)]") }
+                } else {
+                    items = [(value, path)]
+                }
+                for (item, itemPath) in items {
+                    guard let text = reader.string(item, itemPath) else { continue }
+                    guard !text.isEmpty else {
+                        reader.problem(item, itemPath, "is empty")
+                        continue
+                    }
+                    if preset == .standardWebhooks {
+                        guard text.hasPrefix("whsec_"), let bytes = Data(base64Encoded: String(text.dropFirst(6))), !bytes.isEmpty else {
+                            reader.problem(item, itemPath, "must be 'whsec_' followed by base64 (a Standard Webhooks secret)")
+                            continue
+                        }
+                        config.secrets.append(Array(bytes))
+                    } else {
+                        config.secrets.append(Array(text.utf8))
+                    }
+                }
+            case "tolerance": reader.duration(value, path).map { config.tolerance = $0 }
+            case "header": reader.string(value, path).map { config.header = $0.lowercased() }
+            case "algorithm":
+                guard let text = reader.string(value, path) else { continue }
+                guard let algorithm = VerifyConfig.Algorithm(rawValue: text) else {
+                    reader.problem(value, path, "must be sha1, sha256 or sha512, not '\(text)'")
+                    continue
+                }
+                config.algorithm = algorithm
+            case "encoding":
+                guard let text = reader.string(value, path) else { continue }
+                guard let encoding = VerifyConfig.Encoding(rawValue: text) else {
+                    reader.problem(value, path, "must be hex or base64, not '\(text)'")
+                    continue
+                }
+                config.encoding = encoding
+            case "prefix": reader.string(value, path).map { config.prefix = $0 }
+            case "timestamp_header": reader.string(value, path).map { config.timestampHeader = $0.lowercased() }
+            case "signed":
+                guard let text = reader.string(value, path) else { continue }
+                guard text.contains("{body}") else {
+                    reader.problem(value, path, "must contain {body} (and {timestamp} where the timestamp goes)")
+                    continue
+                }
+                config.signedLayout = text
+            default: break
+            }
+        }
+        if !sawSecret { reader.problem(node, key, "needs 'secret' (or a list of secrets during a rotation)") }
+        if preset == .hmac, config.header.isEmpty {
+            reader.problem(node, key, "preset 'hmac' needs 'header': the header carrying the signature")
+        }
+        if preset == .hmac, config.signedLayout.contains("{timestamp}"), config.timestampHeader == nil {
+            reader.problem(node, key, "'signed' uses {timestamp} but no 'timestamp_header' is given")
+        }
+        return config
     }
 
     private static func readMappedField(_ name: String, _ node: Node, _ key: String, reader: ConfigReader) -> MappedField? {

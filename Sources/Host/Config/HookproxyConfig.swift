@@ -172,6 +172,8 @@ struct Route: Sendable {
 /// A named source from `sources`: what `POST /webhooks/{name}` accepts.
 struct SourceConfig: Sendable {
     var name: String
+    /// How requests prove they come from the sender; `nil`: not checked.
+    var verify: VerifyConfig?
     /// `header:NAME` or `body:$.path`: requests with a key seen before are answered as duplicates.
     var idempotencyKey: ValueSelector?
     /// A mapping plugin and its options, applied before the declarative mapping.

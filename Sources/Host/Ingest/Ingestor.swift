@@ -1,7 +1,8 @@
 import Logging
 import PluginKit
 
-/// The ingest data path for one request: route -> parse -> map -> validate -> commit (group commit) -> wake delivery.
+/// The ingest data path for one request: route -> verify -> parse -> map -> validate -> commit (group commit) -> wake
+/// delivery.
 ///
 /// Everything before the commit runs in the request's own task, in parallel with other requests; only the ready event
 /// goes to the single writer. Nothing is stored for a request that is rejected.
@@ -25,6 +26,19 @@ struct Ingestor: Sendable {
     {
         let runtime = self.runtime.runtime
         guard let source = runtime.config.sources[name] else { throw APIError.unknownSource(name) }
+
+        if let verify = source.verify {
+            var lowercased: [String: String] = [:]
+            for header in headers where lowercased[header.name.lowercased()] == nil { lowercased[header.name.lowercased()] = header.value }
+            if let reason = SignatureVerifier(config: verify).verify(headers: lowercased, body: body) {
+                logger.warning(
+                    "signature verification failed",
+                    metadata: [
+                        "source": "\(name)", "preset": "\(verify.preset.rawValue)", "reason": "\(reason)", "request_id": "\(requestID)",
+                    ])
+                throw APIError.signatureInvalid()
+            }
+        }
 
         var headerObject = JSONObject()
         for header in headers {

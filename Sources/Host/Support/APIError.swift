@@ -66,6 +66,10 @@ struct APIError: Error, HTTPResponseError, CustomStringConvertible {
         error.headers[.wwwAuthenticate] = "Bearer"
         return error
     }
+    /// A signature that does not verify. The detail never says which part failed.
+    static func signatureInvalid() -> APIError {
+        APIError(.unauthorized, .unauthorized, "the request's signature could not be verified")
+    }
     static func mapperFailed(_ message: String) -> APIError {
         APIError(.mapperFailed, .badRequest, "the source's mapper failed: \(message)")
     }
