@@ -110,7 +110,7 @@ struct ConfigTests {
         let yaml = Self.minimal.replacingOccurrences(of: "    url:", with: "    timout: 5s\n    url:")
         #expect(
             problems(yaml) == [
-                "/etc/hookproxy/sources.yaml:4: destinations.chat.timout: unknown key (did you mean 'timeout'?); allowed here: formatter, url, options, headers, timeout, retry, rate_limit, max_concurrency, ordering, circuit_breaker, signing_secret"
+                "/etc/hookproxy/sources.yaml:4: destinations.chat.timout: unknown key (did you mean 'timeout'?); allowed here: formatter, url, options, headers, timeout, retry, rate_limit, max_concurrency, ordering, circuit_breaker, signing_secret, allow_insecure"
             ])
     }
 
@@ -233,5 +233,63 @@ struct ConfigTests {
                 "/etc/hookproxy/sources.yaml:6: destinations.b.formatter: plugin 'slack' rejected its options: slack: unknown option 'colour'",
                 "/etc/hookproxy/sources.yaml:14: sources.app.destinations[1]: plugin 'generic' rejected its options: generic: option 'mode' must be one of raw, envelope, template, not 'sideways'",
             ])
+    }
+}
+
+@Suite("Configuration: transport security")
+struct TransportSecurityConfigTests {
+    func problems(_ destination: String) -> [String] {
+        let yaml = "destinations:\n  out: \(destination)\nsources:\n  app: { destinations: [out] }\n"
+        do {
+            _ = try ConfigLoader(environment: [:]).load(yaml: yaml, file: "/s.yaml")
+            return []
+        } catch {
+            return error.problems.map(\.description)
+        }
+    }
+
+    @Test("destination URLs must be https except to loopback, unless the destination sets allow_insecure")
+    func httpsRule() {
+        #expect(
+            problems(#"{ formatter: generic, url: "http://hooks.example.com/in?token=abc" }"#) == [
+                "/s.yaml:2: destinations.out.url: must be https:// (plain http is only allowed to loopback); set allow_insecure: true on destination 'out' to send in clear text anyway"
+            ])
+        #expect(problems(#"{ formatter: generic, url: "http://hooks.example.com/in", allow_insecure: true }"#).isEmpty)
+        #expect(problems(#"{ formatter: generic, url: "https://hooks.example.com/in" }"#).isEmpty)
+        for loopback in ["http://127.0.0.1:9000/in", "http://localhost/in", "http://[::1]:8080/in", "http://127.1.2.3/in"] {
+            #expect(problems("{ formatter: generic, url: \"\(loopback)\" }").isEmpty, "\(loopback)")
+        }
+    }
+}
+
+@Suite("Admin protection")
+struct AdminTokenTests {
+    @Test("with admin_token set, every admin route but /healthz needs the bearer token")
+    func adminToken() async throws {
+        let yaml =
+            testServerSection().replacingOccurrences(
+                of: "  admin_listen: \"127.0.0.1:0\"", with: "  admin_listen: \"127.0.0.1:0\"\n  admin_token: \"${TOKEN}\"") + """
+                destinations:
+                  out: { formatter: generic, url: "http://127.0.0.1:9/in" }
+                sources:
+                  app: { destinations: [out] }
+                """
+        let server = try await TestServer.start(yaml: yaml, environment: ["TOKEN": "s3cret-token"])
+        #expect(try await send(.GET, "\(server.adminURL)/healthz").status == 200)
+        for path in ["/readyz", "/admin/destinations", "/admin/events/x"] {
+            let none = try await send(.GET, "\(server.adminURL)\(path)")
+            #expect(none.status == 401, "\(path) without a token")
+            #expect(none.header("WWW-Authenticate") == "Bearer")
+            let wrong = try await send(.GET, "\(server.adminURL)\(path)", headers: [("Authorization", "Bearer s3cret-tokeN")])
+            #expect(wrong.status == 401, "\(path) with a wrong token")
+            #expect(!String(decoding: wrong.body, as: UTF8.self).contains("s3cret"))
+        }
+        let replay = try await send(.POST, "\(server.adminURL)/admin/events/x/replay")
+        #expect(replay.status == 401)
+        let ready = try await send(.GET, "\(server.adminURL)/readyz", headers: [("Authorization", "Bearer s3cret-token")])
+        #expect(ready.status == 200)
+        let missing = try await send(.GET, "\(server.adminURL)/admin/events/x", headers: [("Authorization", "Bearer s3cret-token")])
+        #expect(missing.status == 404)
+        try await server.stop()
     }
 }

@@ -316,7 +316,7 @@ struct ConfigLoader: Sendable {
 
     private static let destinationKeys = [
         "formatter", "url", "options", "headers", "timeout", "retry", "rate_limit", "max_concurrency", "ordering", "circuit_breaker",
-        "signing_secret",
+        "signing_secret", "allow_insecure",
     ]
 
     private static func readDestination(
@@ -336,6 +336,8 @@ struct ConfigLoader: Sendable {
         var ordering = Ordering.concurrent
         var circuitBreaker = defaults.circuitBreaker
         var signingSecrets: [[UInt8]] = []
+        var allowInsecure = false
+        var urlNode: Node?
         for (field, fieldKey, value) in entries {
             let path = "\(key).\(field)"
             switch field {
@@ -343,6 +345,7 @@ struct ConfigLoader: Sendable {
                 formatter = reader.string(value, path)
                 formatterLocation = reader.location(fieldKey, path)
             case "url":
+                urlNode = value
                 guard let text = reader.string(value, path) else { continue }
                 if let parsed = URL(string: text), let scheme = parsed.scheme?.lowercased(), ["http", "https"].contains(scheme),
                     parsed.host != nil
@@ -375,8 +378,15 @@ struct ConfigLoader: Sendable {
                 ordering = parsed
             case "circuit_breaker": circuitBreaker = readCircuitBreaker(value, path, base: defaults.circuitBreaker, reader: reader)
             case "signing_secret": signingSecrets = readSigningSecrets(value, path, reader: reader)
+            case "allow_insecure": reader.bool(value, path).map { allowInsecure = $0 }
             default: break
             }
+        }
+        if let url, !allowInsecure, let parsed = URL(string: url), parsed.scheme?.lowercased() == "http", !isLoopback(parsed.host ?? "") {
+            reader.problem(
+                urlNode, "\(key).url",
+                "must be https:// (plain http is only allowed to loopback); set allow_insecure: true on destination '\(name)' to send in clear text anyway"
+            )
         }
         guard let formatter else {
             reader.problem(keyNode, key, "needs 'formatter' (the name of a formatter plugin, such as discord)")
@@ -390,6 +400,12 @@ struct ConfigLoader: Sendable {
             name: name, formatter: formatter, options: options, url: url, headers: headers, timeout: timeout, retry: retry,
             rateLimit: rateLimit, maxConcurrency: ordering == .fifo ? 1 : maxConcurrency, ordering: ordering,
             circuitBreaker: circuitBreaker, signingSecrets: signingSecrets, location: formatterLocation)
+    }
+
+    /// 127.0.0.0/8, ::1 and localhost.
+    static func isLoopback(_ host: String) -> Bool {
+        let host = host.lowercased().trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+        return host == "localhost" || host == "::1" || host.hasPrefix("127.")
     }
 
     private static func readSource(
