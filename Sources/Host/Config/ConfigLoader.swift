@@ -133,7 +133,10 @@ struct ConfigLoader: Sendable {
     }
 
     private static func readServer(_ node: Node, into server: inout ServerConfig, reader: ConfigReader) {
-        let allowed = ["listen", "admin_listen", "admin_token", "max_body_bytes", "shutdown_grace"]
+        let allowed = [
+            "listen", "admin_listen", "admin_token", "max_body_bytes", "shutdown_grace", "max_headers", "max_header_bytes", "read_timeout",
+            "max_concurrent_requests",
+        ]
         for (key, _, value) in reader.entries(node, "server", allowed: allowed) ?? [] {
             let path = "server.\(key)"
             switch key {
@@ -142,6 +145,10 @@ struct ConfigLoader: Sendable {
             case "admin_token": server.adminToken = reader.string(value, path).flatMap { $0.isEmpty ? nil : $0 }
             case "max_body_bytes": reader.integer(value, path, range: 1...1_073_741_824).map { server.maxBodyBytes = $0 }
             case "shutdown_grace": reader.duration(value, path).map { server.shutdownGrace = $0 }
+            case "max_headers": reader.integer(value, path, range: 8...10_000).map { server.maxHeaders = $0 }
+            case "max_header_bytes": reader.integer(value, path, range: 1024...1_048_576).map { server.maxHeaderBytes = $0 }
+            case "read_timeout": reader.duration(value, path).map { server.readTimeout = $0 }
+            case "max_concurrent_requests": reader.integer(value, path, range: 1...1_000_000).map { server.maxConcurrentRequests = $0 }
             default: break
             }
         }
@@ -418,10 +425,11 @@ struct ConfigLoader: Sendable {
         }
         guard
             let entries = reader.entries(
-                node, key, allowed: ["verify", "destinations", "mapping", "mapper", "mapper_options", "idempotency_key", "replay"])
+                node, key,
+                allowed: ["verify", "destinations", "mapping", "mapper", "mapper_options", "idempotency_key", "rate_limit", "replay"])
         else { return nil }
         var source = SourceConfig(
-            name: name, verify: nil, idempotencyKey: nil, mapper: nil, mapping: [], routes: [], replay: true,
+            name: name, verify: nil, idempotencyKey: nil, mapper: nil, mapping: [], routes: [], rateLimit: nil, replay: true,
             location: reader.location(keyNode, key))
         var mapperOptions: JSONValue = .object(JSONObject())
         for (field, fieldKey, value) in entries {
@@ -429,6 +437,7 @@ struct ConfigLoader: Sendable {
             switch field {
             case "replay": reader.bool(value, path).map { source.replay = $0 }
             case "verify": source.verify = readVerify(value, path, reader: reader)
+            case "rate_limit": source.rateLimit = readRateLimit(value, path, reader: reader)
             case "idempotency_key":
                 guard let text = reader.string(value, path) else { continue }
                 do {

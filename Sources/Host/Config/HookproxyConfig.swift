@@ -37,6 +37,14 @@ struct ServerConfig: Sendable {
     var maxBodyBytes = 1_048_576
     /// At shutdown, how long attempts in flight may finish before they are cancelled and released to pending.
     var shutdownGrace: Duration = .seconds(10)
+    /// The most headers a request may have.
+    var maxHeaders = 100
+    /// The most bytes a request's headers may take, in all.
+    var maxHeaderBytes = 16_384
+    /// A request's body must arrive within this, and an idle connection is closed after it (slow clients are cut off).
+    var readTimeout: Duration = .seconds(10)
+    /// The most ingest requests handled at once; more are shed with 503 rather than queued in memory.
+    var maxConcurrentRequests = 1024
 }
 
 /// The `storage` section.
@@ -180,6 +188,8 @@ struct SourceConfig: Sendable {
     var mapper: (name: String, options: JSONValue, location: ConfigLocation)?
     var mapping: [MappedField]
     var routes: [Route]
+    /// At most this many requests are accepted for the source in any such window; more get 429 with `Retry-After`.
+    var rateLimit: RateLimit?
     /// False: replay answers 403.
     var replay: Bool
     var location: ConfigLocation

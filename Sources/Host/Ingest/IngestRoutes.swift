@@ -5,23 +5,24 @@ import PluginKit
 
 /// The ingest listener's routes: `POST /webhooks/{source}`.
 enum IngestRoutes {
-    static func router(ingestor: Ingestor, logger: Logger) -> Router<HookproxyRequestContext> {
+    static func router(ingestor: Ingestor, limits: IngestLimits = IngestLimits(), logger: Logger) -> Router<HookproxyRequestContext> {
         let router = Router(context: HookproxyRequestContext.self)
         router.add(middleware: RequestIDMiddleware(logger: logger))
         router.post("/webhooks/:source") { request, context -> Response in
+            let server = ingestor.runtime.runtime.config.server
+            guard limits.enter(maximum: server.maxConcurrentRequests) else { throw APIError.overloaded() }
+            defer { limits.leave() }
             let source = try context.parameters.require("source")
-            let limit = ingestor.runtime.runtime.config.server.maxBodyBytes
+            let limit = server.maxBodyBytes
             if let declared = request.headers[.contentLength].flatMap(Int.init), declared > limit {
                 throw APIError.bodyTooLarge(limit: limit)
             }
-            // Unknown sources are answered before the body is read.
-            guard ingestor.runtime.runtime.config.sources[source] != nil else { throw APIError.unknownSource(source) }
-            let buffer: ByteBuffer
-            do {
-                buffer = try await request.body.collect(upTo: limit)
-            } catch is NIOTooManyBytesError {
-                throw APIError.bodyTooLarge(limit: limit)
+            // Unknown and rate-limited sources are answered before the body is read.
+            guard let sourceConfig = ingestor.runtime.runtime.config.sources[source] else { throw APIError.unknownSource(source) }
+            if let rateLimit = sourceConfig.rateLimit, let retryAfter = limits.admit(source: source, limit: rateLimit) {
+                throw APIError.rateLimited(source: source, retryAfter: max(1, retryAfter))
             }
+            let buffer = try await readBody(request, limit: limit, timeout: server.readTimeout)
             let headers = request.headers.map { (name: $0.name.canonicalName, value: $0.value) }
             let accepted = try await ingestor.ingest(
                 source: source, headers: headers, body: Array(buffer.readableBytesView),
@@ -30,5 +31,26 @@ enum IngestRoutes {
             return try JSONResponse(status: accepted.duplicate ? .ok : .accepted, body: body).response(from: request, context: context)
         }
         return router
+    }
+
+    /// Collects the body, refusing more than `limit` bytes (413, checked as it streams in) and a body that takes longer
+    /// than `timeout` to arrive (408), so a slow client cannot hold a request open forever.
+    static func readBody(_ request: Request, limit: Int, timeout: Duration) async throws -> ByteBuffer {
+        try await withThrowingTaskGroup(of: ByteBuffer?.self) { group in
+            group.addTask {
+                do {
+                    return try await request.body.collect(upTo: limit)
+                } catch is NIOTooManyBytesError {
+                    throw APIError.bodyTooLarge(limit: limit)
+                }
+            }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let buffer = first else { throw APIError.requestTimeout(timeout) }
+            return buffer
+        }
     }
 }

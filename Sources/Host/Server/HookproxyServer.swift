@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Hummingbird
+import HummingbirdCore
 import Logging
 import NIOCore
 import ServiceLifecycle
@@ -61,8 +62,16 @@ final class HookproxyServer: Sendable {
 
         let ingestor = Ingestor(runtime: runtime, writer: writer, wake: wake, logger: logger)
         let ports = self.ports
+        let decoder = HTTP1Channel.Configuration.DecoderConfiguration(
+            maxHeaderFieldSize: config.server.maxHeaderBytes, maxHeaderListSize: config.server.maxHeaderBytes,
+            maxHeaderFieldCount: config.server.maxHeaders)
         let ingestApp = Application(
             router: IngestRoutes.router(ingestor: ingestor, logger: logger),
+            server: .http1(
+                configuration: .init(
+                    // Twice the read timeout: a body still arriving is answered 408 by the read deadline first; a
+                    // connection that sends nothing at all is closed.
+                    idleTimeout: .milliseconds(Int64(config.server.readTimeout.seconds * 2000)), httpDecoderConfiguration: decoder)),
             configuration: .init(address: .hostname(config.server.listen.host, port: config.server.listen.port), serverName: nil),
             onServerRunning: { channel in ports.bound(.ingest, port: channel.localAddress?.port ?? 0) },
             logger: logger)

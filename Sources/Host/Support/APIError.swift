@@ -16,6 +16,9 @@ struct APIError: Error, HTTPResponseError, CustomStringConvertible {
         case replayDisabled = "replay_disabled"
         case unauthorized
         case mapperFailed = "mapper_failed"
+        case rateLimited = "rate_limited"
+        case overloaded
+        case requestTimeout = "request_timeout"
         case http
         case internalError = "internal_error"
     }
@@ -64,6 +67,24 @@ struct APIError: Error, HTTPResponseError, CustomStringConvertible {
     static func unauthorized() -> APIError {
         var error = APIError(.unauthorized, .unauthorized, "a valid 'Authorization: Bearer <admin token>' header is required")
         error.headers[.wwwAuthenticate] = "Bearer"
+        return error
+    }
+    /// The source is over its rate limit; try again after `retryAfter` seconds.
+    static func rateLimited(source: String, retryAfter: Int) -> APIError {
+        var error = APIError(.rateLimited, .tooManyRequests, "source '\(source)' is over its rate limit; retry after \(retryAfter) s")
+        error.headers[.retryAfter] = String(retryAfter)
+        return error
+    }
+    /// Too many requests are in progress; the request is shed before its body is read.
+    static func overloaded() -> APIError {
+        var error = APIError(.overloaded, .serviceUnavailable, "the server is handling too many requests; retry shortly")
+        error.headers[.retryAfter] = "1"
+        return error
+    }
+    /// The body did not arrive within the read timeout.
+    static func requestTimeout(_ timeout: Duration) -> APIError {
+        var error = APIError(.requestTimeout, .requestTimeout, "the request body did not arrive within \(timeout.compactDescription)")
+        error.headers[.connection] = "close"
         return error
     }
     /// A signature that does not verify. The detail never says which part failed.

@@ -1,0 +1,65 @@
+import Dispatch
+import Foundation
+
+@testable import Host
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A bare TCP client on loopback, for playing slow or malformed HTTP senders byte by byte. Blocking socket calls run
+/// on Dispatch threads, never on the Swift concurrency pool.
+final class RawClient: @unchecked Sendable {
+    // The descriptor is written once in init and only read afterwards.
+    private let descriptor: Int32
+
+    init(port: Int) throws {
+        descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard result == 0 else { throw TimedOut(what: "a connection to port \(port)") }
+    }
+
+    /// Sends bytes; returns false when the server has closed the connection.
+    @discardableResult
+    func send(_ text: String) async -> Bool {
+        let bytes = Array(text.utf8)
+        let descriptor = self.descriptor
+        return await withCheckedContinuation { continuation in
+            DispatchQueue.global().async {
+                let sent = bytes.withUnsafeBytes { Glibc.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                continuation.resume(returning: sent == bytes.count)
+            }
+        }
+    }
+
+    /// Reads until the server closes the connection or `timeout` passes; returns what arrived.
+    func readAll(timeout: Duration) async -> String {
+        let descriptor = self.descriptor
+        return await withCheckedContinuation { continuation in
+            DispatchQueue.global().async {
+                let deadline = Date().addingTimeInterval(timeout.seconds)
+                var received: [UInt8] = []
+                var buffer = [UInt8](repeating: 0, count: 4096)
+                while Date() < deadline {
+                    var wait = timeval(tv_sec: 0, tv_usec: 100_000)
+                    setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &wait, socklen_t(MemoryLayout<timeval>.size))
+                    let count = recv(descriptor, &buffer, buffer.count, 0)
+                    if count > 0 {
+                        received += buffer[0..<count]
+                    } else if count == 0 {
+                        break
+                    }
+                }
+                continuation.resume(returning: String(decoding: received, as: UTF8.self))
+            }
+        }
+    }
+
+    func close() { _ = Glibc.close(descriptor) }
+}
