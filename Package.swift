@@ -71,6 +71,7 @@ let package = Package(
                 "PluginKit",
                 "TestSupport",
                 "Host",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

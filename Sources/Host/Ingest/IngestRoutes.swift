@@ -42,6 +42,11 @@ enum IngestRoutes {
                     return try await request.body.collect(upTo: limit)
                 } catch is NIOTooManyBytesError {
                     throw APIError.bodyTooLarge(limit: limit)
+                } catch is CancellationError {
+                    throw CancellationError()
+                } catch {
+                    // The HTTP framing itself is broken (bad chunk sizes, a connection cut mid-body): the client's fault.
+                    throw APIError.invalidBody("the request body could not be read: its HTTP framing is malformed or incomplete")
                 }
             }
             group.addTask {

@@ -1,0 +1,123 @@
+import Crypto
+import Foundation
+import PluginKit
+import Testing
+
+@testable import Host
+
+/// Thousands of malformed requests: every one gets a 4xx (or, below HTTP, a closed connection), the server stays up
+/// and responsive, and none of them is stored.
+@Suite("Hostile input")
+struct HostileInputTests {
+    static let secret = "fuzz-secret"
+
+    static func sign(_ body: [UInt8]) -> String {
+        "sha256="
+            + HMAC<SHA256>.authenticationCode(for: body, using: SymmetricKey(data: Array(secret.utf8))).map { String(format: "%02x", $0) }
+            .joined()
+    }
+
+    /// A request body that is certainly not acceptable to a source needing `$.repo`: broken, truncated, non-UTF-8,
+    /// too deep, or valid JSON without the field.
+    static func malformedBody(_ round: Int, using generator: inout some RandomNumberGenerator) -> [UInt8] {
+        let valid = Array(#"{"repo":"acme/api","action":"opened","n":[1,2,3],"text":"héllo 😀"}"#.utf8)
+        switch round % 7 {
+        case 0: return Array(valid.prefix(Int.random(in: 0..<valid.count, using: &generator)))
+        case 1:
+            var bytes = valid
+            bytes.insert(
+                contentsOf: [[0xFF], [0xC3, 0x28], [0xED, 0xA0, 0x80], [0xF8, 0x88, 0x80, 0x80, 0x80]].randomElement(using: &generator)!,
+                at: 10)
+            return bytes
+        case 2:
+            let depth = Int.random(in: 300...5000, using: &generator)
+            return Array((#"{"repo":"a","deep":"# + String(repeating: "[", count: depth) + String(repeating: "]", count: depth) + "}").utf8)
+        case 3: return Array(#"{"action":"opened"}"#.utf8)
+        case 4: return (0..<Int.random(in: 1...200, using: &generator)).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        case 5: return Array(#"{"repo":"acme/api""#.utf8) + Array(repeating: UInt8(ascii: ","), count: 3)
+        default: return Array(#"["repo","acme/api"]"#.utf8)
+        }
+    }
+
+    @Test("thousands of malformed requests all get a 4xx, none is stored, and the server keeps serving")
+    func fuzz() async throws {
+        let sink = RecordingSink()
+        try await sink.start()
+        let yaml =
+            testServerSection().replacingOccurrences(
+                of: "  listen: \"127.0.0.1:0\"", with: "  listen: \"127.0.0.1:0\"\n  max_body_bytes: 65536") + """
+                destinations:
+                  out: { formatter: generic, url: "\(sink.url)/out" }
+                sources:
+                  signed:
+                    verify: { preset: github, secret: "\(Self.secret)" }
+                    mapping: { repo: { path: "$.repo", required: true } }
+                    destinations: [out]
+                  open:
+                    mapping: { repo: { path: "$.repo", required: true } }
+                    destinations: [out]
+                """
+        let server = try await TestServer.start(yaml: yaml)
+        let statuses = try await withThrowingTaskGroup(of: [Int].self) { group in
+            for worker in 0..<8 {
+                group.addTask {
+                    var generator = SystemRandomNumberGenerator()
+                    var seen: [Int] = []
+                    for round in stride(from: worker, to: 2400, by: 8) {
+                        let body = Self.malformedBody(round, using: &generator)
+                        var headers = [("Content-Type", round % 11 == 0 ? "application/x-www-form-urlencoded" : "application/json")]
+                        let source = round % 2 == 0 ? "signed" : "open"
+                        if source == "signed" {
+                            // A valid signature of the malformed body, a signature of another body, garbage, or none.
+                            switch round % 8 {
+                            case 0: headers.append(("X-Hub-Signature-256", Self.sign(body)))
+                            case 2: headers.append(("X-Hub-Signature-256", Self.sign(body + [0x20])))
+                            case 4: headers.append(("X-Hub-Signature-256", "sha256=zz" + String(repeating: "0", count: 62)))
+                            default: break
+                            }
+                        }
+                        if round % 13 == 0 { headers.append(("X-Filler", String(repeating: "x", count: 3000))) }
+                        let response = try await send(.POST, "\(server.ingestURL)/webhooks/\(source)", body: body, headers: headers)
+                        seen.append(response.status)
+                    }
+                    return seen
+                }
+            }
+            return try await group.reduce(into: [Int]()) { $0 += $1 }
+        }
+        #expect(statuses.count == 2400)
+        let unexpected = statuses.filter { !(400..<500).contains($0) }
+        #expect(unexpected.isEmpty, "statuses outside 4xx: \(Dictionary(grouping: unexpected, by: { $0 }).mapValues(\.count))")
+
+        // Below HTTP: lengths that lie, truncated requests, oversized header lines, garbage.
+        let raw = [
+            "POST /webhooks/open HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{\"repo\":",
+            "POST /webhooks/open HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}",
+            "POST /webhooks/open HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{\"repo\":\"a\"}",
+            "POST /webhooks/open HTTP/1.1\r\nHost: x\r\nX-Big: " + String(repeating: "b", count: 40_000) + "\r\n\r\n",
+            "GARBAGE \u{01}\u{02} NOT HTTP\r\n\r\n",
+            "POST /webhooks/open HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nnot hex\r\n",
+        ]
+        for (index, text) in raw.enumerated() {
+            let client = try RawClient(port: server.ingestPort)
+            await client.send(text)
+            if index == 0 {
+                client.close()
+            } else {
+                let answer = await client.readAll(timeout: .seconds(3))
+                #expect(answer.isEmpty || answer.hasPrefix("HTTP/1.1 4"), "raw case \(index) answered: \(answer.prefix(40))")
+                client.close()
+            }
+        }
+
+        #expect(try await server.store.queueDepths().isEmpty, "a malformed request was stored")
+        let good = Array(#"{"repo":"acme/api"}"#.utf8)
+        let accepted = try await send(
+            .POST, "\(server.ingestURL)/webhooks/signed", body: good,
+            headers: [("Content-Type", "application/json"), ("X-Hub-Signature-256", Self.sign(good))])
+        #expect(accepted.status == 202)
+        try await waitUntil("the one good event") { sink.requests("/out").count == 1 }
+        try await server.stop()
+        try await sink.stop()
+    }
+}
