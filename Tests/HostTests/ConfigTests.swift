@@ -293,3 +293,30 @@ struct AdminTokenTests {
         try await server.stop()
     }
 }
+
+@Suite("Secrets stay secret")
+struct SecretRedactionTests {
+    @Test("hookproxy check reports problems without echoing any secret value")
+    func checkOutput() async throws {
+        let directory = TestPaths.temporaryDirectory("secrets")
+        let yaml = """
+            server: { admin_token: "admin-TOKEN-value" }
+            destinations:
+              chat: { formatter: discord, url: "htp://discord.example/api/webhooks/1/TOKEN-IN-URL" }
+              signed: { formatter: generic, url: "https://x.example/in", signing_secret: "not-whsec-SIGNING-value" }
+            sources:
+              app:
+                verify: { preset: standard-webhooks, secret: "VERIFY-secret-value" }
+                destinations: [signed]
+            """
+        try yaml.write(toFile: directory + "/sources.yaml", atomically: true, encoding: .utf8)
+        let result = try await shell("'\(PluginLoader.executableDirectory)/hookproxy' check --config '\(directory)/sources.yaml'")
+        #expect(result.status == 2)
+        #expect(result.output.contains("destinations.chat.url: must be an http:// or https:// URL with a host"))
+        #expect(result.output.contains("destinations.signed.signing_secret: must be 'whsec_' followed by base64"))
+        #expect(result.output.contains("sources.app.verify.secret: must be 'whsec_' followed by base64"))
+        for secret in ["admin-TOKEN-value", "TOKEN-IN-URL", "SIGNING-value", "VERIFY-secret-value"] {
+            #expect(!result.output.contains(secret), "check printed \(secret)")
+        }
+    }
+}

@@ -163,6 +163,12 @@ struct VerificationTests {
         #expect(accepted.status == 202)
         try await waitUntil("the verified event") { sink.requests("/out").count == 1 }
         #expect(sink.requests("/out").first?.body == body)
+        // Failures are counted, and nothing about the source shows its secret.
+        let sources = try await send(.GET, "\(server.adminURL)/admin/sources")
+        let github = try #require(sources.json?["sources"]?.arrayValue?.first { $0["name"] == "github" })
+        #expect(github["requests"] == ["accepted": 1, "signature_failed": 3])
+        #expect(github["verify"] == "github")
+        #expect(!String(decoding: sources.body, as: UTF8.self).contains("Secret to Everybody"))
         try await server.stop()
         try await sink.stop()
     }

@@ -6,9 +6,9 @@ import PluginKit
 /// The admin listener's routes: health, readiness, event detail, destinations' flow-control state and replay. Loopback by default; with
 /// `server.admin_token` set, everything but `/healthz` requires `Authorization: Bearer <token>`.
 enum AdminRoutes {
-    static func router(store: any EventStore, runtime: RuntimeHolder, engine: DeliveryEngine, wake: WakeSignal, logger: Logger)
-        -> Router<HookproxyRequestContext>
-    {
+    static func router(
+        store: any EventStore, runtime: RuntimeHolder, engine: DeliveryEngine, counters: IngestCounters, wake: WakeSignal, logger: Logger
+    ) -> Router<HookproxyRequestContext> {
         let router = Router(context: HookproxyRequestContext.self)
         router.add(middleware: RequestIDMiddleware(logger: logger))
         router.get("/healthz") { _, _ in JSONResponse(body: ["status": "ok"]) }
@@ -31,6 +31,22 @@ enum AdminRoutes {
             let depths = try await store.queueDepths()
             let destinations = engine.laneSnapshots().map { EventJSON.destination($0, depths: depths[$0.name] ?? [:]) }
             return JSONResponse(body: ["destinations": .array(destinations)])
+        }
+        protected.get("/admin/sources") { _, _ -> JSONResponse in
+            let config = runtime.runtime.config
+            let counts = counters.snapshot
+            let sources: [JSONValue] = config.sources.values.sorted { $0.name < $1.name }.map { source in
+                [
+                    "name": .string(source.name),
+                    "verify": source.verify.map { .string($0.preset.rawValue) } ?? .null,
+                    "rate_limit": source.rateLimit.map { .string($0.description) } ?? .null,
+                    "replay": .bool(source.replay),
+                    "destinations": .array(source.routes.map { .string($0.destination) }),
+                    "requests": .object(
+                        JSONObject((counts[source.name] ?? [:]).sorted { $0.key < $1.key }.map { ($0.key, .int($0.value)) })),
+                ]
+            }
+            return JSONResponse(body: ["sources": .array(sources)])
         }
         protected.post("/admin/events/:id/replay") { _, context -> JSONResponse in
             let id = try context.parameters.require("id")

@@ -5,7 +5,9 @@ import PluginKit
 
 /// The ingest listener's routes: `POST /webhooks/{source}`.
 enum IngestRoutes {
-    static func router(ingestor: Ingestor, limits: IngestLimits = IngestLimits(), logger: Logger) -> Router<HookproxyRequestContext> {
+    static func router(ingestor: Ingestor, limits: IngestLimits = IngestLimits(), counters: IngestCounters, logger: Logger)
+        -> Router<HookproxyRequestContext>
+    {
         let router = Router(context: HookproxyRequestContext.self)
         router.add(middleware: RequestIDMiddleware(logger: logger))
         router.post("/webhooks/:source") { request, context -> Response in
@@ -19,18 +21,35 @@ enum IngestRoutes {
             }
             // Unknown and rate-limited sources are answered before the body is read.
             guard let sourceConfig = ingestor.runtime.runtime.config.sources[source] else { throw APIError.unknownSource(source) }
-            if let rateLimit = sourceConfig.rateLimit, let retryAfter = limits.admit(source: source, limit: rateLimit) {
-                throw APIError.rateLimited(source: source, retryAfter: max(1, retryAfter))
+            do {
+                let response = try await accept(
+                    request, context: context, source: source, sourceConfig: sourceConfig, ingestor: ingestor, limits: limits)
+                counters.count(source: source, outcome: response.status == .accepted ? "accepted" : "duplicate")
+                return response
+            } catch let error as APIError {
+                counters.count(source: source, outcome: IngestCounters.outcome(for: error))
+                throw error
             }
-            let buffer = try await readBody(request, limit: limit, timeout: server.readTimeout)
-            let headers = request.headers.map { (name: $0.name.canonicalName, value: $0.value) }
-            let accepted = try await ingestor.ingest(
-                source: source, headers: headers, body: Array(buffer.readableBytesView),
-                contentType: request.headers[.contentType] ?? "", requestID: context.requestID)
-            let body: JSONValue = ["id": .string(accepted.id), "status": accepted.duplicate ? "duplicate" : "accepted"]
-            return try JSONResponse(status: accepted.duplicate ? .ok : .accepted, body: body).response(from: request, context: context)
         }
         return router
+    }
+
+    /// The rest of an ingest request once its source is known: rate limit, body, then the ingest data path.
+    static func accept(
+        _ request: Request, context: HookproxyRequestContext, source: String, sourceConfig: SourceConfig, ingestor: Ingestor,
+        limits: IngestLimits
+    ) async throws -> Response {
+        let server = ingestor.runtime.runtime.config.server
+        if let rateLimit = sourceConfig.rateLimit, let retryAfter = limits.admit(source: source, limit: rateLimit) {
+            throw APIError.rateLimited(source: source, retryAfter: max(1, retryAfter))
+        }
+        let buffer = try await readBody(request, limit: server.maxBodyBytes, timeout: server.readTimeout)
+        let headers = request.headers.map { (name: $0.name.canonicalName, value: $0.value) }
+        let accepted = try await ingestor.ingest(
+            source: source, headers: headers, body: Array(buffer.readableBytesView),
+            contentType: request.headers[.contentType] ?? "", requestID: context.requestID)
+        let body: JSONValue = ["id": .string(accepted.id), "status": accepted.duplicate ? "duplicate" : "accepted"]
+        return try JSONResponse(status: accepted.duplicate ? .ok : .accepted, body: body).response(from: request, context: context)
     }
 
     /// Collects the body, refusing more than `limit` bytes (413, checked as it streams in) and a body that takes longer
