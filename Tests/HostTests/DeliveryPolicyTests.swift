@@ -412,6 +412,11 @@ struct RateLimitBucketTests {
         let second = try #require(try await server.post("to-b", json: "{}").json?["id"]?.stringValue)
         try await server.waitForDeliveries(of: first)
         try await server.waitForDeliveries(of: second)
+        // Outcomes are recorded before a lane hears of them: wait until both lanes have taken their answers in.
+        try await waitUntil("both lanes idle") {
+            let state = try await send(.GET, "\(server.adminURL)/admin/destinations")
+            return state.json?["destinations"]?.arrayValue?.allSatisfy { $0["in_flight"] == 0 } == true
+        }
         // a is told to wait 2 s; b shares the bucket, so its next request waits too.
         _ = try await server.post("to-a", json: "{}")
         try await waitUntil("a to be rate limited") {
