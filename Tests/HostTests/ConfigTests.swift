@@ -126,6 +126,11 @@ struct ConfigTests {
             problems(list) == [
                 "/etc/hookproxy/sources.yaml:7: sources.app.destinations: must be a list of destination names or {to: NAME, formatter: ..., options: ...}"
             ])
+        let ordering = Self.minimal.replacingOccurrences(of: "token\"\n", with: "token\"\n    ordering: sideways\n")
+        #expect(
+            problems(ordering) == [
+                "/etc/hookproxy/sources.yaml:5: destinations.chat.ordering: must be one of concurrent, fifo, not 'sideways'"
+            ])
         let duration = "defaults:\n  timeout: soon\n" + Self.minimal
         #expect(
             problems(duration) == [

@@ -376,13 +376,7 @@ struct ConfigLoader: Sendable {
             case "retry": retry = readRetry(value, path, base: defaults.retry, reader: reader)
             case "rate_limit": rateLimit = readRateLimit(value, path, reader: reader)
             case "max_concurrency": reader.integer(value, path, range: 1...1024).map { maxConcurrency = $0 }
-            case "ordering":
-                guard let text = reader.string(value, path) else { continue }
-                guard let parsed = Ordering(rawValue: text) else {
-                    reader.problem(value, path, "must be concurrent or fifo, not '\(text)'")
-                    continue
-                }
-                ordering = parsed
+            case "ordering": reader.choice(value, path, as: Ordering.self).map { ordering = $0 }
             case "circuit_breaker": circuitBreaker = readCircuitBreaker(value, path, base: defaults.circuitBreaker, reader: reader)
             case "signing_secret": signingSecrets = readSigningSecrets(value, path, reader: reader)
             case "allow_insecure": reader.bool(value, path).map { allowInsecure = $0 }
@@ -537,20 +531,8 @@ struct ConfigLoader: Sendable {
                 }
             case "tolerance": reader.duration(value, path).map { config.tolerance = $0 }
             case "header": reader.string(value, path).map { config.header = $0.lowercased() }
-            case "algorithm":
-                guard let text = reader.string(value, path) else { continue }
-                guard let algorithm = VerifyConfig.Algorithm(rawValue: text) else {
-                    reader.problem(value, path, "must be sha1, sha256 or sha512, not '\(text)'")
-                    continue
-                }
-                config.algorithm = algorithm
-            case "encoding":
-                guard let text = reader.string(value, path) else { continue }
-                guard let encoding = VerifyConfig.Encoding(rawValue: text) else {
-                    reader.problem(value, path, "must be hex or base64, not '\(text)'")
-                    continue
-                }
-                config.encoding = encoding
+            case "algorithm": reader.choice(value, path, as: VerifyConfig.Algorithm.self).map { config.algorithm = $0 }
+            case "encoding": reader.choice(value, path, as: VerifyConfig.Encoding.self).map { config.encoding = $0 }
             case "prefix": reader.string(value, path).map { config.prefix = $0 }
             case "timestamp_header": reader.string(value, path).map { config.timestampHeader = $0.lowercased() }
             case "signed":

@@ -68,6 +68,18 @@ final class ConfigReader {
         }
     }
 
+    /// One of a closed set of names (an enum's raw values), or a problem listing them.
+    func choice<Choice: RawRepresentable & CaseIterable>(_ node: Node, _ key: String, as type: Choice.Type = Choice.self) -> Choice?
+    where Choice.RawValue == String {
+        guard let text = string(node, key) else { return nil }
+        guard let value = Choice(rawValue: text) else {
+            let names = Choice.allCases.map(\.rawValue)
+            problem(node, key, "must be one of \(names.joined(separator: ", ")), not '\(text)'")
+            return nil
+        }
+        return value
+    }
+
     func integer(_ node: Node, _ key: String, range: ClosedRange<Int>) -> Int? {
         guard let text = string(node, key) else { return nil }
         guard let value = Int(text.replacingOccurrences(of: "_", with: "")), range.contains(value) else {

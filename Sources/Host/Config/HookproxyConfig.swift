@@ -1,3 +1,4 @@
+import Foundation
 import PluginKit
 
 /// The whole configuration, decoded and validated once from `sources.yaml`, then immutable.
@@ -119,7 +120,7 @@ struct RateLimit: Sendable, Equatable, CustomStringConvertible {
 }
 
 /// How a destination's deliveries are ordered.
-enum Ordering: String, Sendable {
+enum Ordering: String, Sendable, CaseIterable {
     /// Any order, up to `max_concurrency` at once (the default).
     case concurrent
     /// Strictly in ingest order, one at a time; a failing head blocks the line until delivered or dead.
@@ -215,9 +216,3 @@ extension Duration {
         return Double(parts.seconds) + Double(parts.attoseconds) / 1e18
     }
 }
-
-#if canImport(Glibc)
-    import Glibc
-#elseif canImport(Darwin)
-    import Darwin
-#endif
