@@ -390,45 +390,32 @@ struct DestinationStateTests {
 
 @Suite("Shared rate-limit buckets")
 struct RateLimitBucketTests {
-    @Test("a window learned on one destination holds back another that answered with the same X-RateLimit-Bucket")
-    func sharedBucket() async throws {
-        let sink = RecordingSink()
-        try await sink.start()
-        let bucket = [("X-RateLimit-Bucket", "shared-1")]
-        sink.plan("/a", responses: [.init(status: 204, headers: bucket), .init(status: 429, headers: bucket + [("Retry-After", "2")])])
-        sink.plan("/b", responses: [.init(status: 204, headers: bucket)])
-        let yaml =
-            testServerSection() + """
-                destinations:
-                  a: { formatter: generic, url: "\(sink.url)/a", max_concurrency: 1 }
-                  b: { formatter: generic, url: "\(sink.url)/b", max_concurrency: 1 }
-                sources:
-                  to-a: { destinations: [a] }
-                  to-b: { destinations: [b] }
-                """
-        let server = try await TestServer.start(yaml: yaml)
-        // Both destinations learn their bucket.
-        let first = try #require(try await server.post("to-a", json: "{}").json?["id"]?.stringValue)
-        let second = try #require(try await server.post("to-b", json: "{}").json?["id"]?.stringValue)
-        try await server.waitForDeliveries(of: first)
-        try await server.waitForDeliveries(of: second)
-        // Outcomes are recorded before a lane hears of them: wait until both lanes have taken their answers in.
-        try await waitUntil("both lanes idle") {
-            let state = try await send(.GET, "\(server.adminURL)/admin/destinations")
-            return state.json?["destinations"]?.arrayValue?.allSatisfy { $0["in_flight"] == 0 } == true
+    static func destination(_ name: String) -> DestinationConfig {
+        DestinationConfig(
+            name: name, formatter: "generic", options: [:], url: "http://127.0.0.1:9/\(name)", headers: [], timeout: .seconds(5),
+            retry: RetryPolicy(), rateLimit: nil, maxConcurrency: 1, ordering: .concurrent, circuitBreaker: CircuitBreakerPolicy(),
+            signingSecrets: [], location: ConfigLocation(file: "t", line: 1, key: "k"))
+    }
+
+    @Test("a window learned on one destination holds back another whose answers named the same X-RateLimit-Bucket")
+    func sharedBucket() {
+        let buckets = RateLimitBuckets()
+        let a = DestinationLane(destination: Self.destination("a"), buckets: buckets, logger: testLogger)
+        let b = DestinationLane(destination: Self.destination("b"), buckets: buckets, logger: testLogger)
+        let c = DestinationLane(destination: Self.destination("c"), buckets: buckets, logger: testLogger)
+        // Each lane's first answer names its bucket; a and b share one.
+        for (lane, bucket) in [(a, "shared-1"), (b, "shared-1"), (c, "other")] {
+            #expect(lane.admission(now: 1000).slots == 1)
+            lane.started(1)
+            lane.finished(.succeeded, bucket: bucket, now: 1000)
         }
-        // a is told to wait 2 s; b shares the bucket, so its next request waits too.
-        _ = try await server.post("to-a", json: "{}")
-        try await waitUntil("a to be rate limited") {
-            let state = try await send(.GET, "\(server.adminURL)/admin/destinations")
-            return state.json?["destinations"]?.arrayValue?.first { $0["name"] == "a" }?["state"] == "rate_limited"
-        }
-        let limitedAt = try #require(sink.requests("/a").last?.arrivedAt)
-        let held = try #require(try await server.post("to-b", json: "{}").json?["id"]?.stringValue)
-        try await server.waitForDeliveries(of: held)
-        let sentAt = try #require(sink.requests("/b").last?.arrivedAt)
-        #expect(sentAt - limitedAt >= 1900, "b sent \(sentAt - limitedAt) ms into a's shared window")
-        try await server.stop()
-        try await sink.stop()
+        // a is told to wait until 3000.
+        a.started(1)
+        a.finished(.rateLimited(until: 3000), bucket: "shared-1", now: 1000)
+        #expect(a.admission(now: 1500) == (0, 3000))
+        let held = b.admission(now: 1500)
+        #expect(held.slots == 0 && held.wakeAt == 3000, "b sent into a's window")
+        #expect(c.admission(now: 1500).slots == 1, "another bucket is not held back")
+        #expect(b.admission(now: 3001).slots == 1)
     }
 }
