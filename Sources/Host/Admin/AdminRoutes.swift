@@ -7,7 +7,8 @@ import PluginKit
 /// `server.admin_token` set, everything but `/healthz` requires `Authorization: Bearer <token>`.
 enum AdminRoutes {
     static func router(
-        store: any EventStore, runtime: RuntimeHolder, engine: DeliveryEngine, counters: IngestCounters, wake: WakeSignal, logger: Logger
+        store: any EventStore, runtime: RuntimeHolder, engine: DeliveryEngine, counters: IngestCounters, limits: IngestLimits,
+        wake: WakeSignal, logger: Logger
     ) -> Router<HookproxyRequestContext> {
         let router = Router(context: HookproxyRequestContext.self)
         router.add(middleware: RequestIDMiddleware(logger: logger))
@@ -46,7 +47,12 @@ enum AdminRoutes {
                         JSONObject((counts[source.name] ?? [:]).sorted { $0.key < $1.key }.map { ($0.key, .int($0.value)) })),
                 ]
             }
-            return JSONResponse(body: ["sources": .array(sources)])
+            let ingest: JSONValue = [
+                "requests_in_progress": .int(limits.requestsInProgress),
+                "max_concurrent_requests": .int(config.server.maxConcurrentRequests),
+                "requests_shed": .int(limits.requestsShed),
+            ]
+            return JSONResponse(body: ["ingest": ingest, "sources": .array(sources)])
         }
         protected.post("/admin/events/:id/replay") { _, context -> JSONResponse in
             let id = try context.parameters.require("id")

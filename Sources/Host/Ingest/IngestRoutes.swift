@@ -5,7 +5,7 @@ import PluginKit
 
 /// The ingest listener's routes: `POST /webhooks/{source}`.
 enum IngestRoutes {
-    static func router(ingestor: Ingestor, limits: IngestLimits = IngestLimits(), counters: IngestCounters, logger: Logger)
+    static func router(ingestor: Ingestor, limits: IngestLimits, counters: IngestCounters, logger: Logger)
         -> Router<HookproxyRequestContext>
     {
         let router = Router(context: HookproxyRequestContext.self)

@@ -62,12 +62,13 @@ final class HookproxyServer: Sendable {
 
         let ingestor = Ingestor(runtime: runtime, writer: writer, wake: wake, logger: logger)
         let counters = IngestCounters()
+        let limits = IngestLimits()
         let ports = self.ports
         let decoder = HTTP1Channel.Configuration.DecoderConfiguration(
             maxHeaderFieldSize: config.server.maxHeaderBytes, maxHeaderListSize: config.server.maxHeaderBytes,
             maxHeaderFieldCount: config.server.maxHeaders)
         let ingestApp = Application(
-            router: IngestRoutes.router(ingestor: ingestor, counters: counters, logger: logger),
+            router: IngestRoutes.router(ingestor: ingestor, limits: limits, counters: counters, logger: logger),
             server: .http1(
                 configuration: .init(
                     // Twice the read timeout: a body still arriving is answered 408 by the read deadline first; a
@@ -79,7 +80,8 @@ final class HookproxyServer: Sendable {
         let engine = DeliveryEngine(
             store: store, runtime: runtime, httpClient: httpClient, wake: wake, logger: logger, configuration: configuration.engine)
         let adminApp = Application(
-            router: AdminRoutes.router(store: store, runtime: runtime, engine: engine, counters: counters, wake: wake, logger: logger),
+            router: AdminRoutes.router(
+                store: store, runtime: runtime, engine: engine, counters: counters, limits: limits, wake: wake, logger: logger),
             configuration: .init(
                 address: .hostname(config.server.adminListen.host, port: config.server.adminListen.port), serverName: nil),
             onServerRunning: { channel in ports.bound(.admin, port: channel.localAddress?.port ?? 0) },
