@@ -407,15 +407,64 @@ struct RateLimitBucketTests {
         for (lane, bucket) in [(a, "shared-1"), (b, "shared-1"), (c, "other")] {
             #expect(lane.admission(now: 1000).slots == 1)
             lane.started(1)
-            lane.finished(.succeeded, bucket: bucket, now: 1000)
+            lane.learn(.succeeded, bucket: bucket)
+            lane.finished(.succeeded, now: 1000)
         }
         // a is told to wait until 3000.
         a.started(1)
-        a.finished(.rateLimited(until: 3000), bucket: "shared-1", now: 1000)
+        b.started(1)
+        // b was admitted before a's answer closed the bucket: it must not be sent until the window opens.
+        a.learn(.rateLimited(until: 3000), bucket: "shared-1")
+        #expect(b.closedUntil(now: 1500) == 3000, "b would be sent into a's window")
+        #expect(c.closedUntil(now: 1500) == nil)
+        a.finished(.rateLimited(until: 3000), now: 1000)
+        b.finished(.succeeded, now: 1000)
         #expect(a.admission(now: 1500) == (0, 3000))
         let held = b.admission(now: 1500)
         #expect(held.slots == 0 && held.wakeAt == 3000, "b sent into a's window")
         #expect(c.admission(now: 1500).slots == 1, "another bucket is not held back")
         #expect(b.admission(now: 3001).slots == 1)
+    }
+
+    @Test("a window learned on one destination holds back another that answered with the same X-RateLimit-Bucket, end to end")
+    func sharedBucketEndToEnd() async throws {
+        let sink = RecordingSink()
+        try await sink.start()
+        let bucket = [("X-RateLimit-Bucket", "shared-1")]
+        sink.plan("/a", responses: [.init(status: 204, headers: bucket), .init(status: 429, headers: bucket + [("Retry-After", "2")])])
+        sink.plan("/b", responses: [.init(status: 204, headers: bucket)])
+        let yaml =
+            testServerSection() + """
+                destinations:
+                  a: { formatter: generic, url: "\(sink.url)/a", max_concurrency: 1 }
+                  b: { formatter: generic, url: "\(sink.url)/b", max_concurrency: 1 }
+                sources:
+                  to-a: { destinations: [a] }
+                  to-b: { destinations: [b] }
+                """
+        let server = try await TestServer.start(yaml: yaml)
+        // Both destinations learn their bucket.
+        let first = try #require(try await server.post("to-a", json: "{}").json?["id"]?.stringValue)
+        let second = try #require(try await server.post("to-b", json: "{}").json?["id"]?.stringValue)
+        try await server.waitForDeliveries(of: first)
+        try await server.waitForDeliveries(of: second)
+        // A lane frees its slot once the outcome is committed: wait until both are idle.
+        try await waitUntil("both lanes idle") {
+            let state = try await send(.GET, "\(server.adminURL)/admin/destinations")
+            return state.json?["destinations"]?.arrayValue?.allSatisfy { $0["in_flight"] == 0 } == true
+        }
+        // a is told to wait 2 s; b shares the bucket, so its next request waits too.
+        _ = try await server.post("to-a", json: "{}")
+        try await waitUntil("a to be rate limited") {
+            let state = try await send(.GET, "\(server.adminURL)/admin/destinations")
+            return state.json?["destinations"]?.arrayValue?.first { $0["name"] == "a" }?["state"] == "rate_limited"
+        }
+        let limitedAt = try #require(sink.requests("/a").last?.arrivedAt)
+        let held = try #require(try await server.post("to-b", json: "{}").json?["id"]?.stringValue)
+        try await server.waitForDeliveries(of: held)
+        let sentAt = try #require(sink.requests("/b").last?.arrivedAt)
+        #expect(sentAt - limitedAt >= 1900, "b sent \(sentAt - limitedAt) ms into a's shared window")
+        try await server.stop()
+        try await sink.stop()
     }
 }

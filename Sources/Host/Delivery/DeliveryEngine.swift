@@ -149,7 +149,15 @@ final class DeliveryEngine: Service, Sendable {
     private func deliver(
         _ delivery: ClaimedDelivery, runtime: Runtime, lane: DestinationLane, outcomes: GroupCommitter<DeliveryOutcome, Void>
     ) async {
-        let result = await sender.attempt(delivery, runtime: runtime)
+        let result: DeliverySender.Result
+        if await waitForOpenWindow(lane) {
+            result = await sender.attempt(delivery, runtime: runtime)
+            // What the answer says about rate limits applies at once, not after the outcome's commit: another lane on the
+            // same bucket may be admitted meanwhile.
+            lane.learn(result.feedback, window: result.window, bucket: result.bucket)
+        } else {
+            result = DeliverySender.released(delivery)
+        }
         // The outcome is recorded before the lane slot is freed: when the store cannot commit (disk full), sending stops
         // instead of piling up attempts that cannot be recorded. At shutdown the lease covers it: the delivery is sent
         // again after restart (at least once, never lost).
@@ -168,9 +176,22 @@ final class DeliveryEngine: Service, Sendable {
                 try? await Task.sleep(for: .milliseconds(500))
             }
         }
-        lane.finished(result.feedback, window: result.window, bucket: result.bucket)
+        lane.finished(result.feedback)
         inFlight.subtract(1, ordering: .sequentiallyConsistent)
         wake.signal()
+    }
+
+    /// Waits while a rate-limit window learned after this delivery was admitted is closed (another request's answer,
+    /// possibly on another lane sharing the bucket, arrived in between). False when cancelled at shutdown.
+    private func waitForOpenWindow(_ lane: DestinationLane) async -> Bool {
+        while let until = lane.closedUntil(now: Clock.milliseconds()) {
+            do {
+                try await Task.sleep(for: .milliseconds(max(1, until - Clock.milliseconds())))
+            } catch {
+                return false
+            }
+        }
+        return !Task.isCancelled
     }
 
     private func releaseExpiredLeases() async {

@@ -125,11 +125,7 @@ struct DeliverySender: Sendable {
                 if responseBody.count >= AttemptRecord.maximumResponseBytes { break }
             }
         } catch is CancellationError {
-            // Shutdown cut the attempt short: release it without counting an attempt.
-            return Result(
-                outcome: DeliveryOutcome(
-                    deliveryID: delivery.id, status: .pending, nextAttemptAt: Clock.milliseconds(), attempt: nil, error: nil),
-                feedback: .neutral)
+            return Self.released(delivery)
         } catch {
             let reason = Self.describe(error)
             return retry(reason, record(error: reason), policy: destination.retry)
@@ -166,6 +162,14 @@ struct DeliverySender: Sendable {
         }
         result.bucket = bucket
         return result
+    }
+
+    /// Shutdown cut the attempt short (or it never started): the delivery goes back to pending without counting an attempt.
+    static func released(_ delivery: ClaimedDelivery) -> Result {
+        Result(
+            outcome: DeliveryOutcome(
+                deliveryID: delivery.id, status: .pending, nextAttemptAt: Clock.milliseconds(), attempt: nil, error: nil),
+            feedback: .neutral)
     }
 
     /// A short description of a transport error; it never includes the URL, which may hold a token.

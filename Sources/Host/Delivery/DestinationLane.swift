@@ -135,19 +135,38 @@ final class DestinationLane: Sendable {
         }
     }
 
-    /// Records how one attempt went. `window` is a rate-limit window the destination announced (Discord's
-    /// `X-RateLimit-Remaining: 0` with `X-RateLimit-Reset-After`), also on a success; `bucket` the rate-limit bucket
-    /// its answer named, whose windows are shared with other destinations.
-    func finished(_ feedback: Feedback, window: Int64? = nil, bucket: String? = nil, now: Int64 = Clock.milliseconds()) {
+    /// Learns the rate-limit state an answer announced, the moment it arrives (before its outcome is committed), so that
+    /// no lane sharing the bucket is admitted meanwhile. `window` is a window the destination announced (Discord's
+    /// `X-RateLimit-Remaining: 0` with `X-RateLimit-Reset-After`), also on a success; `bucket` the rate-limit bucket its
+    /// answer named, whose windows are shared with other destinations.
+    func learn(_ feedback: Feedback, window: Int64? = nil, bucket: String? = nil) {
+        state.withLock { state in
+            if let bucket { state.bucket = bucket }
+            var learned = window
+            if case .rateLimited(let until) = feedback { learned = max(learned ?? 0, until) }
+            guard let learned else { return }
+            state.windowUntil = max(state.windowUntil, learned)
+            if let bucket = state.bucket { buckets.block(bucket, until: learned) }
+        }
+    }
+
+    /// When a window learned since this lane admitted a delivery (its own, or its bucket's) is still closed at `now`:
+    /// the time it opens. A delivery admitted just before another lane's answer closed the bucket waits for it.
+    func closedUntil(now: Int64) -> Int64? {
+        state.withLock { state in
+            var until = state.windowUntil > now ? state.windowUntil : nil
+            if let bucket = state.bucket, let bucketUntil = buckets.closedUntil(bucket, now: now) { until = max(until ?? 0, bucketUntil) }
+            return until
+        }
+    }
+
+    /// Records that one attempt is over and how it went (after ``learn(_:window:bucket:)``): frees its slot, starts its
+    /// rate-limit entry's window and moves the circuit breaker.
+    func finished(_ feedback: Feedback, now: Int64 = Clock.milliseconds()) {
         var message: (Logger.Level, String)?
         state.withLock { state in
             state.inFlight = max(0, state.inFlight - 1)
             if let pending = state.rateEntries.firstIndex(of: .max) { state.rateEntries[pending] = now }
-            if let bucket { state.bucket = bucket }
-            if let window { state.windowUntil = max(state.windowUntil, window) }
-            var learned = window
-            if case .rateLimited(let until) = feedback { learned = max(learned ?? 0, until) }
-            if let learned, let bucket = state.bucket { buckets.block(bucket, until: learned) }
             let wasProbe = state.circuit == .halfOpen
             if wasProbe { state.probeInFlight = false }
             switch feedback {
@@ -167,9 +186,7 @@ final class DestinationLane: Sendable {
                     state.circuit = .open(until: now + Int64(breaker.cooldown.seconds * 1000))
                     message = (.warning, "circuit open: \(state.failures) consecutive failures; paused for \(breaker.cooldown)")
                 }
-            case .rateLimited(let until):
-                state.windowUntil = max(state.windowUntil, until)
-            case .neutral:
+            case .rateLimited, .neutral:
                 break
             }
         }

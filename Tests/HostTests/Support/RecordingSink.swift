@@ -60,6 +60,8 @@ final class RecordingSink: Sendable {
             if planned.delay > .zero { try await Task.sleep(for: planned.delay) }
             var headers: HTTPFields = [.contentType: "text/plain"]
             for (name, value) in planned.headers { headers[HTTPField.Name(name)!] = value }
+            // 204 and 304 have no body: bytes after one would be read as the start of the next response on the connection.
+            if planned.status == 204 || planned.status == 304 { return Response(status: .init(code: planned.status), headers: headers) }
             let text = planned.body ?? (planned.status < 300 ? "ok" : "failure \(planned.status)")
             return Response(status: .init(code: planned.status), headers: headers, body: .init(byteBuffer: ByteBuffer(string: text)))
         }
