@@ -11,11 +11,7 @@ import Testing
 struct HostileInputTests {
     static let secret = "fuzz-secret"
 
-    static func sign(_ body: [UInt8]) -> String {
-        "sha256="
-            + HMAC<SHA256>.authenticationCode(for: body, using: SymmetricKey(data: Array(secret.utf8))).map { String(format: "%02x", $0) }
-            .joined()
-    }
+    static func sign(_ body: [UInt8]) -> String { githubSignature(secret: secret, body: body) }
 
     /// A request body that is certainly not acceptable to a source needing `$.repo`: broken, truncated, non-UTF-8,
     /// too deep, or valid JSON without the field.

@@ -8,7 +8,7 @@ import PluginKit
 enum AdminRoutes {
     static func router(
         store: any EventStore, runtime: RuntimeHolder, engine: DeliveryEngine, counters: IngestCounters, limits: IngestLimits,
-        wake: WakeSignal, logger: Logger
+        reloader: Reloader, metrics: HookproxyMetrics, wake: WakeSignal, logger: Logger
     ) -> Router<HookproxyRequestContext> {
         let router = Router(context: HookproxyRequestContext.self)
         router.add(middleware: RequestIDMiddleware(logger: logger))
@@ -22,6 +22,91 @@ enum AdminRoutes {
                 return JSONResponse(status: .serviceUnavailable, body: ["status": "unavailable", "detail": "storage is not reachable"])
             }
             return JSONResponse(body: ["status": "ready"])
+        }
+        protected.get("/admin/events") { request, _ -> JSONResponse in
+            let query = try AdminQuery.parse(query: request, allowed: ["cursor", "limit"])
+            let page = try await store.listEvents(query.filter, cursor: query.cursor, limit: query.limit)
+            return JSONResponse(body: [
+                "events": .array(page.items.map(EventJSON.summary)), "next_cursor": page.nextCursor.map(JSONValue.string) ?? .null,
+            ])
+        }
+        protected.get("/admin/deliveries") { request, _ -> JSONResponse in
+            let query = try AdminQuery.parse(query: request, allowed: ["cursor", "limit"])
+            let page = try await store.listDeliveries(query.filter, cursor: query.cursor, limit: query.limit)
+            return JSONResponse(
+                body: [
+                    "deliveries": .array(page.items.map(EventJSON.summary)), "next_cursor": page.nextCursor.map(JSONValue.string) ?? .null,
+                ])
+        }
+        protected.post("/admin/replay") { request, context -> JSONResponse in
+            let body = try await request.body.collect(upTo: 65_536)
+            guard let object = (try? JSONValue(parsing: Array(body.readableBytesView)))?.objectValue else {
+                throw APIError.invalidBody("the body must be a JSON object of filters: source, destination, status, since, until, dry_run")
+            }
+            let query = try AdminQuery.parse(object.members.map { ($0.key, $0.value) }, allowed: ["dry_run"])
+            guard query.filter != RecordFilter() else {
+                throw APIError.invalidBody(
+                    "give at least one filter (source, destination, status, since, until); to replay everything, give since")
+            }
+            do {
+                let summary = try await Replayer(store: store, config: runtime.runtime.config).replay(
+                    matching: query.filter, dryRun: query.dryRun)
+                if summary.scheduled > 0 { wake.signal() }
+                logger.info(
+                    "replay by filter",
+                    metadata: [
+                        "request_id": "\(context.requestID)", "dry_run": "\(query.dryRun)", "matched": "\(summary.matched)",
+                        "scheduled": "\(summary.scheduled)",
+                    ])
+                return JSONResponse(status: query.dryRun ? .ok : .accepted, body: EventJSON.replay(summary, dryRun: query.dryRun))
+            } catch Replayer.Failure.disabled(let source) {
+                throw APIError.replayDisabled(source: source)
+            }
+        }
+        protected.get("/metrics") { _, _ -> Response in
+            // Gauges that describe the present are read when scraped.
+            metrics.set("hookproxy_ingest_requests_in_progress", to: Double(limits.requestsInProgress))
+            let depths = try await store.queueDepths()
+            for lane in engine.laneSnapshots() {
+                let destination = [("destination", lane.name)]
+                for status in [DeliveryStatus.pending, .inFlight, .retrying, .dead] {
+                    metrics.set(
+                        "hookproxy_deliveries", destination + [("state", status.rawValue)], to: Double(depths[lane.name]?[status] ?? 0))
+                }
+                let circuit: Double
+                switch lane.circuit {
+                case .closed: circuit = 0
+                case .halfOpen: circuit = 1
+                case .open: circuit = 2
+                }
+                metrics.set("hookproxy_destination_circuit_state", destination, to: circuit)
+                metrics.set("hookproxy_destination_rate_limited", destination, to: lane.rateLimitedUntil == nil ? 0 : 1)
+                metrics.set("hookproxy_destination_in_flight", destination, to: Double(lane.inFlight))
+            }
+            return Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: .init(byteBuffer: ByteBuffer(bytes: metrics.render())))
+        }
+        protected.get("/admin/plugins") { _, _ -> JSONResponse in
+            JSONResponse(body: EventJSON.plugins(runtime.runtime.catalog))
+        }
+        protected.get("/admin/config") { _, _ -> JSONResponse in
+            JSONResponse(body: ConfigJSON.render(runtime.runtime.config))
+        }
+        protected.post("/admin/reload") { _, _ -> JSONResponse in
+            let report: Reloader.Report
+            switch Result(catching: { () throws(ConfigError) in try reloader.reload() }) {
+            case .success(let value): report = value
+            case .failure(let error): throw APIError.invalidConfig(error)
+            }
+            wake.signal()
+            return JSONResponse(
+                body: [
+                    "status": "reloaded", "sources": .int(report.sources), "destinations": .int(report.destinations),
+                    "plugins": .array(report.plugins.map(JSONValue.string)),
+                    "refused_plugins": .array(report.refusedPlugins.map { ["file": .string($0.file), "reason": .string($0.reason)] }),
+                    "restart_required": .array(report.restartRequired.map(JSONValue.string)),
+                ])
         }
         protected.get("/admin/events/:id") { _, context -> JSONResponse in
             let id = try context.parameters.require("id")
@@ -138,6 +223,62 @@ enum EventJSON {
                 "pending": .int(depths[.pending] ?? 0), "in_flight": .int(depths[.inFlight] ?? 0),
                 "retrying": .int(depths[.retrying] ?? 0), "dead": .int(depths[.dead] ?? 0),
             ],
+        ]
+    }
+
+    static func summary(_ event: EventSummary) -> JSONValue {
+        [
+            "id": .string(event.id),
+            "source": .string(event.source),
+            "received_at": .string(Clock.rfc3339(milliseconds: event.receivedAt)),
+            "deliveries": .array(
+                event.deliveries.map {
+                    ["id": .string($0.id), "destination": .string($0.destination), "status": .string($0.status.rawValue)]
+                }
+            ),
+        ]
+    }
+
+    static func summary(_ delivery: DeliverySummary) -> JSONValue {
+        [
+            "id": .string(delivery.id),
+            "event_id": .string(delivery.eventID),
+            "source": .string(delivery.source),
+            "destination": .string(delivery.destination),
+            "status": .string(delivery.status.rawValue),
+            "attempts": .int(delivery.attempts),
+            "next_attempt_at": delivery.nextAttemptAt.map { .string(Clock.rfc3339(milliseconds: $0)) } ?? .null,
+            "last_error": delivery.lastError.map(JSONValue.string) ?? .null,
+            "replay_of": delivery.replayOf.map(JSONValue.string) ?? .null,
+            "created_at": .string(Clock.rfc3339(milliseconds: delivery.createdAt)),
+            "updated_at": .string(Clock.rfc3339(milliseconds: delivery.updatedAt)),
+        ]
+    }
+
+    static func replay(_ summary: Replayer.Summary, dryRun: Bool) -> JSONValue {
+        [
+            "dry_run": .bool(dryRun),
+            "matched": .int(summary.matched),
+            "scheduled": .int(summary.scheduled),
+            "by_destination": .object(JSONObject(summary.byDestination.sorted { $0.key < $1.key }.map { ($0.key, .int($0.value)) })),
+            "skipped": [
+                "replay_disabled": .int(summary.skippedReplayDisabled),
+                "unknown_destination": .int(summary.skippedUnknownDestination),
+            ],
+        ]
+    }
+
+    static func plugins(_ catalog: PluginLoader.Catalog) -> JSONValue {
+        [
+            "plugins": .array(
+                catalog.plugins.values.sorted { $0.name < $1.name }.map {
+                    [
+                        "name": .string($0.name), "version": .string($0.version),
+                        "capabilities": .array($0.capabilityNames.map(JSONValue.string)), "abi_version": .int($0.abiVersion),
+                        "file": .string($0.file),
+                    ]
+                }),
+            "refused": .array(catalog.refusals.map { ["file": .string($0.file), "reason": .string($0.reason)] }),
         ]
     }
 

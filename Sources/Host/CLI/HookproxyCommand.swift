@@ -11,7 +11,10 @@ struct HookproxyCommand: AsyncParsableCommand {
         commandName: "hookproxy",
         abstract: "A self-hosted webhook proxy: receive, store durably, format with plugins, deliver with retries.",
         version: HookproxyVersion.current,
-        subcommands: [ServeCommand.self, CheckCommand.self, PluginsCommand.self, ReplayCommand.self, DestinationsCommand.self])
+        subcommands: [
+            ServeCommand.self, CheckCommand.self, PluginsCommand.self, EventsCommand.self, ShowCommand.self, DeliveriesCommand.self,
+            ReplayCommand.self, PreviewCommand.self, DestinationsCommand.self,
+        ])
 
     static func main() async {
         do {
@@ -54,6 +57,9 @@ struct GlobalOptions: ParsableArguments {
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
+    @Option(name: .long, help: "Log format on standard error: text, or json (one object per line).")
+    var logFormat: String = "text"
+
     /// The configuration file to read.
     var configFile: String {
         config ?? ProcessInfo.processInfo.environment["HOOKPROXY_CONFIG"].flatMap { $0.isEmpty ? nil : $0 } ?? "sources.yaml"
@@ -63,12 +69,15 @@ struct GlobalOptions: ParsableArguments {
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
         }
+        guard ["text", "json"].contains(logFormat) else { throw ValidationError("--log-format must be text or json") }
     }
 
     /// Sets up logging to standard error and returns the root logger.
     func bootstrapLogging() -> Logger {
         let level = Logger.Level(rawValue: logLevel) ?? .info
+        let json = logFormat == "json"
         LoggingSystem.bootstrap { label in
+            if json { return JSONLogHandler(label: label, level: level) }
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
             return handler

@@ -27,17 +27,7 @@ struct PluginsCommand: AsyncParsableCommand {
         let catalog = PluginLoader.discover(directory: directory, logger: logger)
         let plugins = catalog.plugins.values.sorted { $0.name < $1.name }
         if json {
-            let list: JSONValue = [
-                "plugins": .array(
-                    plugins.map {
-                        [
-                            "name": .string($0.name), "version": .string($0.version),
-                            "capabilities": .array($0.capabilityNames.map(JSONValue.string)), "abi_version": .int($0.abiVersion),
-                            "file": .string($0.file),
-                        ]
-                    }),
-                "refused": .array(catalog.refusals.map { ["file": .string($0.file), "reason": .string($0.reason)] }),
-            ]
+            let list = EventJSON.plugins(catalog)
             print(list.serialized())
             return
         }

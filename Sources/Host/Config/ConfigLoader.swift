@@ -58,7 +58,7 @@ struct ConfigLoader: Sendable {
     private static func read(_ root: Node, reader: ConfigReader, baseDirectory: String) -> HookproxyConfig? {
         guard
             let sections = reader.entries(
-                root, "", allowed: ["server", "storage", "plugins", "defaults", "destinations", "sources"])
+                root, "", allowed: ["server", "storage", "plugins", "defaults", "destinations", "sources", "alerts"])
         else { return nil }
         var server = ServerConfig()
         var storage = StorageConfig(backend: .sqlite(path: resolvePath("data/hookproxy.sqlite", base: baseDirectory)))
@@ -66,6 +66,7 @@ struct ConfigLoader: Sendable {
         var defaults = DeliveryDefaults()
         var destinationsNode: (Node, Node)?
         var sourcesNode: (Node, Node)?
+        var alertsNode: (Node, Node)?
         for (name, keyNode, value) in sections {
             switch name {
             case "server": readServer(value, into: &server, reader: reader)
@@ -79,6 +80,7 @@ struct ConfigLoader: Sendable {
             case "defaults": readDefaults(value, into: &defaults, reader: reader)
             case "destinations": destinationsNode = (keyNode, value)
             case "sources": sourcesNode = (keyNode, value)
+            case "alerts": alertsNode = (keyNode, value)
             default: break
             }
         }
@@ -106,9 +108,48 @@ struct ConfigLoader: Sendable {
         } else {
             reader.problem(root, "sources", "is missing: define at least one source")
         }
+        let alerts = alertsNode.flatMap { readAlerts($0.0, $0.1, definedDestinations: definedDestinations, reader: reader) }
         return HookproxyConfig(
             file: reader.file, server: server, storage: storage, plugins: plugins, destinations: destinations,
-            sources: sources)
+            sources: sources, alerts: alerts)
+    }
+
+    private static func readAlerts(_ keyNode: Node, _ node: Node, definedDestinations: Set<String>, reader: ConfigReader)
+        -> AlertsConfig?
+    {
+        var destination: String?
+        var kinds = Set(AlertsConfig.Kind.allCases)
+        var rateLimit: RateLimit?
+        var named = false
+        for (key, _, value) in reader.entries(node, "alerts", allowed: ["destination", "on", "rate_limit"]) ?? [] {
+            let path = "alerts.\(key)"
+            switch key {
+            case "destination":
+                named = true
+                guard let name = reader.string(value, path) else { continue }
+                if definedDestinations.contains(name) {
+                    destination = name
+                } else {
+                    let hint = PluginOptions.closest(to: name, in: definedDestinations).map { " (did you mean '\($0)'?)" } ?? ""
+                    reader.problem(value, path, "no destination named '\(name)'\(hint)")
+                }
+            case "on":
+                guard case .sequence(let sequence) = value else {
+                    reader.problem(value, path, "must be a list of: \(AlertsConfig.Kind.allCases.map(\.rawValue).joined(separator: ", "))")
+                    continue
+                }
+                kinds = Set(sequence.enumerated().compactMap { reader.choice($1, "\(path)[\($0)]", as: AlertsConfig.Kind.self) })
+            case "rate_limit": rateLimit = readRateLimit(value, path, reader: reader)
+            default: break
+            }
+        }
+        guard let destination else {
+            if !named { reader.problem(keyNode, "alerts.destination", "is missing: name the destination alerts go to") }
+            return nil
+        }
+        var alerts = AlertsConfig(destination: destination, kinds: kinds, location: reader.location(keyNode, "alerts"))
+        if let rateLimit { alerts.rateLimit = rateLimit }
+        return alerts
     }
 
     private static func readListen(_ node: Node, _ key: String, reader: ConfigReader) -> ListenAddress? {

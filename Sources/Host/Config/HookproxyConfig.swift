@@ -10,6 +10,29 @@ struct HookproxyConfig: Sendable {
     var plugins: PluginsConfig
     var destinations: [String: DestinationConfig]
     var sources: [String: SourceConfig]
+    /// Where hookproxy's own operational events go; `nil`: nowhere (they are logged only).
+    var alerts: AlertsConfig? = nil
+}
+
+/// The `alerts` section: hookproxy's own operational events, delivered as events of the internal source
+/// `hookproxy.alerts` to one destination through the normal pipeline.
+struct AlertsConfig: Sendable {
+    enum Kind: String, Sendable, CaseIterable {
+        case deliveryDead = "delivery_dead"
+        case destinationPaused = "destination_paused"
+        case destinationResumed = "destination_resumed"
+        case pluginRefused = "plugin_refused"
+    }
+
+    /// The internal source alert events are stored under.
+    static let source = "hookproxy.alerts"
+
+    var destination: String
+    var kinds: Set<Kind> = Set(Kind.allCases)
+    /// At most `requests` alert messages per `per` in all; the same alert (kind and destination) at most once per
+    /// `per`. Alerts held back are counted and reported with the next message of their kind.
+    var rateLimit = RateLimit(requests: 10, per: .seconds(3600))
+    var location: ConfigLocation
 }
 
 /// A place in the configuration file, for messages that name file, line and key.

@@ -37,13 +37,18 @@ final class DeliveryEngine: Service, Sendable {
     private let lanes = Mutex<[String: DestinationLane]>([:])
     private let buckets = RateLimitBuckets()
 
+    private let metrics: HookproxyMetrics
+    private let alerter: Alerter?
+
     init(
         store: any EventStore, runtime: RuntimeHolder, httpClient: HTTPClient, wake: WakeSignal, logger: Logger,
-        configuration: Configuration = Configuration()
+        metrics: HookproxyMetrics = HookproxyMetrics(), alerter: Alerter? = nil, configuration: Configuration = Configuration()
     ) {
         self.store = store
+        self.alerter = alerter
         self.runtime = runtime
-        self.sender = DeliverySender(httpClient: httpClient, logger: logger)
+        self.metrics = metrics
+        self.sender = DeliverySender(httpClient: httpClient, logger: logger, metrics: metrics)
         self.wake = wake
         self.logger = logger
         self.configuration = configuration
@@ -61,7 +66,13 @@ final class DeliveryEngine: Service, Sendable {
         return lanes.withLock { lanes in
             for name in lanes.keys where destinations[name] == nil { lanes[name] = nil }
             return destinations.values.sorted { $0.name < $1.name }.map { destination in
-                if let lane = lanes[destination.name] { return lane }
+                if let lane = lanes[destination.name] {
+                    // A reload may have changed the destination: its lane takes the new settings and keeps its state.
+                    if lane.reconfigure(destination) {
+                        logger.info("destination settings reloaded", metadata: ["destination": "\(destination.name)"])
+                    }
+                    return lane
+                }
                 let lane = DestinationLane(destination: destination, buckets: buckets, logger: logger)
                 lanes[destination.name] = lane
                 return lane
@@ -158,6 +169,7 @@ final class DeliveryEngine: Service, Sendable {
         } else {
             result = DeliverySender.released(delivery)
         }
+        measure(delivery, result)
         // The outcome is recorded before the lane slot is freed: when the store cannot commit (disk full), sending stops
         // instead of piling up attempts that cannot be recorded. At shutdown the lease covers it: the delivery is sent
         // again after restart (at least once, never lost).
@@ -176,15 +188,72 @@ final class DeliveryEngine: Service, Sendable {
                 try? await Task.sleep(for: .milliseconds(500))
             }
         }
-        lane.finished(result.feedback)
+        let change = lane.finished(result.feedback)
+        alert(delivery, result, circuit: change)
         inFlight.subtract(1, ordering: .sequentiallyConsistent)
         wake.signal()
+    }
+
+    /// Tells the operators' alerts destination about a dead delivery (not of an alert: no loops) and a breaker change.
+    private func alert(_ delivery: ClaimedDelivery, _ result: DeliverySender.Result, circuit change: DestinationLane.CircuitChange?) {
+        guard let alerter else { return }
+        let destination = delivery.destination
+        if result.outcome.status == .dead, delivery.event.source != AlertsConfig.source {
+            alerter.raise(
+                .init(
+                    kind: .deliveryDead, subject: destination, title: "Delivery dead: \(delivery.event.source) → \(destination)",
+                    summary:
+                        "\(result.outcome.error ?? "gave up"). Event \(delivery.event.id); replay: hookproxy replay \(delivery.event.id)",
+                    details: [
+                        ("destination", .string(destination)), ("event_id", .string(delivery.event.id)),
+                        ("delivery_id", .string(delivery.id)), ("source", .string(delivery.event.source)),
+                    ]))
+        }
+        switch change {
+        case .opened(let until, let failures, let again):
+            alerter.raise(
+                .init(
+                    kind: .destinationPaused, subject: destination, title: "Destination paused: \(destination)",
+                    summary: again
+                        ? "The probe request failed; paused again until \(Clock.rfc3339(milliseconds: until))."
+                        : "\(failures) consecutive failed attempts; paused until \(Clock.rfc3339(milliseconds: until)). Deliveries wait without spending attempts.",
+                    details: [("destination", .string(destination)), ("paused_until", .string(Clock.rfc3339(milliseconds: until)))]))
+        case .closed:
+            alerter.raise(
+                .init(
+                    kind: .destinationResumed, subject: destination, title: "Destination resumed: \(destination)",
+                    summary: "It answers again; queued deliveries are being sent.", details: [("destination", .string(destination))]))
+        case nil:
+            break
+        }
+    }
+
+    /// Counts the attempt by outcome, with its duration and, once delivered, the time since the event was received.
+    private func measure(_ delivery: ClaimedDelivery, _ result: DeliverySender.Result) {
+        let destination = [("destination", delivery.destination)]
+        let outcome: String
+        switch (result.outcome.status, result.feedback) {
+        case (_, .rateLimited): outcome = "rate_limited"
+        case (.pending, _): outcome = "released"
+        case (let status, _): outcome = status.rawValue
+        }
+        metrics.increment("hookproxy_delivery_attempts_total", destination + [("outcome", outcome)])
+        if case .rateLimited = result.feedback { metrics.increment("hookproxy_rate_limit_waits_total", destination + [("reason", "429")]) }
+        if let attempt = result.outcome.attempt, attempt.httpStatus != nil || attempt.error != nil, outcome != "skipped" {
+            metrics.record(
+                "hookproxy_delivery_attempt_duration_seconds", destination, duration: .milliseconds(attempt.durationMilliseconds))
+        }
+        if result.outcome.status == .delivered {
+            let latency = max(0, Clock.milliseconds() - delivery.event.receivedAt)
+            metrics.record("hookproxy_delivery_latency_seconds", destination, duration: .milliseconds(latency))
+        }
     }
 
     /// Waits while a rate-limit window learned after this delivery was admitted is closed (another request's answer,
     /// possibly on another lane sharing the bucket, arrived in between). False when cancelled at shutdown.
     private func waitForOpenWindow(_ lane: DestinationLane) async -> Bool {
         while let until = lane.closedUntil(now: Clock.milliseconds()) {
+            metrics.increment("hookproxy_rate_limit_waits_total", [("destination", lane.name), ("reason", "window")])
             do {
                 try await Task.sleep(for: .milliseconds(max(1, until - Clock.milliseconds())))
             } catch {

@@ -11,6 +11,7 @@ import PluginKit
 struct DeliverySender: Sendable {
     let httpClient: HTTPClient
     let logger: Logger
+    let metrics: HookproxyMetrics
 
     /// The outcome to record and what flow control learns.
     struct Result: Sendable {
@@ -72,17 +73,14 @@ struct DeliverySender: Sendable {
             return dead(reason, record(error: reason))
         }
 
-        let document = EventDocument.make(event: delivery.event, destination: delivery.destination, attempt: number)
-        let formatted = formatter.format(
-            document: document.serializedBytes(), body: delivery.event.body, contentType: delivery.event.contentType)
-        let body: [UInt8]
-        let contentType: String
-        let pluginHeaders: [(name: String, value: String)]
-        switch formatted {
-        case .send(let formattedBody, let type, let headers):
-            body = formattedBody
-            contentType = type
-            pluginHeaders = headers
+        let request: HTTPClientRequest
+        let formatStart = clock.now
+        let prepared = Self.prepare(delivery, destination: destination, formatter: formatter, attempt: number)
+        let plugin = [("plugin", formatter.plugin.name)]
+        metrics.record("hookproxy_plugin_format_duration_seconds", plugin, duration: clock.now - formatStart)
+        if case .failed = prepared { metrics.increment("hookproxy_plugin_errors_total", plugin + [("operation", "format")]) }
+        switch prepared {
+        case .send(let prepared, _): request = prepared
         case .skip(let reason):
             logger.info("delivery skipped by formatter", metadata: ["reason": "\(reason)"])
             return Result(
@@ -95,22 +93,6 @@ struct DeliverySender: Sendable {
             return permanent
                 ? dead(reason, record(error: reason)) : retry(reason, record(error: reason), policy: destination.retry, feedback: .neutral)
         }
-
-        var request = HTTPClientRequest(url: destination.url)
-        request.method = .POST
-        for header in destination.headers { request.headers.replaceOrAdd(name: header.name, value: header.value) }
-        for header in pluginHeaders { request.headers.replaceOrAdd(name: header.name, value: header.value) }
-        request.headers.replaceOrAdd(name: "Content-Type", value: contentType)
-        request.headers.replaceOrAdd(name: "User-Agent", value: "hookproxy/\(HookproxyVersion.current)")
-        let timestamp = Clock.milliseconds() / 1000
-        request.headers.replaceOrAdd(name: "webhook-id", value: delivery.id)
-        request.headers.replaceOrAdd(name: "webhook-timestamp", value: String(timestamp))
-        if !destination.signingSecrets.isEmpty {
-            request.headers.replaceOrAdd(
-                name: "webhook-signature",
-                value: WebhookSigner.signature(secrets: destination.signingSecrets, id: delivery.id, timestamp: timestamp, body: body))
-        }
-        request.body = .bytes(ByteBuffer(bytes: body))
 
         let status: Int
         let responseHeaders: [(name: String, value: String)]
@@ -162,6 +144,51 @@ struct DeliverySender: Sendable {
         }
         result.bucket = bucket
         return result
+    }
+
+    /// What the formatter made of a delivery: the request to send (and its body), or why nothing is sent.
+    enum Prepared {
+        case send(HTTPClientRequest, body: [UInt8])
+        case skip(reason: String)
+        case failed(message: String, permanent: Bool)
+    }
+
+    /// Formats `delivery` with `formatter` and builds the request: the destination's static headers, the plugin's
+    /// headers, Content-Type, User-Agent, and the Standard Webhooks `webhook-id`, `webhook-timestamp` and (with a
+    /// signing secret) `webhook-signature`. Sends nothing; `hookproxy preview` shows exactly this.
+    static func prepare(_ delivery: ClaimedDelivery, destination: DestinationConfig, formatter: PluginInstance, attempt number: Int)
+        -> Prepared
+    {
+        let document = EventDocument.make(event: delivery.event, destination: delivery.destination, attempt: number)
+        let formatted = formatter.format(
+            document: document.serializedBytes(), body: delivery.event.body, contentType: delivery.event.contentType)
+        let body: [UInt8]
+        let contentType: String
+        let pluginHeaders: [(name: String, value: String)]
+        switch formatted {
+        case .send(let formattedBody, let type, let headers):
+            body = formattedBody
+            contentType = type
+            pluginHeaders = headers
+        case .skip(let reason): return .skip(reason: reason)
+        case .failed(let message, let permanent): return .failed(message: message, permanent: permanent)
+        }
+        var request = HTTPClientRequest(url: destination.url)
+        request.method = .POST
+        for header in destination.headers { request.headers.replaceOrAdd(name: header.name, value: header.value) }
+        for header in pluginHeaders { request.headers.replaceOrAdd(name: header.name, value: header.value) }
+        request.headers.replaceOrAdd(name: "Content-Type", value: contentType)
+        request.headers.replaceOrAdd(name: "User-Agent", value: "hookproxy/\(HookproxyVersion.current)")
+        let timestamp = Clock.milliseconds() / 1000
+        request.headers.replaceOrAdd(name: "webhook-id", value: delivery.id)
+        request.headers.replaceOrAdd(name: "webhook-timestamp", value: String(timestamp))
+        if !destination.signingSecrets.isEmpty {
+            request.headers.replaceOrAdd(
+                name: "webhook-signature",
+                value: WebhookSigner.signature(secrets: destination.signingSecrets, id: delivery.id, timestamp: timestamp, body: body))
+        }
+        request.body = .bytes(ByteBuffer(bytes: body))
+        return .send(request, body: body)
     }
 
     /// Shutdown cut the attempt short (or it never started): the delivery goes back to pending without counting an attempt.

@@ -2,8 +2,8 @@ import Logging
 import Synchronization
 
 /// Flow control for one destination: its concurrency cap, rate limit (never more than N requests in any window of the
-/// configured length), the rate-limit window learned from its answers, FIFO (one at a time) and its circuit breaker. The engine asks a lane how many deliveries may start now
-/// and tells it how each attempt went; a lane never touches the store, so one slow or failing destination holds up
+/// configured length), the rate-limit window learned from its answers, FIFO (one at a time) and its circuit breaker.
+/// The engine asks a lane how many deliveries may start now and tells it how each attempt went; a lane never touches the store, so one slow or failing destination holds up
 /// nobody else.
 final class DestinationLane: Sendable {
     /// The breaker's state.
@@ -47,7 +47,26 @@ final class DestinationLane: Sendable {
         }
     }
 
+    /// What a lane takes from its destination's configuration; changed in place by a reload.
+    struct Settings: Sendable, Equatable {
+        var ordering: Ordering
+        var maxConcurrency: Int
+        var rateLimit: RateLimit?
+        var breaker: CircuitBreakerPolicy
+
+        init(_ destination: DestinationConfig) {
+            ordering = destination.ordering
+            maxConcurrency = destination.ordering == .fifo ? 1 : destination.maxConcurrency
+            rateLimit = destination.rateLimit
+            breaker = destination.circuitBreaker
+        }
+
+        /// The rate limit's window in milliseconds.
+        var rateWindow: Int64 { Int64(((rateLimit?.per.seconds ?? 0) * 1000).rounded(.up)) }
+    }
+
     private struct State {
+        var settings: Settings
         var inFlight = 0
         /// One entry per request that still counts against the rate limit: `Int64.max` while it is in flight, then the
         /// time its answer arrived. A request counts until `per` after its answer, so however the network delays the
@@ -62,10 +81,6 @@ final class DestinationLane: Sendable {
     }
 
     let name: String
-    let ordering: Ordering
-    private let maxConcurrency: Int
-    private let rateLimit: RateLimit?
-    private let breaker: CircuitBreakerPolicy
     private let state: Mutex<State>
     private let buckets: RateLimitBuckets
     private let logger: Logger
@@ -73,25 +88,36 @@ final class DestinationLane: Sendable {
     init(destination: DestinationConfig, buckets: RateLimitBuckets = RateLimitBuckets(), logger: Logger) {
         self.buckets = buckets
         name = destination.name
-        ordering = destination.ordering
-        maxConcurrency = destination.ordering == .fifo ? 1 : destination.maxConcurrency
-        rateLimit = destination.rateLimit
-        breaker = destination.circuitBreaker
-        state = Mutex(State())
+        state = Mutex(State(settings: Settings(destination)))
         var logger = logger
         logger[metadataKey: "destination"] = "\(destination.name)"
         self.logger = logger
     }
 
-    /// The rate limit's window in milliseconds.
-    private var rateWindow: Int64 { Int64(((rateLimit?.per.seconds ?? 0) * 1000).rounded(.up)) }
+    /// The ordering in force.
+    var ordering: Ordering { state.withLock { $0.settings.ordering } }
+
+    /// Applies a reloaded destination's settings; what the lane has learned (in flight, windows, breaker) is kept.
+    /// True when anything changed.
+    @discardableResult
+    func reconfigure(_ destination: DestinationConfig) -> Bool {
+        let settings = Settings(destination)
+        return state.withLock { state in
+            guard state.settings != settings else { return false }
+            state.settings = settings
+            if !settings.breaker.enabled, state.circuit != .closed { state.circuit = .closed }
+            return true
+        }
+    }
 
     /// How many deliveries may start at `now`. When none, `wakeAt` is when that changes by itself (`nil`: only when an
     /// attempt in flight finishes).
     func admission(now: Int64) -> (slots: Int, wakeAt: Int64?) {
         var message: String?
         let result = state.withLock { state -> (Int, Int64?) in
-            if rateLimit != nil {
+            let settings = state.settings
+            let rateWindow = settings.rateWindow
+            if settings.rateLimit != nil {
                 let windowStart = now - rateWindow
                 state.rateEntries.removeAll { $0 <= windowStart }
             }
@@ -108,10 +134,10 @@ final class DestinationLane: Sendable {
             case .closed:
                 break
             }
-            var slots = maxConcurrency - state.inFlight
+            var slots = settings.maxConcurrency - state.inFlight
             if slots <= 0 { return (0, nil) }
             if state.circuit == .halfOpen { slots = 1 }
-            if let rateLimit {
+            if let rateLimit = settings.rateLimit {
                 let left = rateLimit.requests - state.rateEntries.count
                 if left < 1 {
                     let oldest = state.rateEntries.min() ?? .max
@@ -130,7 +156,7 @@ final class DestinationLane: Sendable {
         guard count > 0 else { return }
         state.withLock { state in
             state.inFlight += count
-            if rateLimit != nil { state.rateEntries += Array(repeating: .max, count: count) }
+            if state.settings.rateLimit != nil { state.rateEntries += Array(repeating: .max, count: count) }
             if state.circuit == .halfOpen { state.probeInFlight = true }
         }
     }
@@ -160,10 +186,20 @@ final class DestinationLane: Sendable {
         }
     }
 
+    /// A change of the circuit breaker that operators hear about.
+    enum CircuitChange: Sendable, Equatable {
+        /// Paused (again, when a probe failed) after `failures` consecutive failures, until this time (ms).
+        case opened(until: Int64, failures: Int, again: Bool)
+        /// Answers again after a pause.
+        case closed
+    }
+
     /// Records that one attempt is over and how it went (after ``learn(_:window:bucket:)``): frees its slot, starts its
-    /// rate-limit entry's window and moves the circuit breaker.
-    func finished(_ feedback: Feedback, now: Int64 = Clock.milliseconds()) {
+    /// rate-limit entry's window and moves the circuit breaker. Returns the breaker's change, if any.
+    @discardableResult
+    func finished(_ feedback: Feedback, now: Int64 = Clock.milliseconds()) -> CircuitChange? {
         var message: (Logger.Level, String)?
+        var change: CircuitChange?
         state.withLock { state in
             state.inFlight = max(0, state.inFlight - 1)
             if let pending = state.rateEntries.firstIndex(of: .max) { state.rateEntries[pending] = now }
@@ -175,30 +211,36 @@ final class DestinationLane: Sendable {
                 if state.circuit != .closed {
                     state.circuit = .closed
                     message = (.notice, "circuit closed: the destination answers again")
+                    change = .closed
                 }
             case .failed:
                 state.failures += 1
+                let breaker = state.settings.breaker
                 guard breaker.enabled else { break }
+                let until = now + Int64(breaker.cooldown.seconds * 1000)
                 if wasProbe {
-                    state.circuit = .open(until: now + Int64(breaker.cooldown.seconds * 1000))
+                    state.circuit = .open(until: until)
                     message = (.warning, "circuit open again: the probe failed; paused for \(breaker.cooldown)")
+                    change = .opened(until: until, failures: state.failures, again: true)
                 } else if state.circuit == .closed, state.failures >= breaker.failureThreshold {
-                    state.circuit = .open(until: now + Int64(breaker.cooldown.seconds * 1000))
+                    state.circuit = .open(until: until)
                     message = (.warning, "circuit open: \(state.failures) consecutive failures; paused for \(breaker.cooldown)")
+                    change = .opened(until: until, failures: state.failures, again: false)
                 }
             case .rateLimited, .neutral:
                 break
             }
         }
         if let (level, text) = message { logger.log(level: level, "\(text)") }
+        return change
     }
 
     func snapshot(now: Int64 = Clock.milliseconds()) -> Snapshot {
         state.withLock { state in
             Snapshot(
                 name: name, inFlight: state.inFlight, circuit: state.circuit, consecutiveFailures: state.failures,
-                rateLimitedUntil: state.windowUntil > now ? state.windowUntil : nil, ordering: ordering, rateLimit: rateLimit,
-                maxConcurrency: maxConcurrency)
+                rateLimitedUntil: state.windowUntil > now ? state.windowUntil : nil, ordering: state.settings.ordering,
+                rateLimit: state.settings.rateLimit, maxConcurrency: state.settings.maxConcurrency)
         }
     }
 }

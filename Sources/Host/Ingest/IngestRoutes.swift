@@ -5,41 +5,51 @@ import PluginKit
 
 /// The ingest listener's routes: `POST /webhooks/{source}`.
 enum IngestRoutes {
-    static func router(ingestor: Ingestor, limits: IngestLimits, counters: IngestCounters, logger: Logger)
+    static func router(ingestor: Ingestor, limits: IngestLimits, counters: IngestCounters, metrics: HookproxyMetrics, logger: Logger)
         -> Router<HookproxyRequestContext>
     {
         let router = Router(context: HookproxyRequestContext.self)
         router.add(middleware: RequestIDMiddleware(logger: logger))
         router.post("/webhooks/:source") { request, context -> Response in
             let server = ingestor.runtime.runtime.config.server
-            guard limits.enter(maximum: server.maxConcurrentRequests) else { throw APIError.overloaded() }
+            guard limits.enter(maximum: server.maxConcurrentRequests) else {
+                metrics.increment("hookproxy_ingest_requests_shed_total")
+                throw APIError.overloaded()
+            }
             defer { limits.leave() }
             let source = try context.parameters.require("source")
-            let limit = server.maxBodyBytes
-            if let declared = request.headers[.contentLength].flatMap(Int.init), declared > limit {
-                throw APIError.bodyTooLarge(limit: limit)
-            }
-            // Unknown and rate-limited sources are answered before the body is read.
-            guard let sourceConfig = ingestor.runtime.runtime.config.sources[source] else { throw APIError.unknownSource(source) }
+            // Only configured names become label values: unknown ones would let any client grow the metrics without bound.
+            let known = ingestor.runtime.runtime.config.sources[source] != nil
             do {
-                let response = try await accept(
-                    request, context: context, source: source, sourceConfig: sourceConfig, ingestor: ingestor, limits: limits)
+                let response = try await handle(request, context: context, source: source, ingestor: ingestor, limits: limits)
                 counters.count(source: source, outcome: response.status == .accepted ? "accepted" : "duplicate")
+                metrics.increment("hookproxy_ingest_requests_total", [("source", source), ("status", String(response.status.code))])
                 return response
             } catch let error as APIError {
-                counters.count(source: source, outcome: IngestCounters.outcome(for: error))
+                if known { counters.count(source: source, outcome: IngestCounters.outcome(for: error)) }
+                metrics.increment(
+                    "hookproxy_ingest_requests_total", [("source", known ? source : "_unknown"), ("status", String(error.status.code))])
+                if error.errorCode == "mapper_failed", let mapper = ingestor.runtime.runtime.config.sources[source]?.mapper {
+                    metrics.increment("hookproxy_plugin_errors_total", [("plugin", mapper.name), ("operation", "map")])
+                }
                 throw error
             }
         }
         return router
     }
 
-    /// The rest of an ingest request once its source is known: rate limit, body, then the ingest data path.
-    static func accept(
-        _ request: Request, context: HookproxyRequestContext, source: String, sourceConfig: SourceConfig, ingestor: Ingestor,
-        limits: IngestLimits
+    /// One request with a slot: size, source and rate limit are checked before the body is read, then the ingest data
+    /// path runs.
+    static func handle(
+        _ request: Request, context: HookproxyRequestContext, source: String, ingestor: Ingestor, limits: IngestLimits
     ) async throws -> Response {
         let server = ingestor.runtime.runtime.config.server
+        let limit = server.maxBodyBytes
+        if let declared = request.headers[.contentLength].flatMap(Int.init), declared > limit {
+            throw APIError.bodyTooLarge(limit: limit)
+        }
+        // Unknown and rate-limited sources are answered before the body is read.
+        guard let sourceConfig = ingestor.runtime.runtime.config.sources[source] else { throw APIError.unknownSource(source) }
         if let rateLimit = sourceConfig.rateLimit, let retryAfter = limits.admit(source: source, limit: rateLimit) {
             throw APIError.rateLimited(source: source, retryAfter: max(1, retryAfter))
         }

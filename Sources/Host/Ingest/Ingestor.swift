@@ -24,10 +24,43 @@ struct Ingestor: Sendable {
     func ingest(source name: String, headers: [(name: String, value: String)], body: [UInt8], contentType: String, requestID: String)
         async throws(APIError) -> Accepted
     {
-        let runtime = self.runtime.runtime
+        let new = try Self.prepare(
+            runtime: runtime.runtime, source: name, headers: headers, body: body, contentType: contentType, requestID: requestID,
+            logger: logger)
+        let event = new.event
+        let deliveries = new.deliveries
+        let result: InsertResult
+        do {
+            result = try await writer.submit(new)
+        } catch {
+            logger.error(
+                "event not stored", metadata: ["source": "\(name)", "request_id": "\(requestID)", "error": "\(error)"])
+            throw APIError.storageUnavailable()
+        }
+        switch result {
+        case .stored:
+            wake.signal()
+            logger.debug(
+                "event accepted",
+                metadata: [
+                    "event_id": "\(event.id)", "source": "\(name)", "request_id": "\(requestID)", "deliveries": "\(deliveries.count)",
+                ])
+            return Accepted(id: event.id, duplicate: false)
+        case .duplicate(let original):
+            logger.info("duplicate event", metadata: ["event_id": "\(original)", "source": "\(name)", "request_id": "\(requestID)"])
+            return Accepted(id: original, duplicate: true)
+        }
+    }
+
+    /// Everything before the commit: verify (unless `verify` is false, as for `hookproxy preview`), parse, map and
+    /// validate. Returns the event and its deliveries, ready to store.
+    static func prepare(
+        runtime: Runtime, source name: String, headers: [(name: String, value: String)], body: [UInt8], contentType: String,
+        requestID: String, verify: Bool = true, logger: Logger
+    ) throws(APIError) -> NewEvent {
         guard let source = runtime.config.sources[name] else { throw APIError.unknownSource(name) }
 
-        if let verify = source.verify {
+        if verify, let verify = source.verify {
             var lowercased: [String: String] = [:]
             for header in headers where lowercased[header.name.lowercased()] == nil { lowercased[header.name.lowercased()] = header.value }
             if let reason = SignatureVerifier(config: verify).verify(headers: lowercased, body: body) {
@@ -90,27 +123,6 @@ struct Ingestor: Sendable {
             headersJSON: JSONValue.object(headerObject).serialized(), body: body, fieldsJSON: JSONValue.object(fields).serialized())
         let deliveries = source.routes.map { NewDelivery(id: EventID.make(milliseconds: receivedAt), destination: $0.destination) }
 
-        let result: InsertResult
-        do {
-            result = try await writer.submit(
-                NewEvent(event: event, idempotencyKey: idempotencyKey.flatMap { $0.isEmpty ? nil : $0 }, deliveries: deliveries))
-        } catch {
-            logger.error(
-                "event not stored", metadata: ["source": "\(name)", "request_id": "\(requestID)", "error": "\(error)"])
-            throw APIError.storageUnavailable()
-        }
-        switch result {
-        case .stored:
-            wake.signal()
-            logger.debug(
-                "event accepted",
-                metadata: [
-                    "event_id": "\(event.id)", "source": "\(name)", "request_id": "\(requestID)", "deliveries": "\(deliveries.count)",
-                ])
-            return Accepted(id: event.id, duplicate: false)
-        case .duplicate(let original):
-            logger.info("duplicate event", metadata: ["event_id": "\(original)", "source": "\(name)", "request_id": "\(requestID)"])
-            return Accepted(id: original, duplicate: true)
-        }
+        return NewEvent(event: event, idempotencyKey: idempotencyKey.flatMap { $0.isEmpty ? nil : $0 }, deliveries: deliveries)
     }
 }

@@ -28,10 +28,15 @@ final class HookproxyServer: Sendable {
     private let group = Mutex<ServiceGroup?>(nil)
     /// The ingest writer: events from concurrent requests are committed together.
     let ingestWriter: GroupCommitter<NewEvent, InsertResult>
+    /// Hot reload (SIGHUP, `POST /admin/reload`).
+    let reloader: Reloader
+    /// What `GET /metrics` shows.
+    let metrics = HookproxyMetrics()
 
     /// Opens the store named by the runtime's configuration.
     init(runtime: Runtime, logger: Logger, configuration: Configuration = Configuration()) throws {
         self.runtime = RuntimeHolder(runtime)
+        self.reloader = Reloader(holder: self.runtime, logger: logger, metrics: metrics)
         self.logger = logger
         self.configuration = configuration
         switch runtime.config.storage.backend {
@@ -61,14 +66,25 @@ final class HookproxyServer: Sendable {
         let httpClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: clientConfiguration)
 
         let ingestor = Ingestor(runtime: runtime, writer: writer, wake: wake, logger: logger)
+        let alerter = Alerter(runtime: runtime, writer: writer, wake: wake, logger: logger)
+        reloader.observe { report in
+            for refusal in report.refusedPlugins {
+                alerter.raise(
+                    .init(
+                        kind: .pluginRefused, subject: refusal.file, title: "Plugin refused at reload",
+                        summary: "\(refusal.file): \(refusal.reason)", details: [("file", .string(refusal.file))]))
+            }
+        }
         let counters = IngestCounters()
         let limits = IngestLimits()
+        let reloader = self.reloader
+        let metrics = self.metrics
         let ports = self.ports
         let decoder = HTTP1Channel.Configuration.DecoderConfiguration(
             maxHeaderFieldSize: config.server.maxHeaderBytes, maxHeaderListSize: config.server.maxHeaderBytes,
             maxHeaderFieldCount: config.server.maxHeaders)
         let ingestApp = Application(
-            router: IngestRoutes.router(ingestor: ingestor, limits: limits, counters: counters, logger: logger),
+            router: IngestRoutes.router(ingestor: ingestor, limits: limits, counters: counters, metrics: metrics, logger: logger),
             server: .http1(
                 configuration: .init(
                     // Twice the read timeout: a body still arriving is answered 408 by the read deadline first; a
@@ -78,24 +94,29 @@ final class HookproxyServer: Sendable {
             onServerRunning: { channel in ports.bound(.ingest, port: channel.localAddress?.port ?? 0) },
             logger: logger)
         let engine = DeliveryEngine(
-            store: store, runtime: runtime, httpClient: httpClient, wake: wake, logger: logger, configuration: configuration.engine)
+            store: store, runtime: runtime, httpClient: httpClient, wake: wake, logger: logger, metrics: metrics,
+            alerter: alerter, configuration: configuration.engine)
         let adminApp = Application(
             router: AdminRoutes.router(
-                store: store, runtime: runtime, engine: engine, counters: counters, limits: limits, wake: wake, logger: logger),
+                store: store, runtime: runtime, engine: engine, counters: counters, limits: limits, reloader: reloader,
+                metrics: metrics, wake: wake, logger: logger),
             configuration: .init(
                 address: .hostname(config.server.adminListen.host, port: config.server.adminListen.port), serverName: nil),
             onServerRunning: { channel in ports.bound(.admin, port: channel.localAddress?.port ?? 0) },
             logger: logger)
 
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: CommitterService(committer: writer)),
+            .init(service: engine),
+            .init(service: RetentionSweeper(store: store, runtime: runtime, logger: logger)),
+            .init(service: ingestApp),
+            .init(service: adminApp),
+        ]
+        // A process that handles signals (not tests in-process) reloads on SIGHUP.
+        if !configuration.shutdownSignals.isEmpty { services.append(.init(service: ReloadOnSignal(reloader: reloader))) }
         let serviceGroup = ServiceGroup(
             configuration: .init(
-                services: [
-                    .init(service: CommitterService(committer: writer)),
-                    .init(service: engine),
-                    .init(service: RetentionSweeper(store: store, runtime: runtime, logger: logger)),
-                    .init(service: ingestApp),
-                    .init(service: adminApp),
-                ],
+                services: services,
                 gracefulShutdownSignals: configuration.shutdownSignals,
                 logger: logger))
         group.withLock { $0 = serviceGroup }

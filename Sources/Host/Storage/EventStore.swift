@@ -35,6 +35,20 @@ protocol EventStore: Sendable {
     /// when the event had none). Returns the new delivery ids, or `nil` when the event does not exist.
     func replay(eventID: String, fallbackDestinations: [String], now: Int64) async throws -> [String]?
 
+    /// Events matching `filter`, newest first, `limit` at a time; `cursor` is the previous page's `nextCursor`.
+    func listEvents(_ filter: RecordFilter, cursor: String?, limit: Int) async throws -> Page<EventSummary>
+
+    /// Current deliveries matching `filter`, newest first, `limit` at a time.
+    func listDeliveries(_ filter: RecordFilter, cursor: String?, limit: Int) async throws -> Page<DeliverySummary>
+
+    /// Current, finished deliveries matching `filter` and created before `createdBefore`, oldest first, `limit` at a
+    /// time: what a replay by filter supersedes. The bound keeps the deliveries a replay creates out of later pages.
+    func replayCandidates(_ filter: RecordFilter, createdBefore: Int64, cursor: String?, limit: Int) async throws -> Page<DeliverySummary>
+
+    /// Schedules a fresh delivery superseding each of `deliveries` (same event, same destination) in one transaction;
+    /// returns the new ids. A delivery that was superseded meanwhile is skipped.
+    func replay(deliveries: [DeliverySummary], now: Int64) async throws -> [String]
+
     /// Deletes up to `limit` events received before `cutoff` whose deliveries are all finished, with their deliveries
     /// and attempts; returns how many. Callers repeat until it returns less than `limit`, so no transaction is long.
     func purge(receivedBefore cutoff: Int64, limit: Int) async throws -> Int

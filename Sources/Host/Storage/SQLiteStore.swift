@@ -7,7 +7,8 @@ import GRDB
 ///
 /// One process owns an SQLite store at a time; several instances share a PostgreSQL store instead.
 final class SQLiteStore: EventStore {
-    private let pool: DatabasePool
+    /// The connections (one writer, concurrent readers).
+    let pool: DatabasePool
     /// The database file.
     let path: String
 
@@ -95,6 +96,9 @@ final class SQLiteStore: EventStore {
                     CREATE INDEX deliveries_waiting ON deliveries(destination, next_attempt_at) WHERE status IN ('pending', 'retrying');
                     CREATE INDEX deliveries_open ON deliveries(destination) WHERE status IN ('pending', 'retrying', 'in_flight');
                     """)
+        }
+        migrator.registerMigration("v3: replay chains") { db in
+            try db.execute(sql: "CREATE INDEX deliveries_replay_of ON deliveries(replay_of) WHERE replay_of IS NOT NULL")
         }
         return migrator
     }
@@ -325,7 +329,7 @@ final class SQLiteStore: EventStore {
     }
 
     /// Runs `updates` in one write transaction, turning database failures into ``StoreError``.
-    private func write<T: Sendable>(_ updates: @escaping @Sendable (Database) throws -> T) async throws -> T {
+    func write<T: Sendable>(_ updates: @escaping @Sendable (Database) throws -> T) async throws -> T {
         do {
             return try await pool.write(updates)
         } catch let error as DatabaseError {

@@ -9,6 +9,8 @@ struct APIError: Error, HTTPResponseError, CustomStringConvertible {
     private enum Code: String {
         case unknownSource = "unknown_source"
         case invalidBody = "invalid_body"
+        case invalidParameter = "invalid_parameter"
+        case invalidConfig = "invalid_config"
         case missingField = "missing_field"
         case bodyTooLarge = "body_too_large"
         case storageUnavailable = "storage_unavailable"
@@ -51,6 +53,16 @@ struct APIError: Error, HTTPResponseError, CustomStringConvertible {
         APIError(.unknownSource, .notFound, "no source named '\(name)' is configured")
     }
     static func invalidBody(_ detail: String) -> APIError { APIError(.invalidBody, .badRequest, detail) }
+    /// A reload found the configuration file invalid; the detail lists every problem (file:line: key: message).
+    static func invalidConfig(_ error: ConfigError) -> APIError {
+        APIError(
+            .invalidConfig, .unprocessableContent, "the configuration was not reloaded; the running one is unchanged:\n\(error.description)"
+        )
+    }
+    /// A query parameter (or JSON member of an admin request) that is unknown or malformed.
+    static func invalidParameter(_ name: String, _ detail: String) -> APIError {
+        APIError(.invalidParameter, .badRequest, "'\(name)': \(detail)")
+    }
     static func missingField(_ field: String, path: String) -> APIError {
         APIError(.missingField, .badRequest, "required field '\(field)' (\(path)) is missing from the request")
     }

@@ -11,4 +11,13 @@ enum Clock {
             .iso8601.year().month().day().dateSeparator(.dash).time(includingFractionalSeconds: true).timeSeparator(.colon)
                 .timeZone(separator: .omitted))
     }
+
+    /// Parses RFC 3339 text (`2026-11-21T12:00:00Z`, with or without fractional seconds, any offset) to milliseconds.
+    static func parse(rfc3339 text: String) -> Int64? {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        if let date = formatter.date(from: text) { return Int64((date.timeIntervalSince1970 * 1000).rounded(.down)) }
+        formatter.formatOptions = [.withInternetDateTime]
+        return formatter.date(from: text).map { Int64(($0.timeIntervalSince1970 * 1000).rounded(.down)) }
+    }
 }

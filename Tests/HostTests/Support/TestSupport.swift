@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import Crypto
 import Dispatch
 import Foundation
 import Logging
@@ -119,4 +120,11 @@ func send(
     let collected = try await response.body.collect(upTo: 16 << 20)
     return TestResponse(
         status: Int(response.status.code), headers: response.headers.map { ($0.name, $0.value) }, body: Array(collected.readableBytesView))
+}
+
+/// GitHub's `X-Hub-Signature-256` value for `body` under `secret`.
+func githubSignature(secret: String, body: [UInt8]) -> String {
+    "sha256="
+        + HMAC<SHA256>.authenticationCode(for: body, using: SymmetricKey(data: Array(secret.utf8))).map { String(format: "%02x", $0) }
+        .joined()
 }

@@ -1,0 +1,156 @@
+import GRDB
+
+/// Listings and replay by filter on SQLite. Pages are ordered by id: ids are UUIDv7, so id order is creation order.
+extension SQLiteStore {
+    /// A delivery no replay has superseded.
+    private static let current = "NOT EXISTS (SELECT 1 FROM deliveries n WHERE n.replay_of = d.id)"
+
+    /// SQL conditions (joined with AND) and their arguments for `filter`, on events `e` and deliveries `d`.
+    private static func conditions(_ filter: RecordFilter, deliveries: Bool) -> (sql: [String], arguments: StatementArguments) {
+        var sql: [String] = []
+        var arguments = StatementArguments()
+        if let source = filter.source {
+            sql.append("e.source = ?")
+            arguments += [source]
+        }
+        if let since = filter.since {
+            sql.append("e.received_at >= ?")
+            arguments += [since]
+        }
+        if let until = filter.until {
+            sql.append("e.received_at < ?")
+            arguments += [until]
+        }
+        var delivery: [String] = [current]
+        var deliveryArguments = StatementArguments()
+        if let destination = filter.destination {
+            delivery.append("d.destination = ?")
+            deliveryArguments += [destination]
+        }
+        if let status = filter.status {
+            delivery.append("d.status = ?")
+            deliveryArguments += [status.rawValue]
+        }
+        if deliveries {
+            sql += delivery
+            arguments += deliveryArguments
+        } else if filter.destination != nil || filter.status != nil {
+            sql.append("EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND \(delivery.joined(separator: " AND ")))")
+            arguments += deliveryArguments
+        }
+        return (sql, arguments)
+    }
+
+    private static func deliverySummary(_ row: Row) -> DeliverySummary {
+        DeliverySummary(
+            id: row["id"], eventID: row["event_id"], source: row["source"], destination: row["destination"],
+            status: DeliveryStatus(rawValue: row["status"]) ?? .pending, attempts: row["attempts"], nextAttemptAt: row["next_attempt_at"],
+            lastError: row["last_error"], replayOf: row["replay_of"], createdAt: row["created_at"], updatedAt: row["updated_at"])
+    }
+
+    /// Runs a listing query for `limit + 1` rows; the extra row only says whether there is a next page.
+    private static func page<Item>(_ items: [Item], limit: Int, id: (Item) -> String) -> Page<Item> {
+        guard items.count > limit else { return Page(items: items, nextCursor: nil) }
+        let shown = Array(items.prefix(limit))
+        return Page(items: shown, nextCursor: shown.last.map(id))
+    }
+
+    func listEvents(_ filter: RecordFilter, cursor: String?, limit: Int) async throws -> Page<EventSummary> {
+        try await pool.read { db in
+            var (conditions, arguments) = Self.conditions(filter, deliveries: false)
+            if let cursor {
+                conditions.append("e.id < ?")
+                arguments += [cursor]
+            }
+            arguments += [limit + 1]
+            let events = try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT e.id, e.source, e.received_at FROM events e
+                    \(conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND "))
+                    ORDER BY e.id DESC LIMIT ?
+                    """,
+                arguments: arguments)
+            var byEvent: [String: [DeliverySummary]] = [:]
+            let ids = events.map { $0["id"] as String }
+            if !ids.isEmpty {
+                let placeholders = Array(repeating: "?", count: ids.count).joined(separator: ", ")
+                for row in try Row.fetchAll(
+                    db,
+                    sql: """
+                        SELECT d.*, e.source FROM deliveries d JOIN events e ON e.id = d.event_id
+                        WHERE d.event_id IN (\(placeholders)) AND \(Self.current) ORDER BY d.destination, d.id
+                        """,
+                    arguments: StatementArguments(ids))
+                {
+                    byEvent[row["event_id"], default: []].append(Self.deliverySummary(row))
+                }
+            }
+            let summaries = events.map { row in
+                EventSummary(id: row["id"], source: row["source"], receivedAt: row["received_at"], deliveries: byEvent[row["id"]] ?? [])
+            }
+            return Self.page(summaries, limit: limit, id: \.id)
+        }
+    }
+
+    func listDeliveries(_ filter: RecordFilter, cursor: String?, limit: Int) async throws -> Page<DeliverySummary> {
+        try await pool.read { db in
+            var (conditions, arguments) = Self.conditions(filter, deliveries: true)
+            if let cursor {
+                conditions.append("d.id < ?")
+                arguments += [cursor]
+            }
+            arguments += [limit + 1]
+            let rows = try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT d.*, e.source FROM deliveries d JOIN events e ON e.id = d.event_id
+                    WHERE \(conditions.joined(separator: " AND ")) ORDER BY d.id DESC LIMIT ?
+                    """,
+                arguments: arguments)
+            return Self.page(rows.map(Self.deliverySummary), limit: limit, id: \.id)
+        }
+    }
+
+    func replayCandidates(_ filter: RecordFilter, createdBefore: Int64, cursor: String?, limit: Int) async throws -> Page<DeliverySummary> {
+        try await pool.read { db in
+            var (conditions, arguments) = Self.conditions(filter, deliveries: true)
+            conditions.append("d.status IN ('delivered', 'dead', 'skipped')")
+            conditions.append("d.created_at < ?")
+            arguments += [createdBefore]
+            if let cursor {
+                conditions.append("d.id > ?")
+                arguments += [cursor]
+            }
+            arguments += [limit + 1]
+            let rows = try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT d.*, e.source FROM deliveries d JOIN events e ON e.id = d.event_id
+                    WHERE \(conditions.joined(separator: " AND ")) ORDER BY d.id LIMIT ?
+                    """,
+                arguments: arguments)
+            return Self.page(rows.map(Self.deliverySummary), limit: limit, id: \.id)
+        }
+    }
+
+    func replay(deliveries: [DeliverySummary], now: Int64) async throws -> [String] {
+        guard !deliveries.isEmpty else { return [] }
+        return try await write { db in
+            var ids: [String] = []
+            for delivery in deliveries {
+                let superseded = try Bool.fetchOne(db, sql: "SELECT 1 FROM deliveries WHERE replay_of = ?", arguments: [delivery.id]) != nil
+                if superseded { continue }
+                let id = EventID.make()
+                try db.execute(
+                    sql: """
+                        INSERT INTO deliveries (id, event_id, destination, status, attempts, next_attempt_at, replay_of, created_at, updated_at)
+                        VALUES (?, ?, ?, 'pending', 0, ?, ?, ?, ?)
+                        """,
+                    arguments: [id, delivery.eventID, delivery.destination, now, delivery.id, now, now])
+                ids.append(id)
+            }
+            return ids
+        }
+    }
+}

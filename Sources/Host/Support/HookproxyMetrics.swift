@@ -1,0 +1,78 @@
+import CoreMetrics
+import Prometheus
+import Synchronization
+
+/// The server's metrics, through swift-metrics into a Prometheus registry of its own (not the process-wide
+/// `MetricsSystem`, so that several servers in one process, as in the tests, keep separate counts). `GET /metrics`
+/// renders the registry in the Prometheus text format. Every name and label is listed in docs/operations.md.
+final class HookproxyMetrics: Sendable {
+    let registry: PrometheusCollectorRegistry
+    private let factory: PrometheusMetricsFactory
+    private let counters = Mutex<[String: CoreMetrics.Counter]>([:])
+    private let timers = Mutex<[String: CoreMetrics.Timer]>([:])
+    private let gauges = Mutex<[String: CoreMetrics.Gauge]>([:])
+
+    /// Buckets for attempt and format times (seconds to tens of seconds) and for end-to-end latency (up to hours:
+    /// retries after an outage).
+    init() {
+        registry = PrometheusCollectorRegistry()
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.defaultDurationHistogramBuckets = [
+            .milliseconds(1), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
+            .milliseconds(250), .milliseconds(500), .seconds(1), .milliseconds(2500), .seconds(5), .seconds(10), .seconds(30),
+        ]
+        factory.durationHistogramBuckets["hookproxy_delivery_latency_seconds"] = [
+            .milliseconds(10), .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1),
+            .milliseconds(2500), .seconds(5), .seconds(10), .seconds(30), .seconds(60), .seconds(300), .seconds(900), .seconds(3600),
+            .seconds(4 * 3600), .seconds(24 * 3600),
+        ]
+        self.factory = factory
+    }
+
+    private static func key(_ name: String, _ labels: [(String, String)]) -> String {
+        labels.reduce(name) { $0 + "|" + $1.0 + "=" + $1.1 }
+    }
+
+    /// Adds `amount` to the counter `name` with `labels`.
+    func increment(_ name: String, _ labels: [(String, String)] = [], by amount: Int = 1) {
+        let key = Self.key(name, labels)
+        let factory = self.factory
+        let counter = counters.withLock { counters in
+            if let counter = counters[key] { return counter }
+            let counter = CoreMetrics.Counter(label: name, dimensions: labels, factory: factory)
+            counters[key] = counter
+            return counter
+        }
+        counter.increment(by: amount)
+    }
+
+    /// Records a duration in the histogram `name` with `labels`.
+    func record(_ name: String, _ labels: [(String, String)] = [], duration: Duration) {
+        let key = Self.key(name, labels)
+        let factory = self.factory
+        let timer = timers.withLock { timers in
+            if let timer = timers[key] { return timer }
+            let timer = CoreMetrics.Timer(label: name, dimensions: labels, factory: factory)
+            timers[key] = timer
+            return timer
+        }
+        let parts = duration.components
+        timer.recordNanoseconds(parts.seconds * 1_000_000_000 + parts.attoseconds / 1_000_000_000)
+    }
+
+    /// Sets the gauge `name` with `labels`.
+    func set(_ name: String, _ labels: [(String, String)] = [], to value: Double) {
+        let key = Self.key(name, labels)
+        let factory = self.factory
+        let gauge = gauges.withLock { gauges in
+            if let gauge = gauges[key] { return gauge }
+            let gauge = CoreMetrics.Gauge(label: name, dimensions: labels, factory: factory)
+            gauges[key] = gauge
+            return gauge
+        }
+        gauge.record(value)
+    }
+
+    /// The Prometheus text exposition of everything recorded.
+    func render() -> [UInt8] { registry.emitToBuffer() }
+}

@@ -1,0 +1,346 @@
+import Foundation
+import PluginKit
+import Synchronization
+import Testing
+
+@testable import Host
+
+/// The operator's admin API on a real server with real stored events: listings, replay by filter, plugins, the
+/// redacted configuration, reload under load, metrics and alerts.
+@Suite("Admin API")
+struct AdminAPITests {
+    /// Two sources and three destinations; `/broken` answers 400, so its deliveries go dead at once.
+    static func yaml(sink: String, extra: String = "") -> String {
+        testServerSection()
+            + """
+            destinations:
+              out: { formatter: generic, url: "\(sink)/out" }
+              broken: { formatter: generic, url: "\(sink)/broken", headers: { Authorization: "Bearer dest-credential-9" } }
+              alerts: { formatter: generic, url: "\(sink)/alerts" }
+            sources:
+              app: { destinations: [out, broken], verify: { preset: github, secret: "verify-secret-7" } }
+              plain: { destinations: [out] }
+              locked: { destinations: [broken], replay: false }
+            \(extra)
+            """
+    }
+
+    static func post(_ server: TestServer, _ source: String, _ json: String) async throws -> String {
+        let body = Array(json.utf8)
+        var headers: [(String, String)] = []
+        if source == "app" {
+            headers.append(("X-Hub-Signature-256", githubSignature(secret: "verify-secret-7", body: body)))
+        }
+        let response = try await server.post(source, json: json, headers: headers)
+        #expect(response.status == 202, "\(String(decoding: response.body, as: UTF8.self))")
+        return try #require(response.json?["id"]?.stringValue)
+    }
+
+    static func get(_ server: TestServer, _ path: String) async throws -> TestResponse {
+        try await send(.GET, server.adminURL + path)
+    }
+
+    @Test("events and deliveries list newest first with filters and cursors; bad filters are 400 naming the parameter")
+    func listings() async throws {
+        let sink = RecordingSink()
+        sink.plan("/broken", statuses: Array(repeating: 400, count: 10))
+        try await sink.start()
+        let server = try await TestServer.start(yaml: Self.yaml(sink: sink.url))
+        var appIDs: [String] = []
+        for index in 0..<3 { appIDs.append(try await Self.post(server, "app", #"{"n":\#(index)}"#)) }
+        let plainID = try await Self.post(server, "plain", "{}")
+        for id in appIDs { try await server.waitForDeliveries(of: id, toBe: [.delivered, .dead]) }
+        try await server.waitForDeliveries(of: plainID)
+
+        let all = try await Self.get(server, "/admin/events")
+        #expect(all.status == 200)
+        let ids = all.json?["events"]?.arrayValue?.compactMap { $0["id"]?.stringValue } ?? []
+        #expect(ids == [plainID] + appIDs.reversed())
+        #expect(all.json?["next_cursor"] == .null)
+
+        // Two at a time: the cursor continues exactly where the page ended.
+        let first = try await Self.get(server, "/admin/events?limit=2")
+        let cursor = try #require(first.json?["next_cursor"]?.stringValue)
+        let second = try await Self.get(server, "/admin/events?limit=2&cursor=\(cursor)")
+        let paged = (first.json?["events"]?.arrayValue ?? []) + (second.json?["events"]?.arrayValue ?? [])
+        #expect(paged.compactMap { $0["id"]?.stringValue } == ids)
+        #expect(second.json?["next_cursor"] == .null)
+
+        let bySource = try await Self.get(server, "/admin/events?source=plain")
+        #expect(bySource.json?["events"]?.arrayValue?.compactMap { $0["id"]?.stringValue } == [plainID])
+        let withDead = try await Self.get(server, "/admin/events?status=dead")
+        #expect(withDead.json?["events"]?.arrayValue?.count == 3)
+        let deliveries = try await Self.get(server, "/admin/deliveries?status=dead&destination=broken")
+        let dead = deliveries.json?["deliveries"]?.arrayValue ?? []
+        #expect(dead.count == 3)
+        #expect(dead.allSatisfy { $0["status"] == "dead" && $0["source"] == "app" && $0["last_error"] == "destination answered HTTP 400" })
+        let future = Clock.rfc3339(milliseconds: Clock.milliseconds() + 60_000)
+        #expect(try await Self.get(server, "/admin/deliveries?since=\(future)").json?["deliveries"]?.arrayValue?.isEmpty == true)
+
+        let badStatus = try await Self.get(server, "/admin/events?status=gone")
+        #expect(badStatus.status == 400)
+        #expect(badStatus.json?["error"] == "invalid_parameter")
+        #expect(badStatus.json?["detail"]?.stringValue?.contains("'status'") == true)
+        #expect(try await Self.get(server, "/admin/deliveries?sinse=2026-01-01T00:00:00Z").status == 400)
+        #expect(try await Self.get(server, "/admin/events?since=yesterday").status == 400)
+        #expect(try await Self.get(server, "/admin/events?limit=0").status == 400)
+        try await server.stop()
+        try await sink.stop()
+    }
+
+    @Test("replay by filter schedules exactly the matching finished deliveries, counts on a dry run, and honours replay: false")
+    func replayByFilter() async throws {
+        let sink = RecordingSink()
+        sink.plan("/broken", statuses: Array(repeating: 400, count: 4))
+        try await sink.start()
+        let server = try await TestServer.start(yaml: Self.yaml(sink: sink.url))
+        var ids: [String] = []
+        for index in 0..<3 { ids.append(try await Self.post(server, "app", #"{"n":\#(index)}"#)) }
+        let lockedID = try await Self.post(server, "locked", "{}")
+        for id in ids + [lockedID] { try await server.waitForDeliveries(of: id, toBe: [.delivered, .dead]) }
+
+        func replay(_ body: String) async throws -> TestResponse {
+            try await send(
+                .POST, server.adminURL + "/admin/replay", body: Array(body.utf8), headers: [("Content-Type", "application/json")])
+        }
+        let dry = try await replay(#"{"status":"dead","dry_run":true}"#)
+        #expect(dry.status == 200)
+        #expect(dry.json?["matched"] == 4)
+        #expect(dry.json?["scheduled"] == 0)
+        #expect(dry.json?["by_destination"] == ["broken": 3])
+        #expect(dry.json?["skipped"]?["replay_disabled"] == 1)
+        #expect(sink.requests("/broken").count == 4, "a dry run sent something")
+
+        // The destination is fixed: the default answer is 200 again. Only the three dead app deliveries are replayed.
+        let done = try await replay(#"{"status":"dead","destination":"broken","source":"app"}"#)
+        #expect(done.status == 202)
+        #expect(done.json?["scheduled"] == 3)
+        for id in ids { try await server.waitForDeliveries(of: id, toBe: [.delivered, .dead]) }
+        try await waitUntil("no delivery left dead for app") {
+            try await Self.get(server, "/admin/deliveries?status=dead&source=app").json?["deliveries"]?.arrayValue?.isEmpty == true
+        }
+        #expect(sink.requests("/broken").count == 7)
+        for id in ids {
+            let detail = try #require(try await server.detail(id))
+            let broken = detail.deliveries.filter { $0.destination == "broken" }
+            #expect(broken.map(\.status) == [.dead, .delivered])
+            #expect(broken.last?.replayOf == broken.first?.id)
+        }
+        // Nothing else was sent: out got one delivery per event and no replay.
+        #expect(sink.requests("/out").count == 3)
+        // Replaying the same filter again matches nothing: the dead deliveries were superseded.
+        #expect(try await replay(#"{"status":"dead","source":"app"}"#).json?["matched"] == 0)
+
+        let refused = try await replay(#"{"source":"locked"}"#)
+        #expect(refused.status == 403)
+        #expect(refused.json?["error"] == "replay_disabled")
+        #expect(try await replay("{}").status == 400)
+        #expect(try await replay(#"{"statuss":"dead"}"#).json?["error"] == "invalid_parameter")
+        #expect(try await replay("not json").status == 400)
+        try await server.stop()
+        try await sink.stop()
+    }
+
+    @Test("plugins and the running configuration, with every secret redacted")
+    func pluginsAndConfig() async throws {
+        let sink = RecordingSink()
+        try await sink.start()
+        let server = try await TestServer.start(
+            yaml: Self.yaml(sink: sink.url)
+                .replacingOccurrences(
+                    of: "  admin_listen: \"127.0.0.1:0\"", with: "  admin_listen: \"127.0.0.1:0\"\n  admin_token: \"admin-token-3\""))
+        let auth = [("Authorization", "Bearer admin-token-3")]
+        let plugins = try await send(.GET, server.adminURL + "/admin/plugins", headers: auth)
+        let names = plugins.json?["plugins"]?.arrayValue?.compactMap { $0["name"]?.stringValue } ?? []
+        #expect(names == ["discord", "generic", "slack"])
+        #expect(plugins.json?["plugins"]?.arrayValue?.first?["abi_version"] == 1)
+
+        let config = try await send(.GET, server.adminURL + "/admin/config", headers: auth)
+        #expect(config.status == 200)
+        let text = String(decoding: config.body, as: UTF8.self)
+        for secret in ["admin-token-3", "verify-secret-7", "dest-credential-9", "/broken", "/out"] {
+            #expect(!text.contains(secret), "the config shows \(secret)")
+        }
+        #expect(config.json?["server"]?["admin_token"] == "<redacted>")
+        #expect(config.json?["destinations"]?["broken"]?["headers"]?["Authorization"] == "<redacted>")
+        #expect(config.json?["destinations"]?["out"]?["url"]?.stringValue?.hasSuffix("/<redacted>") == true)
+        #expect(config.json?["sources"]?["app"]?["verify"]?["secrets"] == 1)
+        #expect(try await send(.GET, server.adminURL + "/admin/config").status == 401)
+        try await server.stop()
+        try await sink.stop()
+    }
+
+    @Test("reload under concurrent ingest: no request fails, new events follow the new routing, an invalid file changes nothing")
+    func reloadUnderLoad() async throws {
+        let sink = RecordingSink()
+        try await sink.start()
+        let server = try await TestServer.start(yaml: Self.yaml(sink: sink.url))
+        let file = server.directory + "/sources.yaml"
+        let failures = Failures()
+        let load = Task {
+            await withTaskGroup(of: Void.self) { group in
+                for client in 0..<4 {
+                    group.addTask {
+                        var index = 0
+                        while !Task.isCancelled {
+                            index += 1
+                            let response = try? await server.post("plain", json: #"{"client":\#(client),"n":\#(index)}"#)
+                            // The request cut short by the end of the test is not a failure.
+                            if response?.status != 202, !Task.isCancelled {
+                                failures.add("client \(client) request \(index): \(response?.status ?? 0)")
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        try await Task.sleep(for: .milliseconds(300))
+        // plain now also goes to alerts.
+        let rerouted = Self.yaml(sink: sink.url).replacingOccurrences(
+            of: "plain: { destinations: [out] }", with: "plain: { destinations: [out, alerts] }")
+        try rerouted.write(toFile: file, atomically: true, encoding: .utf8)
+        let reloaded = try await send(.POST, server.adminURL + "/admin/reload")
+        #expect(reloaded.status == 200)
+        #expect(reloaded.json?["status"] == "reloaded")
+        #expect(reloaded.json?["restart_required"] == [])
+        try await Task.sleep(for: .milliseconds(300))
+        // An invalid file: refused with the problem's line, the running configuration keeps serving.
+        try (rerouted + "\n  broken-source: { destinations: [nowhere] }\n").write(toFile: file, atomically: true, encoding: .utf8)
+        let refused = try await send(.POST, server.adminURL + "/admin/reload")
+        #expect(refused.status == 422)
+        #expect(refused.json?["error"] == "invalid_config")
+        #expect(refused.json?["detail"]?.stringValue?.contains("sources.yaml:") == true)
+        try await Task.sleep(for: .milliseconds(300))
+        load.cancel()
+        await load.value
+        #expect(failures.all.isEmpty, "\(failures.all.prefix(5))")
+
+        let after = try await Self.post(server, "plain", #"{"after":true}"#)
+        try await server.waitForDeliveries(of: after)
+        let detail = try #require(try await server.detail(after))
+        #expect(Set(detail.deliveries.map(\.destination)) == ["out", "alerts"])
+        try await server.stop()
+        try await sink.stop()
+    }
+
+    @Test("GET /metrics is Prometheus text whose counters move as events flow")
+    func metrics() async throws {
+        let sink = RecordingSink()
+        sink.plan("/broken", statuses: [400])
+        try await sink.start()
+        let server = try await TestServer.start(yaml: Self.yaml(sink: sink.url))
+        let before = try PrometheusText(try await Self.get(server, "/metrics"))
+        let id = try await Self.post(server, "app", "{}")
+        try await server.waitForDeliveries(of: id, toBe: [.delivered, .dead])
+        #expect(try await server.post("nope", json: "{}").status == 404)
+        let after = try PrometheusText(try await Self.get(server, "/metrics"))
+        #expect(after.value("hookproxy_ingest_requests_total", ["source": "app", "status": "202"]) == 1)
+        #expect(after.value("hookproxy_ingest_requests_total", ["source": "_unknown", "status": "404"]) == 1)
+        #expect(before.value("hookproxy_ingest_requests_total", ["source": "app", "status": "202"]) == nil)
+        #expect(after.value("hookproxy_delivery_attempts_total", ["destination": "out", "outcome": "delivered"]) == 1)
+        #expect(after.value("hookproxy_delivery_attempts_total", ["destination": "broken", "outcome": "dead"]) == 1)
+        #expect(after.value("hookproxy_deliveries", ["destination": "broken", "state": "dead"]) == 1)
+        #expect(after.value("hookproxy_delivery_latency_seconds_count", ["destination": "out"]) == 1)
+        #expect(after.value("hookproxy_delivery_attempt_duration_seconds_count", ["destination": "broken"]) == 1)
+        #expect(after.value("hookproxy_plugin_format_duration_seconds_count", ["plugin": "generic"]) == 2)
+        #expect(after.value("hookproxy_destination_circuit_state", ["destination": "out"]) == 0)
+        #expect(after.types["hookproxy_delivery_latency_seconds"] == "histogram")
+        #expect(after.types["hookproxy_ingest_requests_total"] == "counter")
+        try await server.stop()
+        try await sink.stop()
+    }
+
+    @Test("alerts: a dead delivery and a paused destination reach the alerts destination, and an outage is one message")
+    func alerts() async throws {
+        let sink = RecordingSink()
+        sink.plan("/broken", statuses: Array(repeating: 400, count: 6))
+        try await sink.start()
+        let yaml = Self.yaml(
+            sink: sink.url,
+            extra: """
+                alerts:
+                  destination: alerts
+                  rate_limit: 10/1h
+                """
+        )
+        .replacingOccurrences(
+            of: "  out: { formatter: generic, url: \"\(sink.url)/out\" }",
+            with: "  out: { formatter: generic, url: \"http://127.0.0.1:9/out\", circuit_breaker: { failures: 2, cooldown: 1h } }")
+        let server = try await TestServer.start(yaml: yaml)
+        // Five events: five dead deliveries to broken, one alert for them (the others are held back).
+        for index in 0..<5 { _ = try await Self.post(server, "app", #"{"n":\#(index)}"#) }
+        try await waitUntil("the dead-delivery alert and the pause alert") {
+            let kinds = sink.requests("/alerts").compactMap { $0.json?["fields"]?["kind"]?.stringValue ?? $0.json?["kind"]?.stringValue }
+            return kinds.contains("delivery_dead") && kinds.contains("destination_paused")
+        }
+        try await Task.sleep(for: .milliseconds(500))
+        let alerts = sink.requests("/alerts").compactMap(\.json)
+        let kinds = alerts.compactMap { $0["fields"]?["kind"]?.stringValue ?? $0["kind"]?.stringValue }
+        #expect(kinds.filter { $0 == "delivery_dead" }.count == 1, "\(kinds)")
+        #expect(kinds.filter { $0 == "destination_paused" }.count == 1, "\(kinds)")
+        let stored = try await server.store.listEvents(RecordFilter(source: AlertsConfig.source), cursor: nil, limit: 50)
+        #expect(stored.items.count == 2)
+        try await server.stop()
+        try await sink.stop()
+    }
+}
+
+/// Failures collected from concurrent clients.
+final class Failures: Sendable {
+    private let list = Mutex<[String]>([])
+    func add(_ failure: String) { list.withLock { $0.append(failure) } }
+    var all: [String] { list.withLock { $0 } }
+}
+
+/// A Prometheus text exposition, parsed line by line: every sample must be `name{labels} value`, every `# TYPE` line
+/// well formed, or parsing fails.
+struct PrometheusText {
+    struct Malformed: Error, CustomStringConvertible {
+        let line: String
+        var description: String { "not Prometheus text: \(line)" }
+    }
+
+    var samples: [(name: String, labels: [String: String], value: Double)] = []
+    var types: [String: String] = [:]
+
+    init(_ response: TestResponse) throws {
+        #expect(response.status == 200)
+        #expect(response.header("Content-Type")?.hasPrefix("text/plain") == true)
+        for line in String(decoding: response.body, as: UTF8.self).split(separator: "\n").map(String.init) {
+            if line.hasPrefix("# TYPE ") {
+                let parts = line.split(separator: " ")
+                guard parts.count == 4, ["counter", "gauge", "histogram", "summary", "untyped"].contains(parts[3]) else {
+                    throw Malformed(line: line)
+                }
+                types[String(parts[2])] = String(parts[3])
+                continue
+            }
+            if line.hasPrefix("#") { continue }
+            guard let space = line.lastIndex(of: " "), let value = Double(line[line.index(after: space)...]) else {
+                throw Malformed(line: line)
+            }
+            let series = line[..<space]
+            var labels: [String: String] = [:]
+            let name: String
+            if let open = series.firstIndex(of: "{") {
+                guard series.hasSuffix("}") else { throw Malformed(line: line) }
+                name = String(series[..<open])
+                let body = series[series.index(after: open)..<series.index(before: series.endIndex)]
+                for pair in body.split(separator: ",") {
+                    let parts = pair.split(separator: "=", maxSplits: 1)
+                    guard parts.count == 2, parts[1].hasPrefix("\""), parts[1].hasSuffix("\"") else { throw Malformed(line: line) }
+                    labels[String(parts[0])] = String(parts[1].dropFirst().dropLast())
+                }
+            } else {
+                name = String(series)
+            }
+            guard name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" || $0 == ":" }) else { throw Malformed(line: line) }
+            samples.append((name, labels, value))
+        }
+    }
+
+    /// The value of the one series with exactly these labels.
+    func value(_ name: String, _ labels: [String: String] = [:]) -> Double? {
+        samples.first { $0.name == name && $0.labels == labels }?.value
+    }
+}

@@ -1,0 +1,135 @@
+import Foundation
+import PluginKit
+import Testing
+
+@testable import Host
+
+/// The operator's command line, as the real executable, on real stored events.
+@Suite("Command line")
+struct CLITests {
+    static var hookproxy: String { PluginLoader.executableDirectory + "/hookproxy" }
+
+    static func run(_ arguments: String) async throws -> (status: Int32, output: String) {
+        try await shell("\(hookproxy) \(arguments) 2>&1")
+    }
+
+    @Test("events, deliveries and show read the store; replay by filter works with no server running, and the next server sends it")
+    func inspectAndReplayOffline() async throws {
+        let sink = RecordingSink()
+        sink.plan("/broken", statuses: [400, 400])
+        try await sink.start()
+        let yaml = AdminAPITests.yaml(sink: sink.url)
+        var server = try await TestServer.start(yaml: yaml)
+        let directory = server.directory
+        let config = directory + "/sources.yaml"
+        let first = try await AdminAPITests.post(server, "app", #"{"n":1}"#)
+        let second = try await AdminAPITests.post(server, "app", #"{"n":2}"#)
+        for id in [first, second] { try await server.waitForDeliveries(of: id, toBe: [.delivered, .dead]) }
+        try await server.stop()
+
+        let events = try await Self.run("events --config \(config) --json")
+        #expect(events.status == 0, "\(events.output)")
+        let listed = try JSONValue(parsing: Array(events.output.utf8))
+        #expect(listed["events"]?.arrayValue?.compactMap { $0["id"]?.stringValue } == [second, first])
+        let table = try await Self.run("events --config \(config) --limit 1")
+        #expect(table.output.contains(second) && table.output.contains("broken:dead") && table.output.contains("more: --cursor \(second)"))
+
+        let dead = try await Self.run("deliveries --config \(config) --status dead")
+        #expect(dead.status == 0)
+        #expect(dead.output.components(separatedBy: "destination answered HTTP 400").count - 1 == 2, "\(dead.output)")
+
+        let shown = try await Self.run("show --config \(config) \(first)")
+        #expect(shown.output.contains(#"{"n":1}"#) && shown.output.contains("HTTP 400") && shown.output.contains("→ broken: dead"))
+        let shownJSON = try JSONValue(parsing: Array(try await Self.run("show --config \(config) \(first) --json").output.utf8))
+        #expect(shownJSON["id"]?.stringValue == first)
+        #expect(try await Self.run("show --config \(config) no-such-id").status == 1)
+
+        let dry = try await Self.run("replay --config \(config) --status dead --since 1h --dry-run")
+        #expect(dry.status == 0)
+        #expect(dry.output.contains("dry run: 2 matching deliveries; would schedule 2"), "\(dry.output)")
+        let replayed = try await Self.run("replay --config \(config) --status dead --destination broken --json")
+        #expect(replayed.status == 0, "\(replayed.output)")
+        #expect(try JSONValue(parsing: Array(replayed.output.utf8))["scheduled"] == 2)
+        #expect(try await Self.run("replay --config \(config)").status == 2, "no ids and no filters is a usage error")
+        #expect(try await Self.run("replay --config \(config) \(first) --status dead").status == 2)
+        #expect(try await Self.run("replay --config \(config) --status gone").status == 2)
+        #expect(sink.requests("/broken").count == 2, "nothing is sent while no server runs")
+
+        server = try await TestServer.start(yaml: yaml, directory: directory)
+        try await waitUntil("the offline replays sent by the new server") { sink.requests("/broken").count == 4 }
+        for id in [first, second] { try await server.waitForDeliveries(of: id, toBe: [.delivered, .dead]) }
+        #expect(try await server.detail(first)?.deliveries.filter { $0.destination == "broken" }.map(\.status) == [.dead, .delivered])
+        try await server.stop()
+        try await sink.stop()
+    }
+
+    @Test("preview prints the requests a payload would produce and sends nothing")
+    func preview() async throws {
+        let sink = RecordingSink()
+        try await sink.start()
+        let directory = TestPaths.temporaryDirectory("preview")
+        let config = directory + "/sources.yaml"
+        try
+            (testServerSection()
+                + """
+                destinations:
+                  chat: { formatter: discord, url: "\(sink.url)/chat", headers: { Authorization: "Bot hidden-credential" } }
+                  raw: { formatter: generic, url: "\(sink.url)/raw" }
+                sources:
+                  ci:
+                    destinations: [chat, raw]
+                    mapping:
+                      title: { path: "$.title", required: true }
+                """).write(toFile: config, atomically: true, encoding: .utf8)
+        try #"{"title":"Build 42 passed","extra":1}"#.write(toFile: directory + "/payload.json", atomically: true, encoding: .utf8)
+
+        let shown = try await Self.run("preview --config \(config) --source ci --payload \(directory)/payload.json")
+        #expect(shown.status == 0, "\(shown.output)")
+        #expect(shown.output.contains("=== chat (formatter discord)"))
+        #expect(shown.output.contains("\"title\":\"Build 42 passed\""))
+        #expect(shown.output.contains("Authorization: <redacted>"))
+        #expect(!shown.output.contains("hidden-credential") && !shown.output.contains("/chat"))
+        #expect(shown.output.contains("=== raw (formatter generic)"))
+        let json = try JSONValue(
+            parsing: Array(
+                try await Self.run("preview --config \(config) --source ci --payload \(directory)/payload.json --destination raw --json")
+                    .output.utf8))
+        #expect(json["requests"]?.arrayValue?.count == 1)
+        #expect(json["requests"]?.arrayValue?.first?["body"] == #"{"title":"Build 42 passed","extra":1}"#)
+        #expect(json["fields"] == ["title": "Build 42 passed"])
+
+        try "{}".write(toFile: directory + "/empty.json", atomically: true, encoding: .utf8)
+        let refused = try await Self.run("preview --config \(config) --source ci --payload \(directory)/empty.json")
+        #expect(refused.status == 1)
+        #expect(refused.output.contains("HTTP 400") && refused.output.contains("title"))
+        #expect(try await Self.run("preview --config \(config) --source nope --payload \(directory)/payload.json").status == 2)
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(sink.requests().isEmpty, "preview sent a request")
+        try await sink.stop()
+    }
+
+    @Test("--log-format json writes one JSON object per line with level, message and metadata")
+    func jsonLogs() async throws {
+        let directory = TestPaths.temporaryDirectory("logs")
+        let config = directory + "/sources.yaml"
+        let (ingest, admin) = (try unusedPort(), try unusedPort())
+        try
+            (testServerSection(listen: "127.0.0.1:\(ingest)", admin: "127.0.0.1:\(admin)")
+                + """
+                sources:
+                  inbox: { destinations: [] }
+                """).write(toFile: config, atomically: true, encoding: .utf8)
+        let result = try await shell("timeout -s TERM 2 \(Self.hookproxy) serve --config \(config) --log-format json 2>&1 >/dev/null")
+        let lines = result.output.split(separator: "\n").map(String.init)
+        #expect(!lines.isEmpty)
+        for line in lines {
+            let object = try JSONValue(parsing: Array(line.utf8))
+            #expect(
+                object["level"]?.stringValue != nil && object["message"]?.stringValue != nil && object["time"]?.stringValue != nil,
+                "\(line)")
+        }
+        let starting = lines.compactMap { try? JSONValue(parsing: Array($0.utf8)) }.first { $0["message"] == "hookproxy starting" }
+        #expect(starting?["listen"]?.stringValue == "127.0.0.1:\(ingest)")
+        #expect(try await Self.run("serve --config \(config) --log-format yaml").status == 2)
+    }
+}
