@@ -177,6 +177,7 @@ struct AdminAPITests {
         let server = try await TestServer.start(yaml: Self.yaml(sink: sink.url))
         let file = server.directory + "/sources.yaml"
         let failures = Failures()
+        let accepted = Failures()
         let load = Task {
             await withTaskGroup(of: Void.self) { group in
                 for client in 0..<4 {
@@ -185,6 +186,7 @@ struct AdminAPITests {
                         while !Task.isCancelled {
                             index += 1
                             let response = try? await server.post("plain", json: #"{"client":\#(client),"n":\#(index)}"#)
+                            if let id = response?.json?["id"]?.stringValue { accepted.add(id) }
                             // The request cut short by the end of the test is not a failure.
                             if response?.status != 202, !Task.isCancelled {
                                 failures.add("client \(client) request \(index): \(response?.status ?? 0)")
@@ -194,23 +196,29 @@ struct AdminAPITests {
                 }
             }
         }
-        try await Task.sleep(for: .milliseconds(300))
-        // plain now also goes to alerts.
-        let rerouted = Self.yaml(sink: sink.url).replacingOccurrences(
-            of: "plain: { destinations: [out] }", with: "plain: { destinations: [out, alerts] }")
+        // Requests are accepted before, between and after the reloads.
+        try await waitUntil("the load to run") { accepted.all.count >= 4 }
+        // plain now also goes to alerts, and out gets a rate limit.
+        let rerouted = Self.yaml(sink: sink.url)
+            .replacingOccurrences(of: "plain: { destinations: [out] }", with: "plain: { destinations: [out, alerts] }")
+            .replacingOccurrences(
+                of: "out: { formatter: generic, url: \"\(sink.url)/out\" }",
+                with: "out: { formatter: generic, url: \"\(sink.url)/out\", rate_limit: 1000/1s }")
         try rerouted.write(toFile: file, atomically: true, encoding: .utf8)
         let reloaded = try await send(.POST, server.adminURL + "/admin/reload")
         #expect(reloaded.status == 200)
         #expect(reloaded.json?["status"] == "reloaded")
         #expect(reloaded.json?["restart_required"] == [])
-        try await Task.sleep(for: .milliseconds(300))
+        let afterFirst = accepted.all.count
+        try await waitUntil("requests after the reload") { accepted.all.count >= afterFirst + 4 }
         // An invalid file: refused with the problem's line, the running configuration keeps serving.
         try (rerouted + "\n  broken-source: { destinations: [nowhere] }\n").write(toFile: file, atomically: true, encoding: .utf8)
         let refused = try await send(.POST, server.adminURL + "/admin/reload")
         #expect(refused.status == 422)
         #expect(refused.json?["error"] == "invalid_config")
         #expect(refused.json?["detail"]?.stringValue?.contains("sources.yaml:") == true)
-        try await Task.sleep(for: .milliseconds(300))
+        let afterSecond = accepted.all.count
+        try await waitUntil("requests after the refused reload") { accepted.all.count >= afterSecond + 4 }
         load.cancel()
         await load.value
         #expect(failures.all.isEmpty, "\(failures.all.prefix(5))")
@@ -219,6 +227,47 @@ struct AdminAPITests {
         try await server.waitForDeliveries(of: after)
         let detail = try #require(try await server.detail(after))
         #expect(Set(detail.deliveries.map(\.destination)) == ["out", "alerts"])
+        // Every event accepted around the reloads was delivered: nothing in flight was dropped.
+        for id in accepted.all { try await server.waitForDeliveries(of: id) }
+        // The destination's lane took its new settings.
+        let destinations = try await Self.get(server, "/admin/destinations").json?["destinations"]?.arrayValue ?? []
+        #expect(destinations.first { $0["name"] == "out" }?["rate_limit"] == "1000/1s")
+        try await server.stop()
+        try await sink.stop()
+    }
+
+    @Test("reload picks up a new plugin file, reports a refused one (and alerts about it); the new formatter is used at once")
+    func reloadPlugins() async throws {
+        let sink = RecordingSink()
+        try await sink.start()
+        let extra = """
+            plugins:
+              directory: plugins
+            alerts:
+              destination: alerts
+            """
+        let server = try await TestServer.start(yaml: Self.yaml(sink: sink.url, extra: extra))
+        let plugins = server.directory + "/plugins"
+        try FileManager.default.createDirectory(atPath: plugins, withIntermediateDirectories: true)
+        _ = try await compileCPlugin(into: plugins)
+        _ = try await compileCPlugin(into: plugins, file: "libbroken.so", defines: ["NO_ENTRY"])
+        let withMinimal = Self.yaml(sink: sink.url, extra: extra)
+            .replacingOccurrences(of: "destinations:\n", with: "destinations:\n  c: { formatter: minimal, url: \"\(sink.url)/c\" }\n")
+            .replacingOccurrences(of: "plain: { destinations: [out] }", with: "plain: { destinations: [c] }")
+        try withMinimal.write(toFile: server.directory + "/sources.yaml", atomically: true, encoding: .utf8)
+        let reloaded = try await send(.POST, server.adminURL + "/admin/reload")
+        #expect(reloaded.status == 200, "\(String(decoding: reloaded.body, as: UTF8.self))")
+        #expect(reloaded.json?["plugins"]?.arrayValue?.contains("minimal") == true)
+        #expect(reloaded.json?["refused_plugins"]?.arrayValue?.first?["file"]?.stringValue?.hasSuffix("libbroken.so") == true)
+        let listed = try await Self.get(server, "/admin/plugins").json?["plugins"]?.arrayValue ?? []
+        #expect(listed.contains { $0["name"] == "minimal" })
+
+        let id = try await Self.post(server, "plain", #"{"via":"c"}"#)
+        try await server.waitForDeliveries(of: id)
+        #expect(sink.requests("/c").first.map { String(decoding: $0.body, as: UTF8.self).hasPrefix("minimal:") } == true)
+        try await waitUntil("the plugin_refused alert") {
+            sink.requests("/alerts").contains { ($0.json?["fields"]?["kind"] ?? $0.json?["kind"]) == "plugin_refused" }
+        }
         try await server.stop()
         try await sink.stop()
     }

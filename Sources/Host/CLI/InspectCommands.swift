@@ -43,7 +43,7 @@ struct EventsCommand: AsyncParsableCommand {
                         ? "-" : event.deliveries.map { "\($0.destination):\($0.status.rawValue)" }.joined(separator: " "),
                 ]
             }
-        print(TextTable.render(rows))
+        print(page.items.isEmpty ? "(no events match)" : TextTable.render(rows))
         if let next = page.nextCursor { print("more: --cursor \(next)") }
     }
 }
@@ -91,7 +91,7 @@ struct DeliveriesCommand: AsyncParsableCommand {
                     CLITime.text(delivery.nextAttemptAt), delivery.lastError.map { String($0.prefix(60)) } ?? "-",
                 ]
             }
-        print(TextTable.render(rows))
+        print(page.items.isEmpty ? "(no deliveries match)" : TextTable.render(rows))
         if let next = page.nextCursor { print("more: --cursor \(next)") }
     }
 }
