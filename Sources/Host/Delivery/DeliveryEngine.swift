@@ -181,7 +181,11 @@ final class DeliveryEngine: Service, Sendable {
             } catch {
                 if !logged {
                     logger.error(
-                        "attempt outcome not recorded; retrying", metadata: ["delivery_id": "\(delivery.id)", "error": "\(error)"])
+                        "attempt outcome not recorded; retrying",
+                        metadata: [
+                            "event_id": "\(delivery.event.id)", "delivery_id": "\(delivery.id)", "destination": "\(delivery.destination)",
+                            "error": "\(error)",
+                        ])
                     logged = true
                 }
                 if stopping.load(ordering: .sequentiallyConsistent) || Task.isCancelled { break }
