@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "hookproxy-discord", type: .dynamic, targets: ["DiscordPlugin"]),
         .library(name: "hookproxy-slack", type: .dynamic, targets: ["SlackPlugin"]),
         .library(name: "hookproxy-generic", type: .dynamic, targets: ["GenericPlugin"]),
+        .library(name: "hookproxy-github", type: .dynamic, targets: ["GitHubPlugin"]),
         .library(name: "PluginKit", targets: ["PluginKit"]),
     ],
     dependencies: [
@@ -68,6 +69,9 @@ let package = Package(
             linkerSettings: pluginLinkerSettings),
         .target(
             name: "GenericPlugin", dependencies: ["PluginKit"], path: "Plugins/Generic", swiftSettings: strict,
+            linkerSettings: pluginLinkerSettings),
+        .target(
+            name: "GitHubPlugin", dependencies: ["PluginKit"], path: "Plugins/GitHub", swiftSettings: strict,
             linkerSettings: pluginLinkerSettings),
         .testTarget(
             name: "HostTests",

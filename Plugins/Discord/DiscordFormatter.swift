@@ -1,128 +1,361 @@
 import PluginKit
 
-/// Formats events as Discord execute-webhook requests: one embed with title, description, link, the mapped fields,
-/// timestamp and colour, always within Discord's limits, and with `allowed_mentions` empty so that text from a payload
-/// can never ping anyone.
+/// Formats events as Discord execute-webhook requests, always within Discord's limits, and never letting text from a
+/// payload ping anyone: `allowed_mentions` lists only the users and roles named in the options.
 ///
-/// Options: `username`, `avatar_url`, `color` (`0xRRGGBB`, `#RRGGBB` or a number), `title`, `description`, `url`,
-/// `content`, `footer` (templates), `fields` (`true` to list the mapped fields, the default).
+/// Options (all templates unless noted; see docs/configuration.md):
+/// - message: `username`, `avatar_url`, `content`, `mentions` (`{users: [ids], roles: [ids], everyone: bool}`),
+///   `thread_name` (creates a thread in a forum channel; to post into an existing thread put `?thread_id=…` in the
+///   destination URL), `overflow` (`truncate`, the default, or `split`: text beyond an embed's limits continues in
+///   further embeds of the message instead of being cut);
+/// - one embed from the top-level keys, or several from `embeds: [{…}, …]`, each with `title`, `description`, `url`,
+///   `color` (`#RRGGBB`, `0xRRGGBB` or a number), `color_by` (a field name, or `{field, colors: {value: color},
+///   default}`), `author` (`{name, url, icon_url}`), `footer`, `footer_icon_url`, `thumbnail_url`, `image_url`,
+///   `timestamp` (bool), `fields` (`true`: the mapped fields; `false`; or a list of `{name, value, inline}`).
+///
+/// Without `title` the mapped field `title` is used, without `description` the field `summary`, without `url` the field
+/// `url`; without a colour, the field `status` picks one (success green, failure red, warning yellow, info blue,
+/// neutral grey); `thumbnail` and `image` fields are used when they are web URLs.
 struct DiscordFormatter: FormatterPlugin {
     static let name = "discord"
-    static let version = "1.0.0"
+    static let version = "1.1.0"
 
-    /// Discord's documented limits, counted in characters.
+    /// Discord's documented limits, counted in characters (UTF-16 code units).
     enum Limit {
         static let content = 2000
         static let username = 80
+        static let embeds = 10
         static let title = 256
         static let description = 4096
         static let fields = 25
         static let fieldName = 256
         static let fieldValue = 1024
         static let footer = 2048
+        static let author = 256
+        static let threadName = 100
         static let embedTotal = 6000
     }
 
+    static let embedKeys: Set<String> = [
+        "title", "description", "url", "color", "color_by", "author", "footer", "footer_icon_url", "thumbnail_url", "image_url",
+        "timestamp", "fields",
+    ]
+
     let username: Template?
     let avatarURL: Template?
-    let color: Int?
-    let title: Template?
-    let description: Template?
-    let url: Template?
     let content: Template?
-    let footer: Template?
-    let listFields: Bool
+    let mentionUsers: [String]
+    let mentionRoles: [String]
+    let mentionEveryone: Bool
+    let threadName: Template?
+    let split: Bool
+    let embeds: [EmbedSpec]
 
     init(options: JSONValue) throws {
         let options = try PluginOptions(
             options, plugin: Self.name,
-            known: ["username", "avatar_url", "color", "title", "description", "url", "content", "footer", "fields"])
+            known: Self.embedKeys.union(["username", "avatar_url", "content", "mentions", "thread_name", "overflow", "embeds"]))
         username = try options.template("username")
         avatarURL = try options.template("avatar_url")
-        color = try options.string("color").map { try Self.parseColor($0) }
-        title = try options.template("title")
-        description = try options.template("description")
-        url = try options.template("url")
         content = try options.template("content")
-        footer = try options.template("footer")
-        listFields = try options.bool("fields") ?? true
+        threadName = try options.template("thread_name")
+        split = try options.choice("overflow", ["truncate", "split"]) == "split"
+        (mentionUsers, mentionRoles, mentionEveryone) = try Self.mentions(options.raw("mentions"))
+        if let list = options.raw("embeds"), !list.isNull {
+            guard let specs = list.arrayValue, (1...Limit.embeds).contains(specs.count) else {
+                throw PluginError.permanent("discord: option 'embeds' must be a list of 1 to \(Limit.embeds) embeds")
+            }
+            if let key = Self.embedKeys.sorted().first(where: { options.raw($0) != nil }) {
+                throw PluginError.permanent("discord: option '\(key)' goes inside one of 'embeds' when 'embeds' is given")
+            }
+            embeds = try specs.enumerated().map { index, spec in
+                try EmbedSpec(try PluginOptions(spec, plugin: "\(Self.name): embeds[\(index)]", known: Self.embedKeys), primary: index == 0)
+            }
+        } else {
+            embeds = [try EmbedSpec(options, primary: true)]
+        }
     }
 
-    static func parseColor(_ text: String) throws -> Int {
-        let trimmed = text.trimmingPrefix("#").trimmingPrefix("0x")
-        let value = trimmed.count == text.count ? Int(text) : Int(trimmed, radix: 16)
-        guard let value, (0...0xFF_FFFF).contains(value) else {
-            throw PluginError.permanent("discord: option 'color' must be #RRGGBB, 0xRRGGBB or a number up to 16777215")
+    private static func mentions(_ value: JSONValue?) throws -> ([String], [String], Bool) {
+        guard let value, !value.isNull else { return ([], [], false) }
+        let options = try PluginOptions(value, plugin: "\(name): mentions", known: ["users", "roles", "everyone"])
+        func ids(_ key: String) throws -> [String] {
+            guard let list = options.raw(key), !list.isNull else { return [] }
+            guard let elements = list.arrayValue else {
+                throw PluginError.permanent("discord: option 'mentions.\(key)' must be a list of ids")
+            }
+            return try elements.map { element in
+                let text = element.textValue
+                guard !text.isEmpty, text.allSatisfy(\.isNumber) else {
+                    throw PluginError.permanent("discord: option 'mentions.\(key)' holds '\(text)', which is not a Discord id (digits)")
+                }
+                return text
+            }
         }
-        return value
+        return (try ids("users"), try ids("roles"), try options.bool("everyone") ?? false)
     }
 
     func format(_ event: FormatterEvent) throws -> FormatResult {
-        let context = event.document
-        let fields = event.fields
-
-        var embed = JSONObject()
-        let titleText = title?.render(context) ?? fields["title"]?.textValue ?? "\(event.source) event"
-        var usedBudget = 0
-        let embedTitle = TextLimits.truncate(titleText.isEmpty ? "\(event.source) event" : titleText, to: Limit.title)
-        embed["title"] = .string(embedTitle)
-        usedBudget += TextLimits.length(embedTitle)
-
-        let descriptionText = description?.render(context) ?? fields["summary"]?.textValue ?? ""
-        var embedDescription = TextLimits.truncate(descriptionText, to: Limit.description)
-
-        if let link = url?.render(context) ?? fields["url"]?.textValue, Self.isWebURL(link) {
-            embed["url"] = .string(link)
+        var built: [Embed] = []
+        for spec in embeds { built += spec.build(event, split: split) }
+        // The whole message: at most 10 embeds and 6000 characters across them; what does not fit is cut from the end.
+        var budget = Limit.embedTotal
+        var kept: [JSONValue] = []
+        for embed in built.prefix(Limit.embeds) {
+            guard let fitted = embed.fitted(to: budget) else { break }
+            budget -= fitted.size
+            kept.append(fitted.json)
         }
-        if !event.receivedAt.isEmpty { embed["timestamp"] = .string(event.receivedAt) }
-        if let color { embed["color"] = .int(color) }
-
-        let footerText = TextLimits.truncate(footer?.render(context) ?? "hookproxy · \(event.source)", to: Limit.footer)
-        if !footerText.isEmpty {
-            embed["footer"] = ["text": .string(footerText)]
-            usedBudget += TextLimits.length(footerText)
-        }
-
-        var embedFields: [JSONValue] = []
-        if listFields {
-            let shown = fields.filter { !["title", "summary", "url"].contains($0.key) && !$0.value.isNull }
-            for member in shown.prefix(Limit.fields) {
-                let name = TextLimits.truncate(member.key.isEmpty ? "\u{200B}" : member.key, to: Limit.fieldName)
-                let valueText = member.value.textValue
-                let value = TextLimits.truncate(valueText.isEmpty ? "—" : valueText, to: Limit.fieldValue)
-                let size = TextLimits.length(name) + TextLimits.length(value)
-                // Keep room for the description: fields are dropped before the description is cut further.
-                if usedBudget + size + min(TextLimits.length(embedDescription), 1) > Limit.embedTotal { break }
-                usedBudget += size
-                embedFields.append(["name": .string(name), "value": .string(value), "inline": .bool(value.count <= 40)])
-            }
-        }
-        embedDescription = TextLimits.truncate(embedDescription, to: min(Limit.description, Limit.embedTotal - usedBudget))
-        if !embedDescription.isEmpty { embed["description"] = .string(embedDescription) }
-        if !embedFields.isEmpty { embed["fields"] = .array(embedFields) }
 
         var message = JSONObject()
-        if let content {
-            let text = TextLimits.truncate(content.render(context), to: Limit.content)
-            if !text.isEmpty { message["content"] = .string(text) }
-        }
+        let context = event.document
+        var text = content?.render(context, escape: Self.defuseMentions) ?? ""
+        let tokens = mentionUsers.map { "<@\($0)>" } + mentionRoles.map { "<@&\($0)>" } + (mentionEveryone ? ["@everyone"] : [])
+        if !tokens.isEmpty { text = tokens.joined(separator: " ") + (text.isEmpty ? "" : " " + text) }
+        text = TextLimits.truncate(text, to: Limit.content)
+        if !text.isEmpty { message["content"] = .string(text) }
         if let name = username?.render(context), !name.isEmpty {
             message["username"] = .string(TextLimits.truncate(name, to: Limit.username))
         }
         if let avatar = avatarURL?.render(context), Self.isWebURL(avatar) { message["avatar_url"] = .string(avatar) }
-        message["embeds"] = [.object(embed)]
-        // Nothing in a message may mention anyone: payload text is untrusted.
-        message["allowed_mentions"] = ["parse": []]
+        if let thread = threadName?.render(context), !thread.isEmpty {
+            message["thread_name"] = .string(TextLimits.truncate(thread, to: Limit.threadName))
+        }
+        message["embeds"] = .array(kept)
+        // Only what the options name may be mentioned; text from a payload never pings anyone.
+        var allowed = JSONObject()
+        allowed["parse"] = .array(mentionEveryone ? ["everyone"] : [])
+        if !mentionUsers.isEmpty { allowed["users"] = .array(mentionUsers.map(JSONValue.string)) }
+        if !mentionRoles.isEmpty { allowed["roles"] = .array(mentionRoles.map(JSONValue.string)) }
+        message["allowed_mentions"] = .object(allowed)
         return .send(OutboundRequest(json: .object(message)))
     }
 
+    /// Inserted values cannot mention: `@` is followed by a zero-width space, so `@everyone` or `<@123>` from a payload
+    /// stays text (allowed_mentions stops the ping anyway; this also stops the highlight).
+    static func defuseMentions(_ text: String) -> String {
+        guard text.contains("@") else { return text }
+        return text.split(separator: "@", omittingEmptySubsequences: false).joined(separator: "@\u{200B}")
+    }
+
     static func isWebURL(_ text: String) -> Bool {
-        (text.hasPrefix("https://") || text.hasPrefix("http://")) && text.count > 8 && !text.contains(" ")
+        (text.hasPrefix("https://") || text.hasPrefix("http://")) && text.count > 8 && !text.contains(where: { $0 == " " || $0 == "\n" })
+    }
+}
+
+/// One embed's options, parsed once.
+struct EmbedSpec: Sendable {
+    enum Fields: Sendable {
+        case none
+        case mapped
+        case list([(name: Template, value: Template, inline: Bool?)])
+    }
+
+    let primary: Bool
+    let title: Template?
+    let description: Template?
+    let url: Template?
+    let colorRule: ColorRule
+    let author: (name: Template, url: Template?, icon: Template?)?
+    let footer: Template?
+    let footerIcon: Template?
+    let thumbnail: Template?
+    let image: Template?
+    let timestamp: Bool
+    let fields: Fields
+
+    init(_ options: PluginOptions, primary: Bool) throws {
+        self.primary = primary
+        title = try options.template("title")
+        description = try options.template("description")
+        url = try options.template("url")
+        footer = try options.template("footer")
+        footerIcon = try options.template("footer_icon_url")
+        thumbnail = try options.template("thumbnail_url")
+        image = try options.template("image_url")
+        timestamp = try options.bool("timestamp") ?? true
+        colorRule = try ColorRule(options, plugin: "discord", automatic: primary)
+        if let value = options.raw("author"), !value.isNull {
+            let author = try PluginOptions(value, plugin: "discord: author", known: ["name", "url", "icon_url"])
+            guard let name = try author.template("name") else { throw PluginError.permanent("discord: option 'author' needs 'name'") }
+            self.author = (name, try author.template("url"), try author.template("icon_url"))
+        } else {
+            author = nil
+        }
+        switch options.raw("fields") {
+        case nil, .null?: fields = primary ? .mapped : .none
+        case .bool(let flag)?: fields = flag ? .mapped : .none
+        case .array(let list)?:
+            fields = .list(
+                try list.enumerated().map { index, element in
+                    let field = try PluginOptions(element, plugin: "discord: fields[\(index)]", known: ["name", "value", "inline"])
+                    guard let name = try field.template("name"), let value = try field.template("value") else {
+                        throw PluginError.permanent("discord: option 'fields[\(index)]' needs 'name' and 'value'")
+                    }
+                    return (name, value, try field.bool("inline"))
+                })
+        default:
+            throw PluginError.permanent("discord: option 'fields' must be true, false or a list of {name, value, inline}")
+        }
+    }
+
+    /// The embed for `event`: one, or with `split`, a first embed and continuations holding what did not fit.
+    func build(_ event: FormatterEvent, split: Bool) -> [Embed] {
+        typealias Limit = DiscordFormatter.Limit
+        let context = event.document
+        let mapped = event.fields
+        var embed = Embed()
+        let fallbackTitle = primary ? (mapped["title"]?.textValue).flatMap { $0.isEmpty ? nil : $0 } ?? "\(event.source) event" : ""
+        embed.title = TextLimits.truncate(title?.render(context) ?? fallbackTitle, to: Limit.title)
+        let descriptionText = description?.render(context) ?? (primary ? mapped["summary"]?.textValue ?? "" : "")
+        if let link = url?.render(context) ?? (primary ? mapped["url"]?.textValue : nil), DiscordFormatter.isWebURL(link) {
+            embed.url = link
+        }
+        embed.color = colorRule.color(for: mapped)
+        if timestamp, !event.receivedAt.isEmpty { embed.timestamp = event.receivedAt }
+        if let author {
+            let name = author.name.render(context)
+            if !name.isEmpty {
+                embed.author = TextLimits.truncate(name, to: Limit.author)
+                embed.authorURL = author.url?.render(context).nilUnlessWebURL
+                embed.authorIcon = author.icon?.render(context).nilUnlessWebURL
+            }
+        }
+        let footerText = footer?.render(context) ?? (primary ? "hookproxy · \(event.source)" : "")
+        embed.footer = TextLimits.truncate(footerText, to: Limit.footer)
+        embed.footerIcon = footerIcon?.render(context).nilUnlessWebURL
+        embed.thumbnail = (thumbnail?.render(context) ?? (primary ? mapped["thumbnail"]?.textValue : nil))?.nilUnlessWebURL
+        embed.image = (image?.render(context) ?? (primary ? mapped["image"]?.textValue : nil))?.nilUnlessWebURL
+
+        var fieldList: [(name: String, value: String, inline: Bool)] = []
+        switch fields {
+        case .none: break
+        case .mapped:
+            for member in mapped where !["title", "summary", "url", "thumbnail", "image"].contains(member.key) && !member.value.isNull {
+                let value = member.value.textValue
+                fieldList.append((member.key, value, TextLimits.length(value) <= 40))
+            }
+        case .list(let specs):
+            for spec in specs {
+                let value = spec.value.render(context)
+                fieldList.append((spec.name.render(context), value, spec.inline ?? (TextLimits.length(value) <= 40)))
+            }
+        }
+        let cleaned = fieldList.map { field in
+            (
+                name: TextLimits.truncate(field.name.isEmpty ? "\u{200B}" : field.name, to: Limit.fieldName),
+                value: TextLimits.truncate(field.value.isEmpty ? "—" : field.value, to: Limit.fieldValue), inline: field.inline
+            )
+        }
+
+        guard split else {
+            embed.description = TextLimits.truncate(descriptionText, to: Limit.description)
+            embed.fields = Array(cleaned.prefix(Limit.fields))
+            return [embed]
+        }
+        // Overflow continues in further embeds (same colour, no title): the description in chunks, then the fields.
+        let chunks = TextLimits.split(descriptionText, maximumLength: Limit.description)
+        embed.description = chunks.first ?? ""
+        var result = [embed]
+        for chunk in chunks.dropFirst() {
+            var more = Embed()
+            more.description = chunk
+            more.color = embed.color
+            result.append(more)
+        }
+        var remaining = cleaned[...]
+        result[0].fields = Array(remaining.prefix(Limit.fields))
+        remaining = remaining.dropFirst(Limit.fields)
+        while !remaining.isEmpty {
+            var more = Embed()
+            more.color = embed.color
+            more.fields = Array(remaining.prefix(Limit.fields))
+            remaining = remaining.dropFirst(Limit.fields)
+            result.append(more)
+        }
+        return result
+    }
+}
+
+/// An embed being built, with the text that counts towards Discord's 6000-character message total.
+struct Embed {
+    var title = ""
+    var description = ""
+    var url: String?
+    var color: Int?
+    var timestamp: String?
+    var author = ""
+    var authorURL: String?
+    var authorIcon: String?
+    var footer = ""
+    var footerIcon: String?
+    var thumbnail: String?
+    var image: String?
+    var fields: [(name: String, value: String, inline: Bool)] = []
+
+    /// The embed within `budget` characters (fields dropped, then the description cut, then footer, author and title), or
+    /// nil when not even a cut-down version fits.
+    func fitted(to budget: Int) -> (json: JSONValue, size: Int)? {
+        var embed = self
+        func size() -> Int {
+            TextLimits.length(embed.title) + TextLimits.length(embed.description) + TextLimits.length(embed.footer)
+                + TextLimits.length(embed.author) + embed.fields.reduce(0) { $0 + TextLimits.length($1.name) + TextLimits.length($1.value) }
+        }
+        let fixed = TextLimits.length(embed.title) + TextLimits.length(embed.footer) + TextLimits.length(embed.author)
+        // The description comes before the fields: fields are dropped before the description is cut.
+        let wanted = fixed + TextLimits.length(embed.description)
+        var kept: [(name: String, value: String, inline: Bool)] = []
+        var used = wanted
+        for field in embed.fields {
+            let cost = TextLimits.length(field.name) + TextLimits.length(field.value)
+            if used + cost > budget { break }
+            used += cost
+            kept.append(field)
+        }
+        embed.fields = kept
+        if size() > budget {
+            let room = budget - (size() - TextLimits.length(embed.description))
+            embed.description = room > 0 ? TextLimits.truncate(embed.description, to: room) : ""
+        }
+        if size() > budget { embed.footer = "" }
+        if size() > budget { embed.author = "" }
+        if size() > budget {
+            embed.title = TextLimits.truncate(embed.title, to: max(0, budget - (size() - TextLimits.length(embed.title))))
+        }
+        let total = size()
+        guard total <= budget, total > 0 || embed.image != nil || embed.thumbnail != nil else { return nil }
+        return (embed.json, total)
+    }
+
+    var json: JSONValue {
+        var object = JSONObject()
+        if !title.isEmpty { object["title"] = .string(title) }
+        if !description.isEmpty { object["description"] = .string(description) }
+        if let url { object["url"] = .string(url) }
+        if let color { object["color"] = .int(color) }
+        if let timestamp { object["timestamp"] = .string(timestamp) }
+        if !author.isEmpty {
+            var value = JSONObject()
+            value["name"] = .string(author)
+            if let authorURL { value["url"] = .string(authorURL) }
+            if let authorIcon { value["icon_url"] = .string(authorIcon) }
+            object["author"] = .object(value)
+        }
+        if !footer.isEmpty {
+            var value = JSONObject()
+            value["text"] = .string(footer)
+            if let footerIcon { value["icon_url"] = .string(footerIcon) }
+            object["footer"] = .object(value)
+        }
+        if let thumbnail { object["thumbnail"] = ["url": .string(thumbnail)] }
+        if let image { object["image"] = ["url": .string(image)] }
+        if !fields.isEmpty {
+            object["fields"] = .array(fields.map { ["name": .string($0.name), "value": .string($0.value), "inline": .bool($0.inline)] })
+        }
+        return .object(object)
     }
 }
 
 extension String {
-    fileprivate func trimmingPrefix(_ prefix: String) -> String {
-        hasPrefix(prefix) ? String(dropFirst(prefix.count)) : self
-    }
+    fileprivate var nilUnlessWebURL: String? { DiscordFormatter.isWebURL(self) ? self : nil }
 }

@@ -5,10 +5,12 @@ import PluginKit
 /// payload text escaped so that it cannot forge links or mentions.
 ///
 /// Options: `title`, `text`, `description`, `footer` (templates; values inserted into mrkdwn are escaped, the template's
-/// own text is not, so `<{{fields.url}}|open>` makes a link), `fields` (`true` to list the mapped fields, the default).
+/// own text is not, so `<{{fields.url}}|open>` makes a link), `fields` (`true` to list the mapped fields, the default),
+/// `link_text` (the text of the link to the mapped `url`, default "Open"), and `color` / `color_by` for the legacy
+/// attachment colour bar (the blocks then go inside one attachment; see ``ColorRule``).
 struct SlackFormatter: FormatterPlugin {
     static let name = "slack"
-    static let version = "1.0.0"
+    static let version = "1.1.0"
 
     /// Slack's documented Block Kit limits, in characters.
     enum Limit {
@@ -26,10 +28,14 @@ struct SlackFormatter: FormatterPlugin {
     let description: Template?
     let footer: Template?
     let listFields: Bool
+    let linkText: String
+    let colorRule: ColorRule
 
     init(options: JSONValue) throws {
         let options = try PluginOptions(
-            options, plugin: Self.name, known: ["title", "text", "description", "footer", "fields"])
+            options, plugin: Self.name, known: ["title", "text", "description", "footer", "fields", "link_text", "color", "color_by"])
+        linkText = try options.string("link_text") ?? "Open"
+        colorRule = try ColorRule(options, plugin: Self.name, automatic: false)
         title = try options.template("title")
         text = try options.template("text")
         description = try options.template("description")
@@ -74,7 +80,7 @@ struct SlackFormatter: FormatterPlugin {
 
         var body = description?.render(context, escape: Self.escape) ?? fields["summary"].map { Self.escape($0.textValue) } ?? ""
         if let link = fields["url"]?.textValue, description == nil, link.hasPrefix("http"), !link.contains(where: { "<>| ".contains($0) }) {
-            body += (body.isEmpty ? "" : "\n") + "<\(link)|Open>"
+            body += (body.isEmpty ? "" : "\n") + "<\(link)|\(Self.escape(linkText).filter { $0 != "|" })>"
         }
         if !body.isEmpty {
             blocks.append(["type": "section", "text": ["type": "mrkdwn", "text": .string(Self.truncateMarkup(body, to: Limit.section))]])
@@ -103,7 +109,12 @@ struct SlackFormatter: FormatterPlugin {
         }
 
         let fallback = text?.render(context, escape: Self.escape) ?? Self.escape(header)
-        let message: JSONValue = ["text": .string(Self.truncateMarkup(fallback, to: Limit.text)), "blocks": .array(blocks)]
-        return .send(OutboundRequest(json: message))
+        let text = JSONValue.string(Self.truncateMarkup(fallback, to: Limit.text))
+        if let color = colorRule.color(for: fields) {
+            // The legacy attachment draws the colour bar beside the blocks.
+            let attachment: JSONValue = ["color": .string(ColorRule.hex(color)), "blocks": .array(blocks)]
+            return .send(OutboundRequest(json: ["text": text, "attachments": [attachment]]))
+        }
+        return .send(OutboundRequest(json: ["text": text, "blocks": .array(blocks)]))
     }
 }

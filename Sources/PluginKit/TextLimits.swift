@@ -27,4 +27,36 @@ public enum TextLimits {
         }
         return limit >= ellipsisLength ? String(text[..<end]) + ellipsis : String(text[..<end])
     }
+
+    /// `text` in pieces of at most `maximumLength` each, in order, never cutting a character: each piece ends at the
+    /// last line break (else space) in its second half when there is one. Empty text gives no pieces.
+    public static func split(_ text: String, maximumLength: Int) -> [String] {
+        guard maximumLength > 0, !text.isEmpty else { return [] }
+        var pieces: [String] = []
+        var rest = Substring(text)
+        while !rest.isEmpty {
+            if rest.utf16.count <= maximumLength {
+                pieces.append(String(rest))
+                break
+            }
+            var used = 0
+            var end = rest.startIndex
+            var lineBreak: Substring.Index?
+            var space: Substring.Index?
+            for character in rest {
+                let size = character.utf16.count
+                if used + size > maximumLength { break }
+                used += size
+                end = rest.index(after: end)
+                if used * 2 >= maximumLength {
+                    if character.isNewline { lineBreak = end } else if character == " " { space = end }
+                }
+            }
+            if end == rest.startIndex { end = rest.index(after: end) }  // one character longer than the limit
+            let cut = lineBreak ?? space ?? end
+            pieces.append(String(rest[..<cut]))
+            rest = rest[cut...]
+        }
+        return pieces
+    }
 }

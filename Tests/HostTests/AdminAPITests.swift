@@ -152,7 +152,7 @@ struct AdminAPITests {
         let auth = [("Authorization", "Bearer admin-token-3")]
         let plugins = try await send(.GET, server.adminURL + "/admin/plugins", headers: auth)
         let names = plugins.json?["plugins"]?.arrayValue?.compactMap { $0["name"]?.stringValue } ?? []
-        #expect(names == ["discord", "generic", "slack"])
+        #expect(names == ["discord", "generic", "github", "slack"])
         #expect(plugins.json?["plugins"]?.arrayValue?.first?["abi_version"] == 1)
 
         let config = try await send(.GET, server.adminURL + "/admin/config", headers: auth)

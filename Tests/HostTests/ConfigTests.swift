@@ -234,8 +234,8 @@ struct ConfigTests {
         }
         #expect(
             error.problems.map(\.description) == [
-                "/etc/hookproxy/sources.yaml:3: destinations.a.formatter: no loaded plugin is named 'discrod' (did you mean 'discord'?); loaded: discord, generic, slack",
-                "/etc/hookproxy/sources.yaml:6: destinations.b.formatter: plugin 'slack' rejected its options: slack: unknown option 'colour'",
+                "/etc/hookproxy/sources.yaml:3: destinations.a.formatter: no loaded plugin is named 'discrod' (did you mean 'discord'?); loaded formatters: discord, generic, slack",
+                "/etc/hookproxy/sources.yaml:6: destinations.b.formatter: plugin 'slack' rejected its options: slack: unknown option 'colour' (did you mean 'color'?)",
                 "/etc/hookproxy/sources.yaml:14: sources.app.destinations[1]: plugin 'generic' rejected its options: generic: option 'mode' must be one of raw, envelope, template, not 'sideways'",
             ])
     }

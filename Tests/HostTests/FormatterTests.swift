@@ -126,6 +126,136 @@ struct FormatterTests {
         }
     }
 
+    @Test("discord: several embeds, author, thumbnail, image, colour by a field's value, thread name")
+    func discordComplete() throws {
+        let discord = try instance(
+            "discord",
+            [
+                "username": "CI", "thread_name": "{{fields.repo}} builds",
+                "embeds": [
+                    [
+                        "title": "{{fields.title}}", "author": ["name": "{{fields.actor}}", "icon_url": "{{fields.avatar}}"],
+                        "thumbnail_url": "{{fields.avatar}}", "image_url": "https://img.example/{{fields.n}}.png",
+                        "color_by": ["field": "status", "colors": ["passed": "#00ff00", "failed": "#ff0000"], "default": "#999999"],
+                        "fields": [["name": "Branch", "value": "{{fields.branch}}", "inline": true]],
+                        "footer": "build {{fields.n}}", "footer_icon_url": "https://img.example/logo.png",
+                    ],
+                    ["description": "second embed for {{fields.repo}}", "color": "#0000ff", "timestamp": false],
+                ],
+            ])
+        func message(status: String) throws -> JSONValue {
+            try format(
+                discord,
+                Self.event(fields: [
+                    "title": "Build 7", "actor": "octocat", "avatar": "https://avatars.example/o.png", "n": 7, "branch": "main",
+                    "repo": "acme/api", "status": .string(status),
+                ])
+            ).json
+        }
+        let failed = try message(status: "failed")
+        #expect(failed["thread_name"] == "acme/api builds")
+        let embeds = try #require(failed["embeds"]?.arrayValue)
+        #expect(embeds.count == 2)
+        #expect(embeds[0]["title"] == "Build 7")
+        #expect(embeds[0]["author"] == ["name": "octocat", "icon_url": "https://avatars.example/o.png"])
+        #expect(embeds[0]["thumbnail"] == ["url": "https://avatars.example/o.png"])
+        #expect(embeds[0]["image"] == ["url": "https://img.example/7.png"])
+        #expect(embeds[0]["color"] == .int(0xFF0000))
+        #expect(embeds[0]["fields"] == [["name": "Branch", "value": "main", "inline": true]])
+        #expect(embeds[0]["footer"] == ["text": "build 7", "icon_url": "https://img.example/logo.png"])
+        #expect(embeds[1]["description"] == "second embed for acme/api")
+        #expect(embeds[1]["color"] == .int(0x0000FF))
+        #expect(embeds[1]["timestamp"] == nil)
+        #expect(try message(status: "passed")["embeds"]?.arrayValue?.first?["color"] == .int(0x00FF00))
+        #expect(try message(status: "odd")["embeds"]?.arrayValue?.first?["color"] == .int(0x999999))
+        // Without any colour option, a mapped `status` picks the palette colour.
+        let plain = try format(try instance("discord"), Self.event(fields: ["title": "x", "status": "failure"])).json
+        #expect(plain["embeds"]?.arrayValue?.first?["color"] == .int(0xE74C3C))
+        #expect(throws: PluginInstanceError.self) { try instance("discord", ["embeds": [["title": "a"]], "title": "b"]) }
+        #expect(throws: PluginInstanceError.self) { try instance("discord", ["color_by": ["colors": ["a": "#fff"]]]) }
+        #expect(throws: PluginInstanceError.self) { try instance("discord", ["author": ["url": "https://x"]]) }
+    }
+
+    @Test("discord: mentions come from the options only; payload text in content cannot ping")
+    func discordMentions() throws {
+        let discord = try instance(
+            "discord",
+            ["content": "deploy by {{fields.actor}}", "mentions": ["users": ["80351110224678912"], "roles": ["41771983423143936"]]])
+        let message = try format(discord, Self.event(fields: ["actor": "@everyone <@1234>"])).json
+        #expect(message["content"] == .string("<@80351110224678912> <@&41771983423143936> deploy by @\u{200B}everyone <@\u{200B}1234>"))
+        #expect(message["allowed_mentions"] == ["parse": [], "users": ["80351110224678912"], "roles": ["41771983423143936"]])
+        let everyone = try format(try instance("discord", ["mentions": ["everyone": true]]), Self.event(fields: [:])).json
+        #expect(everyone["content"] == "@everyone")
+        #expect(everyone["allowed_mentions"] == ["parse": ["everyone"]])
+        #expect(throws: PluginInstanceError.self) { try instance("discord", ["mentions": ["users": ["@bob"]]]) }
+    }
+
+    @Test("discord: overflow split keeps a long description whole across further embeds")
+    func discordSplit() throws {
+        let discord = try instance("discord", ["overflow": "split", "description": "{{fields.log}}", "fields": false])
+        var generator = SystemRandomNumberGenerator()
+        var log = ""
+        while log.utf16.count < 5000 { log += RandomText.make(maximumLength: 40, using: &generator) + "\n" }
+        let message = try format(discord, Self.event(fields: ["log": .string(log)])).json
+        let embeds = try #require(message["embeds"]?.arrayValue)
+        #expect(embeds.count == 2)
+        #expect(embeds.compactMap { $0["description"]?.stringValue }.joined() == log, "text was lost or changed in the split")
+        let truncated = try format(try instance("discord", ["description": "{{fields.log}}"]), Self.event(fields: ["log": .string(log)]))
+            .json
+        #expect(truncated["embeds"]?.arrayValue?.count == 1)
+        #expect(truncated["embeds"]?.arrayValue?.first?["description"]?.stringValue?.hasSuffix("…") == true)
+    }
+
+    @Test("discord: with several embeds and split overflow, random input still fits every limit of the whole message")
+    func discordMessageLimits() throws {
+        let discord = try instance(
+            "discord",
+            [
+                "overflow": "split", "content": "{{fields.body}}", "username": "{{fields.title}}", "thread_name": "{{fields.title}}",
+                "embeds": [
+                    [
+                        "title": "{{fields.title}}", "description": "{{fields.body}}", "author": ["name": "{{fields.title}}"],
+                        "footer": "{{fields.body}}",
+                    ],
+                    ["title": "{{fields.title}}", "description": "{{fields.body}}", "fields": true],
+                    ["description": "{{fields.body}}"],
+                ],
+            ])
+        var generator = SystemRandomNumberGenerator()
+        for round in 0..<30 {
+            var fields = JSONObject()
+            fields["title"] = .string(RandomText.make(maximumLength: 400, using: &generator))
+            fields["body"] = .string(RandomText.make(maximumLength: round % 2 == 0 ? 9000 : 500, using: &generator))
+            for index in 0..<Int.random(in: 0...60, using: &generator) {
+                fields["f\(index)"] = .string(RandomText.make(maximumLength: 900, using: &generator))
+            }
+            let message = try format(discord, Self.event(fields: .object(fields))).json
+            func length(_ value: JSONValue?) -> Int { value?.stringValue?.utf16.count ?? 0 }
+            #expect(length(message["content"]) <= 2000)
+            #expect(length(message["username"]) <= 80)
+            #expect(length(message["thread_name"]) <= 100)
+            let embeds = message["embeds"]?.arrayValue ?? []
+            #expect(embeds.count <= 10 && !embeds.isEmpty)
+            var total = 0
+            for embed in embeds {
+                #expect(length(embed["title"]) <= 256)
+                #expect(length(embed["description"]) <= 4096)
+                #expect(length(embed["footer"]?["text"]) <= 2048)
+                #expect(length(embed["author"]?["name"]) <= 256)
+                let embedFields = embed["fields"]?.arrayValue ?? []
+                #expect(embedFields.count <= 25)
+                total +=
+                    length(embed["title"]) + length(embed["description"]) + length(embed["footer"]?["text"])
+                    + length(embed["author"]?["name"])
+                for field in embedFields {
+                    #expect(length(field["name"]) <= 256 && length(field["value"]) <= 1024)
+                    total += length(field["name"]) + length(field["value"])
+                }
+            }
+            #expect(total <= 6000)
+        }
+    }
+
     // MARK: Slack
 
     @Test("slack: a text fallback and header, section, fields and context blocks with mrkdwn escaped")
@@ -179,6 +309,21 @@ struct FormatterTests {
                 }
             }
         }
+    }
+
+    @Test("slack: the link to the mapped url, and the legacy colour bar by a field's value")
+    func slackLinkAndColour() throws {
+        let slack = try instance("slack", ["link_text": "View run", "color_by": "status"])
+        let message = try format(slack, Self.event(fields: ["title": "CI failed", "url": "https://ci.example/1", "status": "failure"])).json
+        let attachment = try #require(message["attachments"]?.arrayValue?.first)
+        #expect(attachment["color"] == "#e74c3c")
+        let section = try #require(attachment["blocks"]?.arrayValue?.first { $0["type"] == "section" && $0["text"] != nil })
+        #expect(section["text"]?["text"] == "<https://ci.example/1|View run>")
+        #expect(message["text"] == "CI failed")
+        // Without a colour option, no attachment: plain blocks.
+        let plain = try format(try instance("slack"), Self.event(fields: ["title": "x", "status": "failure"])).json
+        #expect(plain["attachments"] == nil && plain["blocks"] != nil)
+        #expect(throws: PluginInstanceError.self) { try instance("slack", ["color": "blue"]) }
     }
 
     // MARK: Generic

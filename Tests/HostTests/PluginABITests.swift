@@ -17,15 +17,15 @@ func compileCPlugin(into directory: String, file: String = "libminimal.so", defi
 
 @Suite("Plugin ABI")
 struct PluginABITests {
-    @Test("the three shipped plugins load from beside the executable with their declared names")
+    @Test("the four shipped plugins load from beside the executable with their declared names and capabilities")
     func shippedPluginsLoad() async throws {
         let catalog = PluginLoader.discover(directory: TestPaths.temporaryDirectory("empty"), logger: testLogger)
-        for name in ["discord", "slack", "generic"] {
+        for name in ["discord", "slack", "generic", "github"] {
             let plugin = try #require(catalog.plugins[name], "plugin \(name) not found; refusals: \(catalog.refusals)")
-            #expect(plugin.isFormatter)
+            #expect(name == "github" ? plugin.isMapper && !plugin.isFormatter : plugin.isFormatter)
             #expect(plugin.abiVersion == 1)
             #expect(plugin.file.hasSuffix("/libhookproxy-\(name).so"))
-            #expect(plugin.version == "1.0.0")
+            #expect(plugin.version.split(separator: ".").count == 3 && plugin.version.split(separator: ".").allSatisfy { Int($0) != nil })
         }
         #expect(catalog.refusals.isEmpty)
     }

@@ -32,7 +32,8 @@ final class PluginInstances: Sendable {
             guard let plugin = catalog.plugins[name] else {
                 var message = "no loaded plugin is named '\(name)'"
                 if let close = PluginOptions.closest(to: name, in: catalog.plugins.keys) { message += " (did you mean '\(close)'?)" }
-                message += "; loaded: \(catalog.plugins.keys.sorted().joined(separator: ", "))"
+                let able = catalog.plugins.values.filter { $0.capabilityNames.contains(capability) }.map(\.name).sorted()
+                message += "; loaded \(capability)s: \(able.isEmpty ? "none" : able.joined(separator: ", "))"
                 if !catalog.refusals.isEmpty { message += "; \(catalog.refusals.count) plugin file(s) were refused, see above" }
                 report(message)
                 return nil
