@@ -18,6 +18,8 @@ let package = Package(
         .library(name: "hookproxy-slack", type: .dynamic, targets: ["SlackPlugin"]),
         .library(name: "hookproxy-generic", type: .dynamic, targets: ["GenericPlugin"]),
         .library(name: "hookproxy-github", type: .dynamic, targets: ["GitHubPlugin"]),
+        // The Swift example of docs/plugins.md: built as libntfy.so, loaded only when copied into a plugins directory.
+        .library(name: "ntfy", type: .dynamic, targets: ["NtfyExample"]),
         .library(name: "PluginKit", targets: ["PluginKit"]),
     ],
     dependencies: [
@@ -72,6 +74,9 @@ let package = Package(
             linkerSettings: pluginLinkerSettings),
         .target(
             name: "GitHubPlugin", dependencies: ["PluginKit"], path: "Plugins/GitHub", swiftSettings: strict,
+            linkerSettings: pluginLinkerSettings),
+        .target(
+            name: "NtfyExample", dependencies: ["PluginKit", "PluginABI"], path: "examples/plugins/ntfy", swiftSettings: strict,
             linkerSettings: pluginLinkerSettings),
         .testTarget(
             name: "HostTests",

@@ -77,7 +77,12 @@ struct DeliverySender: Sendable {
         let formatStart = clock.now
         let prepared = Self.prepare(delivery, destination: destination, formatter: formatter, attempt: number)
         let plugin = [("plugin", formatter.plugin.name)]
-        metrics.record("hookproxy_plugin_format_duration_seconds", plugin, duration: clock.now - formatStart)
+        let formatTime = clock.now - formatStart
+        metrics.record("hookproxy_plugin_format_duration_seconds", plugin, duration: formatTime)
+        if formatTime > PluginInstance.slowCall {
+            metrics.increment("hookproxy_plugin_slow_calls_total", plugin + [("operation", "format")])
+            logger.warning("formatter slow", metadata: ["plugin": "\(formatter.plugin.name)", "took": "\(formatTime)"])
+        }
         if case .failed = prepared { metrics.increment("hookproxy_plugin_errors_total", plugin + [("operation", "format")]) }
         switch prepared {
         case .send(let prepared, _): request = prepared

@@ -99,12 +99,19 @@ struct Ingestor: Sendable {
         var fields = JSONObject()
         if let mapper = runtime.instances.mapper(source: name) {
             let document: JSONValue = ["source": .string(name), "headers": .object(headerObject), "payload": payload ?? .null]
-            switch mapper.map(document: document.serializedBytes(), body: body, contentType: contentType) {
+            let clock = ContinuousClock()
+            let started = clock.now
+            let outcome = mapper.map(document: document.serializedBytes(), body: body, contentType: contentType)
+            if clock.now - started > PluginInstance.slowCall {
+                logger.warning(
+                    "mapper slow",
+                    metadata: ["plugin": "\(mapper.plugin.name)", "took": "\(clock.now - started)", "request_id": "\(requestID)"])
+            }
+            switch outcome {
             case .fields(let mapped): fields = mapped
             case .failed(let message, let permanent):
                 logger.warning("mapper failed", metadata: ["source": "\(name)", "request_id": "\(requestID)", "error": "\(message)"])
-                if permanent { throw APIError.mapperFailed(message) }
-                throw APIError.storageUnavailable()
+                throw permanent ? APIError.mapperFailed(message) : APIError.mapperUnavailable(message)
             }
         }
         for field in source.mapping {

@@ -10,6 +10,10 @@ import PluginKit
 /// `@unchecked Sendable`: the plugin handle is opaque to the host and the ABI requires `on_format` / `on_map` to be
 /// callable concurrently on one instance; the handle itself is never mutated after creation.
 final class PluginInstance: @unchecked Sendable {
+    /// A format or map call taking longer than this is reported (logged, and counted in
+    /// `hookproxy_plugin_slow_calls_total`): plugin calls run on the host's workers and cannot be interrupted.
+    static let slowCall: Duration = .milliseconds(500)
+
     let plugin: LoadedPlugin
     private let handle: UnsafeMutableRawPointer?
 

@@ -106,6 +106,13 @@ struct APIError: Error, HTTPResponseError, CustomStringConvertible {
     static func mapperFailed(_ message: String) -> APIError {
         APIError(.mapperFailed, .badRequest, "the source's mapper failed: \(message)")
     }
+    /// A mapper's transient failure: nothing was stored; the sender should try again.
+    static func mapperUnavailable(_ message: String) -> APIError {
+        var error = APIError(
+            .mapperFailed, .serviceUnavailable, "the source's mapper failed for now, nothing was stored; retry: \(message)")
+        error.headers[.retryAfter] = "5"
+        return error
+    }
     static func internalError() -> APIError { APIError(.internalError, .internalServerError, "an unexpected error occurred") }
 
     /// Wraps an error Hummingbird raised itself (no route, method not allowed, ...).

@@ -1,9 +1,12 @@
 /* A minimal formatter written in C against hookproxy_plugin.h alone; the tests compile it with cc at test time.
  * Body sent: "minimal:" followed by the event document. Options: {"reject": true} is refused.
  * -DPLUGIN_NAME="..." renames it; -DTABLE_ABI_VERSION=N stamps another ABI version; -DNO_ENTRY leaves out the entry;
- * -DWITH_MAPPER adds a mapper that returns {"from_mapper": "<content type>", "repo": "mapper-repo"}. */
+ * -DWITH_MAPPER adds a mapper that returns {"from_mapper": "<content type>", "repo": "mapper-repo"}.
+ * A raw body containing SKIP_ME, FAIL_TRANSIENT or FAIL_PERMANENT makes on_format skip or fail with a message; SLOW_ME
+ * makes it take 1.2 s before formatting. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "hookproxy_plugin.h"
 
@@ -32,8 +35,31 @@ static void on_instance_destroy(void *instance) { (void)instance; }
 
 static const hookproxy_header extra_headers[] = {{"X-Minimal", 9, "1", 1}};
 
+static int body_has(const hookproxy_event *event, const char *marker) {
+    return event->body_len > 0 && memmem(event->body, event->body_len, marker, strlen(marker)) != NULL;
+}
+
 static hookproxy_status on_format(void *instance, const hookproxy_event *event, hookproxy_output *output) {
     (void)instance;
+    if (body_has(event, "SKIP_ME")) {
+        output->error = "minimal: told to skip";
+        output->error_len = 21;
+        return HOOKPROXY_SKIP;
+    }
+    if (body_has(event, "FAIL_TRANSIENT")) {
+        output->error = "minimal: a passing problem";
+        output->error_len = 26;
+        return HOOKPROXY_ERROR_TRANSIENT;
+    }
+    if (body_has(event, "FAIL_PERMANENT")) {
+        output->error = "minimal: cannot format this event";
+        output->error_len = 33;
+        return HOOKPROXY_ERROR_PERMANENT;
+    }
+    if (body_has(event, "SLOW_ME")) {
+        struct timespec pause = {1, 200000000};
+        nanosleep(&pause, NULL);
+    }
     static const char prefix[] = "minimal:";
     size_t length = sizeof(prefix) - 1 + event->json_len;
     uint8_t *body = malloc(length);
