@@ -351,6 +351,25 @@ struct FormatterTests {
         #expect(throws: PluginInstanceError.self) { try instance("generic", ["mode": "sideways"]) }
     }
 
+    @Test("generic template: random field contents (quotes, newlines, controls, emoji, combining marks) always give valid JSON")
+    func genericTemplateProperty() throws {
+        let template = try instance(
+            "generic",
+            [
+                "mode": "template",
+                "template": ["text": "{{fields.a}} and {{fields.b}}", "raw": "{{fields.a}}", "nested": ["x": ["{{fields.b}}"]]],
+            ])
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<200 {
+            let a = RandomText.make(maximumLength: 200, using: &generator)
+            let b = RandomText.make(maximumLength: 50, using: &generator)
+            // format() checks the body with an independent JSON parser.
+            let rendered = try format(template, Self.event(fields: ["a": .string(a), "b": .string(b)])).json
+            #expect(rendered["text"] == .string(a + " and " + b))
+            #expect(rendered["raw"] == .string(a))
+        }
+    }
+
     @Test("one template renders the same text in all three formatters")
     func templatesAgree() throws {
         let template = "{{fields.repo}} {{payload.a.b}} {{source}} {{id}}"
