@@ -7,7 +7,8 @@ import PluginKit
 /// - message: `username`, `avatar_url`, `content`, `mentions` (`{users: [ids], roles: [ids], everyone: bool}`),
 ///   `thread_name` (creates a thread in a forum channel; to post into an existing thread put `?thread_id=…` in the
 ///   destination URL), `overflow` (`truncate`, the default, or `split`: text beyond an embed's limits continues in
-///   further embeds of the message instead of being cut);
+///   further embeds, and beyond one message's limits in further messages, sent in order, instead of being cut; not
+///   across messages with `thread_name`, as each message would open a new thread);
 /// - one embed from the top-level keys, or several from `embeds: [{…}, …]`, each with `title`, `description`, `url`,
 ///   `color` (`#RRGGBB`, `0xRRGGBB` or a number), `color_by` (a field name, or `{field, colors: {value: color},
 ///   default}`), `author` (`{name, url, icon_url}`), `footer`, `footer_icon_url`, `thumbnail_url`, `image_url`,
@@ -95,40 +96,62 @@ struct DiscordFormatter: FormatterPlugin {
         return (try ids("users"), try ids("roles"), try options.bool("everyone") ?? false)
     }
 
+    /// The most messages one event is split into.
+    static let maximumMessages = 10
+
     func format(_ event: FormatterEvent) throws -> FormatResult {
         var built: [Embed] = []
         for spec in embeds { built += spec.build(event, split: split) }
-        // The whole message: at most 10 embeds and 6000 characters across them; what does not fit is cut from the end.
+        let context = event.document
+        let thread = threadName?.render(context) ?? ""
+        // A message holds at most 10 embeds and 6000 characters across them. With `overflow: split` (and no
+        // thread_name: each message would open a new thread) embeds that do not fit start a further message;
+        // otherwise what does not fit is cut from the end.
+        let continues = split && thread.isEmpty
+        var messages: [[JSONValue]] = [[]]
         var budget = Limit.embedTotal
-        var kept: [JSONValue] = []
-        for embed in built.prefix(Limit.embeds) {
-            guard let fitted = embed.fitted(to: budget) else { break }
+        for embed in built {
+            if continues, !messages[messages.count - 1].isEmpty,
+                messages[messages.count - 1].count == Limit.embeds || embed.size > budget
+            {
+                guard messages.count < Self.maximumMessages else { break }
+                messages.append([])
+                budget = Limit.embedTotal
+            }
+            if messages[messages.count - 1].count == Limit.embeds { break }
+            guard let fitted = embed.fitted(to: budget) else {
+                if continues { continue } else { break }
+            }
             budget -= fitted.size
-            kept.append(fitted.json)
+            messages[messages.count - 1].append(fitted.json)
         }
 
-        var message = JSONObject()
-        let context = event.document
+        var first = JSONObject()
         var text = content?.render(context, escape: Self.defuseMentions) ?? ""
         let tokens = mentionUsers.map { "<@\($0)>" } + mentionRoles.map { "<@&\($0)>" } + (mentionEveryone ? ["@everyone"] : [])
         if !tokens.isEmpty { text = tokens.joined(separator: " ") + (text.isEmpty ? "" : " " + text) }
         text = TextLimits.truncate(text, to: Limit.content)
-        if !text.isEmpty { message["content"] = .string(text) }
+        if !text.isEmpty { first["content"] = .string(text) }
+        if !thread.isEmpty { first["thread_name"] = .string(TextLimits.truncate(thread, to: Limit.threadName)) }
+        var common = JSONObject()
         if let name = username?.render(context), !name.isEmpty {
-            message["username"] = .string(TextLimits.truncate(name, to: Limit.username))
+            common["username"] = .string(TextLimits.truncate(name, to: Limit.username))
         }
-        if let avatar = avatarURL?.render(context), Self.isWebURL(avatar) { message["avatar_url"] = .string(avatar) }
-        if let thread = threadName?.render(context), !thread.isEmpty {
-            message["thread_name"] = .string(TextLimits.truncate(thread, to: Limit.threadName))
-        }
-        message["embeds"] = .array(kept)
+        if let avatar = avatarURL?.render(context), Self.isWebURL(avatar) { common["avatar_url"] = .string(avatar) }
         // Only what the options name may be mentioned; text from a payload never pings anyone.
         var allowed = JSONObject()
         allowed["parse"] = .array(mentionEveryone ? ["everyone"] : [])
         if !mentionUsers.isEmpty { allowed["users"] = .array(mentionUsers.map(JSONValue.string)) }
         if !mentionRoles.isEmpty { allowed["roles"] = .array(mentionRoles.map(JSONValue.string)) }
-        message["allowed_mentions"] = .object(allowed)
-        return .send(OutboundRequest(json: .object(message)))
+
+        let requests = messages.enumerated().map { index, embeds in
+            var message = index == 0 ? first : JSONObject()
+            for member in common { message[member.key] = member.value }
+            message["embeds"] = .array(embeds)
+            message["allowed_mentions"] = index == 0 ? .object(allowed) : ["parse": []]
+            return OutboundRequest(json: .object(message))
+        }
+        return requests.count == 1 ? .send(requests[0]) : .sendAll(requests)
     }
 
     /// Inserted values cannot mention: `@` is followed by a zero-width space, so `@everyone` or `<@123>` from a payload
@@ -206,7 +229,8 @@ struct EmbedSpec: Sendable {
         let mapped = event.fields
         var embed = Embed()
         let fallbackTitle = primary ? (mapped["title"]?.textValue).flatMap { $0.isEmpty ? nil : $0 } ?? "\(event.source) event" : ""
-        embed.title = TextLimits.truncate(title?.render(context) ?? fallbackTitle, to: Limit.title)
+        let renderedTitle = title?.render(context) ?? ""
+        embed.title = TextLimits.truncate(renderedTitle.isEmpty ? fallbackTitle : renderedTitle, to: Limit.title)
         let descriptionText = description?.render(context) ?? (primary ? mapped["summary"]?.textValue ?? "" : "")
         if let link = url?.render(context) ?? (primary ? mapped["url"]?.textValue : nil), DiscordFormatter.isWebURL(link) {
             embed.url = link
@@ -263,18 +287,36 @@ struct EmbedSpec: Sendable {
             more.color = embed.color
             result.append(more)
         }
-        var remaining = cleaned[...]
-        result[0].fields = Array(remaining.prefix(Limit.fields))
-        remaining = remaining.dropFirst(Limit.fields)
-        while !remaining.isEmpty {
+        // Fields in groups of at most 25 that fit one message with room to spare; the first group joins the first embed
+        // when it fits there.
+        var groups: [[(name: String, value: String, inline: Bool)]] = [[]]
+        var runningSize = 0
+        for field in cleaned {
+            let cost = TextLimits.length(field.name) + TextLimits.length(field.value)
+            if groups[groups.count - 1].count == Limit.fields || runningSize + cost > Limit.embedTotal / 2 {
+                groups.append([])
+                runningSize = 0
+            }
+            groups[groups.count - 1].append(field)
+            runningSize += cost
+        }
+        groups.removeAll { $0.isEmpty }
+        if let firstGroup = groups.first, result.count == 1, result[0].size + groupSize(firstGroup) <= Limit.embedTotal {
+            result[0].fields = firstGroup
+            groups.removeFirst()
+        }
+        for group in groups {
             var more = Embed()
             more.color = embed.color
-            more.fields = Array(remaining.prefix(Limit.fields))
-            remaining = remaining.dropFirst(Limit.fields)
+            more.fields = group
             result.append(more)
         }
         return result
     }
+}
+
+private func groupSize(_ fields: [(name: String, value: String, inline: Bool)]) -> Int {
+    fields.reduce(0) { $0 + TextLimits.length($1.name) + TextLimits.length($1.value) }
 }
 
 /// An embed being built, with the text that counts towards Discord's 6000-character message total.
@@ -292,6 +334,12 @@ struct Embed {
     var thumbnail: String?
     var image: String?
     var fields: [(name: String, value: String, inline: Bool)] = []
+
+    /// The characters this embed counts towards the message total.
+    var size: Int {
+        TextLimits.length(title) + TextLimits.length(description) + TextLimits.length(footer) + TextLimits.length(author)
+            + fields.reduce(0) { $0 + TextLimits.length($1.name) + TextLimits.length($1.value) }
+    }
 
     /// The embed within `budget` characters (fields dropped, then the description cut, then footer, author and title), or
     /// nil when not even a cut-down version fits.

@@ -49,6 +49,9 @@ public struct PluginError: Error, CustomStringConvertible, Sendable {
 public enum FormatResult: Sendable {
     /// Send this request.
     case send(OutboundRequest)
+    /// Send these requests, in order (an event too big for one message). A retry resumes at the first request that
+    /// did not succeed; each request carries its own `webhook-id` (the delivery's id, then `<id>-1`, `<id>-2`, …).
+    case sendAll([OutboundRequest])
     /// Send nothing for this event; the delivery is marked skipped with the reason.
     case skip(reason: String)
 }
@@ -69,6 +72,73 @@ public struct OutboundRequest: Sendable, Equatable {
     /// A JSON request body.
     public init(json: JSONValue, headers: [(name: String, value: String)] = []) {
         self.init(body: json.serializedBytes(), contentType: "application/json", headers: headers)
+    }
+
+    /// The content type of an output that holds several requests (see `hookproxy_plugin.h`, on_format).
+    public static let sequenceContentType = "application/vnd.hookproxy.requests+json"
+
+    /// Several requests as one ABI output: `{"requests": [{"content_type", "headers": [{"name", "value"}], "body" or
+    /// "body_hex"}]}` with ``sequenceContentType``.
+    public static func sequence(_ requests: [OutboundRequest]) -> OutboundRequest {
+        let encoded: [JSONValue] = requests.map { request in
+            var object = JSONObject()
+            object["content_type"] = .string(request.contentType)
+            object["headers"] = .array(request.headers.map { ["name": .string($0.name), "value": .string($0.value)] })
+            if let text = String(validating: request.body, as: UTF8.self) {
+                object["body"] = .string(text)
+            } else {
+                let digits = Array("0123456789abcdef")
+                object["body_hex"] = .string(String(request.body.flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 0xF)]] }))
+            }
+            return .object(object)
+        }
+        return OutboundRequest(json: ["requests": .array(encoded)]).withContentType(sequenceContentType)
+    }
+
+    /// Reads an output made by ``sequence(_:)``; nil when it is not one.
+    public static func requests(inSequence body: [UInt8]) -> [OutboundRequest]? {
+        guard let list = (try? JSONValue(parsing: body))?["requests"]?.arrayValue, !list.isEmpty else { return nil }
+        var requests: [OutboundRequest] = []
+        for element in list {
+            guard let contentType = element["content_type"]?.stringValue else { return nil }
+            let headers = (element["headers"]?.arrayValue ?? []).compactMap { header -> (name: String, value: String)? in
+                guard let name = header["name"]?.stringValue, let value = header["value"]?.stringValue else { return nil }
+                return (name, value)
+            }
+            let body: [UInt8]
+            if let text = element["body"]?.stringValue {
+                body = Array(text.utf8)
+            } else if let hex = element["body_hex"]?.stringValue, hex.utf8.count % 2 == 0 {
+                var bytes: [UInt8] = []
+                var high: UInt8?
+                for digit in hex.utf8 {
+                    guard let value = Self.hexValue(digit) else { return nil }
+                    if let first = high {
+                        bytes.append(first << 4 | value)
+                        high = nil
+                    } else {
+                        high = value
+                    }
+                }
+                body = bytes
+            } else {
+                return nil
+            }
+            requests.append(OutboundRequest(body: body, contentType: contentType, headers: headers))
+        }
+        return requests
+    }
+
+    private static func hexValue(_ digit: UInt8) -> UInt8? {
+        switch digit {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): digit - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): digit - UInt8(ascii: "a") + 10
+        default: nil
+        }
+    }
+
+    private func withContentType(_ type: String) -> OutboundRequest {
+        OutboundRequest(body: body, contentType: type, headers: headers)
     }
 
     public static func == (lhs: OutboundRequest, rhs: OutboundRequest) -> Bool {

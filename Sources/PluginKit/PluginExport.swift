@@ -90,7 +90,17 @@ public enum PluginExport {
             else { return HOOKPROXY_ERROR_PERMANENT }
             do {
                 let input = try readEvent(event.pointee)
-                switch try formatter.format(FormatterEvent(document: input.0, body: input.1, contentType: input.2)) {
+                var result = try formatter.format(FormatterEvent(document: input.0, body: input.1, contentType: input.2))
+                if case .sendAll(let requests) = result {
+                    switch requests.count {
+                    case 0: result = .skip(reason: "the formatter produced no request")
+                    case 1: result = .send(requests[0])
+                    default: result = .send(OutboundRequest.sequence(requests))
+                    }
+                }
+                switch result {
+                case .sendAll:
+                    return HOOKPROXY_ERROR_PERMANENT  // made .send above
                 case .send(let request):
                     let storage = OutputStorage()
                     output.pointee.body = storage.copy(request.body)

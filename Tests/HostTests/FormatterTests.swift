@@ -27,7 +27,7 @@ struct FormatterTests {
         switch instance.format(document: document.serializedBytes(), body: body, contentType: contentType) {
         case .send(let body, let type, let headers):
             // Valid UTF-8 and valid JSON by an independent reader, whatever the formatter.
-            if type == "application/json" {
+            if type == "application/json" || type == OutboundRequest.sequenceContentType {
                 #expect(String(validating: body, as: UTF8.self) != nil)
                 #expect(
                     (try? JSONSerialization.jsonObject(with: Data(body))) != nil, "not valid JSON: \(String(decoding: body, as: UTF8.self))"
@@ -211,7 +211,7 @@ struct FormatterTests {
         let discord = try instance(
             "discord",
             [
-                "overflow": "split", "content": "{{fields.body}}", "username": "{{fields.title}}", "thread_name": "{{fields.title}}",
+                "overflow": "split", "content": "{{fields.body}}", "username": "{{fields.title}}",
                 "embeds": [
                     [
                         "title": "{{fields.title}}", "description": "{{fields.body}}", "author": ["name": "{{fields.title}}"],
@@ -229,30 +229,37 @@ struct FormatterTests {
             for index in 0..<Int.random(in: 0...60, using: &generator) {
                 fields["f\(index)"] = .string(RandomText.make(maximumLength: 900, using: &generator))
             }
-            let message = try format(discord, Self.event(fields: .object(fields))).json
+            let sent = try format(discord, Self.event(fields: .object(fields)))
+            // Several messages come as one sequence document; each must be a valid Discord message on its own.
+            let messages: [JSONValue] =
+                sent.contentType == OutboundRequest.sequenceContentType
+                ? try #require(OutboundRequest.requests(inSequence: sent.body)).map { try JSONValue(parsing: $0.body) } : [sent.json]
+            #expect((1...10).contains(messages.count))
             func length(_ value: JSONValue?) -> Int { value?.stringValue?.utf16.count ?? 0 }
-            #expect(length(message["content"]) <= 2000)
-            #expect(length(message["username"]) <= 80)
-            #expect(length(message["thread_name"]) <= 100)
-            let embeds = message["embeds"]?.arrayValue ?? []
-            #expect(embeds.count <= 10 && !embeds.isEmpty)
-            var total = 0
-            for embed in embeds {
-                #expect(length(embed["title"]) <= 256)
-                #expect(length(embed["description"]) <= 4096)
-                #expect(length(embed["footer"]?["text"]) <= 2048)
-                #expect(length(embed["author"]?["name"]) <= 256)
-                let embedFields = embed["fields"]?.arrayValue ?? []
-                #expect(embedFields.count <= 25)
-                total +=
-                    length(embed["title"]) + length(embed["description"]) + length(embed["footer"]?["text"])
-                    + length(embed["author"]?["name"])
-                for field in embedFields {
-                    #expect(length(field["name"]) <= 256 && length(field["value"]) <= 1024)
-                    total += length(field["name"]) + length(field["value"])
+            for (index, message) in messages.enumerated() {
+                #expect(length(message["content"]) <= 2000)
+                #expect(index == 0 || message["content"] == nil, "content repeated in a later message")
+                #expect(length(message["username"]) <= 80)
+                let embeds = message["embeds"]?.arrayValue ?? []
+                #expect(embeds.count <= 10 && !embeds.isEmpty)
+                var total = 0
+                for embed in embeds {
+                    #expect(length(embed["title"]) <= 256)
+                    #expect(length(embed["description"]) <= 4096)
+                    #expect(length(embed["footer"]?["text"]) <= 2048)
+                    #expect(length(embed["author"]?["name"]) <= 256)
+                    let embedFields = embed["fields"]?.arrayValue ?? []
+                    #expect(embedFields.count <= 25)
+                    total +=
+                        length(embed["title"]) + length(embed["description"]) + length(embed["footer"]?["text"])
+                        + length(embed["author"]?["name"])
+                    for field in embedFields {
+                        #expect(length(field["name"]) <= 256 && length(field["value"]) <= 1024)
+                        total += length(field["name"]) + length(field["value"])
+                    }
                 }
+                #expect(total <= 6000)
             }
-            #expect(total <= 6000)
         }
     }
 
@@ -298,6 +305,12 @@ struct FormatterTests {
                 case "context": #expect((block["elements"]?.arrayValue?.first?["text"]?.stringValue?.utf16.count ?? 0) <= 2000)
                 default: Issue.record("unexpected block \(block)")
                 }
+            }
+            // A cut header is a prefix of whole characters of the title, plus the ellipsis.
+            let header = try #require(blocks.first?["text"]?["text"]?.stringValue)
+            let title = fields["title"]!.stringValue!
+            if header != title, !title.isEmpty {
+                #expect(header.hasSuffix("…") && title.hasPrefix(String(header.dropLast())), "header cut inside a character")
             }
             // No entity cut in half at a truncation point, in any mrkdwn text.
             let mrkdwn =
@@ -381,5 +394,63 @@ struct FormatterTests {
         #expect(discord["embeds"]?.arrayValue?.first?["title"] == .string(expected))
         #expect(slack["blocks"]?.arrayValue?.first?["text"]?["text"] == .string(expected))
         #expect(generic["t"] == .string(expected))
+    }
+}
+
+/// A formatter that sends several requests for one event, through the server: all of them in order, each with its own
+/// webhook-id, and a retry that resumes at the first one not delivered.
+@Suite("Multi-request deliveries")
+struct MultiRequestTests {
+    @Test("Discord overflow split: a long text goes out as several messages in order; a retry resends only what failed")
+    func splitAcrossMessages() async throws {
+        let sink = RecordingSink()
+        sink.plan("/d", statuses: [204, 204, 500])
+        try await sink.start()
+        let yaml =
+            testServerSection()
+                + """
+                destinations:
+                  d: { formatter: discord, url: "\(sink.url)/d", options: { overflow: split, description: "{{fields.log}}", fields: false } }
+                sources:
+                  ci: { destinations: [d], mapping: { log: "$.log" } }
+                """
+        let server = try await TestServer.start(yaml: yaml)
+        var generator = SystemRandomNumberGenerator()
+        var log = ""
+        while log.utf16.count < 20_000 { log += RandomText.make(maximumLength: 60, using: &generator) + "\n" }
+        let body = JSONValue.object(JSONObject([("log", .string(log))])).serialized()
+        let id = try #require(try await server.post("ci", json: body).json?["id"]?.stringValue)
+        try await server.waitForDeliveries(of: id)
+
+        let sent = sink.requests("/d")
+        let delivery = try #require(try await server.detail(id)?.deliveries.first)
+        // Messages 1 and 2 were delivered, 3 failed once (500), then 3.. were sent again: 1 and 2 never twice.
+        let ids = sent.compactMap { $0.header("webhook-id") }
+        let messages = Set(ids).count
+        #expect(messages >= 4, "expected the text in at least 4 messages, got \(messages)")
+        #expect(ids.count == messages + 1, "only the failed message is sent twice: \(ids)")
+        #expect(Array(ids.prefix(3)) == [delivery.id, "\(delivery.id)-1", "\(delivery.id)-2"])
+        #expect(ids[3] == "\(delivery.id)-2")
+        #expect(delivery.history.count == 2)
+        #expect(delivery.history[0].httpStatus == 500)
+        #expect(delivery.lastError == "request 3 of \(messages): destination answered HTTP 500")
+        // Every message is within Discord's limits, and together they hold the whole text, in order.
+        var seen = Set<String>()
+        var text = ""
+        for request in sent {
+            guard let webhookID = request.header("webhook-id"), seen.insert(webhookID).inserted else { continue }
+            let message = try #require(request.json)
+            let embeds = message["embeds"]?.arrayValue ?? []
+            #expect(embeds.count <= 10)
+            #expect(
+                embeds.reduce(0) {
+                    $0 + ($1["description"]?.stringValue?.utf16.count ?? 0) + ($1["title"]?.stringValue?.utf16.count ?? 0)
+                        + ($1["footer"]?["text"]?.stringValue?.utf16.count ?? 0)
+                } <= 6000)
+            text += embeds.compactMap { $0["description"]?.stringValue }.joined()
+        }
+        #expect(text == log, "text was lost or reordered across messages")
+        try await server.stop()
+        try await sink.stop()
     }
 }

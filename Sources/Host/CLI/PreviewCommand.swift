@@ -79,31 +79,36 @@ struct PreviewCommand: AsyncParsableCommand {
             else { continue }
             let delivery = ClaimedDelivery(id: EventID.make(), destination: route.destination, attempts: 0, event: prepared.event)
             let redactedHeaders = Set(destinationConfig.headers.map { $0.name.lowercased() })
-            var preview: [(String, JSONValue)] = [
-                ("destination", .string(route.destination)), ("formatter", .string(formatter.plugin.name)),
-            ]
+            let head: [(String, JSONValue)] = [("destination", .string(route.destination)), ("formatter", .string(formatter.plugin.name))]
             switch DeliverySender.prepare(delivery, destination: destinationConfig, formatter: formatter, attempt: 1) {
-            case .send(let request, let requestBody):
-                preview += [
-                    ("action", "send"), ("method", .string(request.method.rawValue)), ("url", .string(ConfigJSON.url(request.url))),
-                    (
-                        "headers",
-                        .array(
-                            request.headers.map { header in
-                                [
-                                    "name": .string(header.name),
-                                    "value": redactedHeaders.contains(header.name.lowercased())
-                                        ? ConfigJSON.redacted : .string(header.value),
-                                ]
-                            })
-                    ),
-                    ("body", .string(String(decoding: requestBody, as: UTF8.self))),
-                ]
-            case .skip(let reason): preview += [("action", "skip"), ("reason", .string(reason))]
+            case .send(let parts):
+                // One entry per request (a formatter may send several for one event).
+                for (index, part) in parts.enumerated() {
+                    let request = part.request
+                    var preview = head
+                    if parts.count > 1 { preview.append(("request", .string("\(index + 1) of \(parts.count)"))) }
+                    preview += [
+                        ("action", "send"), ("method", .string(request.method.rawValue)), ("url", .string(ConfigJSON.url(request.url))),
+                        (
+                            "headers",
+                            .array(
+                                request.headers.map { header in
+                                    [
+                                        "name": .string(header.name),
+                                        "value": redactedHeaders.contains(header.name.lowercased())
+                                            ? ConfigJSON.redacted : .string(header.value),
+                                    ]
+                                })
+                        ),
+                        ("body", .string(String(decoding: part.body, as: UTF8.self))),
+                    ]
+                    previews.append(.object(JSONObject(preview)))
+                }
+            case .skip(let reason): previews.append(.object(JSONObject(head + [("action", "skip"), ("reason", .string(reason))])))
             case .failed(let message, let permanent):
-                preview += [("action", "fail"), ("reason", .string(message)), ("permanent", .bool(permanent))]
+                previews.append(
+                    .object(JSONObject(head + [("action", "fail"), ("reason", .string(message)), ("permanent", .bool(permanent))])))
             }
-            previews.append(.object(JSONObject(preview)))
         }
         let fields = (try? JSONValue(parsing: prepared.event.fieldsJSON)) ?? [:]
         if json {
@@ -115,7 +120,8 @@ struct PreviewCommand: AsyncParsableCommand {
         var lines = ["source \(source): fields \(fields.serialized())"]
         for preview in previews {
             lines.append("")
-            lines.append("=== \(preview["destination"]?.textValue ?? "") (formatter \(preview["formatter"]?.textValue ?? ""))")
+            let part = preview["request"].map { ", request \($0.textValue)" } ?? ""
+            lines.append("=== \(preview["destination"]?.textValue ?? "") (formatter \(preview["formatter"]?.textValue ?? "")\(part))")
             switch preview["action"]?.textValue {
             case "send":
                 lines.append("\(preview["method"]?.textValue ?? "POST") \(preview["url"]?.textValue ?? "")")

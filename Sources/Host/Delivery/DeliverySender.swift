@@ -73,7 +73,7 @@ struct DeliverySender: Sendable {
             return dead(reason, record(error: reason))
         }
 
-        let request: HTTPClientRequest
+        let requests: [HTTPClientRequest]
         let formatStart = clock.now
         let prepared = Self.prepare(delivery, destination: destination, formatter: formatter, attempt: number)
         let plugin = [("plugin", formatter.plugin.name)]
@@ -85,7 +85,7 @@ struct DeliverySender: Sendable {
         }
         if case .failed = prepared { metrics.increment("hookproxy_plugin_errors_total", plugin + [("operation", "format")]) }
         switch prepared {
-        case .send(let prepared, _): request = prepared
+        case .send(let parts): requests = parts.map(\.request)
         case .skip(let reason):
             logger.info("delivery skipped by formatter", metadata: ["reason": "\(reason)"])
             return Result(
@@ -99,101 +99,137 @@ struct DeliverySender: Sendable {
                 ? dead(reason, record(error: reason)) : retry(reason, record(error: reason), policy: destination.retry, feedback: .neutral)
         }
 
-        let status: Int
-        let responseHeaders: [(name: String, value: String)]
-        var responseBody: [UInt8] = []
-        do {
-            let response = try await httpClient.execute(
-                request, deadline: .now() + .milliseconds(Int64(destination.timeout.seconds * 1000)))
-            status = Int(response.status.code)
-            responseHeaders = response.headers.map { ($0.name, $0.value) }
-            for try await chunk in response.body {
-                responseBody.append(contentsOf: chunk.readableBytesView.prefix(AttemptRecord.maximumResponseBytes - responseBody.count))
-                if responseBody.count >= AttemptRecord.maximumResponseBytes { break }
+        // Several requests for one event are sent in order; earlier attempts may have delivered the first ones.
+        let first = min(delivery.partsSent, requests.count - 1)
+        var result: Result?
+        for index in first..<requests.count {
+            let part = requests.count > 1 ? "request \(index + 1) of \(requests.count): " : ""
+            func progress(_ result: Result) -> Result {
+                var result = result
+                if requests.count > 1 { result.outcome.partsSent = index }
+                return result
             }
-        } catch is CancellationError {
-            return Self.released(delivery)
-        } catch {
-            let reason = Self.describe(error)
-            return retry(reason, record(error: reason), policy: destination.retry)
-        }
+            let status: Int
+            let responseHeaders: [(name: String, value: String)]
+            var responseBody: [UInt8] = []
+            do {
+                let response = try await httpClient.execute(
+                    requests[index], deadline: .now() + .milliseconds(Int64(destination.timeout.seconds * 1000)))
+                status = Int(response.status.code)
+                responseHeaders = response.headers.map { ($0.name, $0.value) }
+                for try await chunk in response.body {
+                    responseBody.append(contentsOf: chunk.readableBytesView.prefix(AttemptRecord.maximumResponseBytes - responseBody.count))
+                    if responseBody.count >= AttemptRecord.maximumResponseBytes { break }
+                }
+            } catch is CancellationError {
+                var released = Self.released(delivery)
+                if requests.count > 1, index > first { released.outcome.partsSent = index }
+                return released
+            } catch {
+                let reason = part + Self.describe(error)
+                return progress(retry(reason, record(error: reason), policy: destination.retry))
+            }
 
-        let attempt = record(status: status, body: responseBody)
-        let now = Clock.milliseconds()
-        let window = RetryAfter.announcedWindow(headers: responseHeaders).map { now + Int64($0.seconds * 1000) }
-        let bucket = responseHeaders.first { $0.name.lowercased() == "x-ratelimit-bucket" }?.value
-        var result: Result
-        switch status {
-        case 200..<300:
-            logger.info("delivered", metadata: ["attempt": "\(number)", "status": "\(status)", "ms": "\(attempt.durationMilliseconds)"])
-            result = Result(
-                outcome: DeliveryOutcome(deliveryID: delivery.id, status: .delivered, nextAttemptAt: nil, attempt: attempt, error: nil),
-                feedback: .succeeded, window: window)
-        case 429:
-            // A rate-limit wait is not a failed attempt: the delivery waits out the window and keeps its place in the schedule.
-            let wait =
-                RetryAfter.parse(headers: responseHeaders, body: responseBody) ?? destination.retry.delay(afterAttempt: 1, random: 0)
-                ?? .seconds(1)
-            let until = now + Int64(wait.seconds * 1000)
-            logger.info("destination rate limited", metadata: ["attempt": "\(number)", "wait": "\(wait)"])
-            result = Result(
-                outcome: DeliveryOutcome(
-                    deliveryID: delivery.id, status: .retrying, nextAttemptAt: until, attempt: attempt,
-                    error: "destination answered HTTP 429 (rate limited for \(wait))", countsAsAttempt: false),
-                feedback: .rateLimited(until: until), window: window)
-        case 400..<500 where !destination.retry.retryableStatuses.contains(status):
-            result = dead("destination answered HTTP \(status)", attempt)
-        default:
-            let wait = status == 503 ? RetryAfter.parse(headers: responseHeaders, body: responseBody) : nil
-            result = retry("destination answered HTTP \(status)", attempt, policy: destination.retry, notBefore: wait, window: window)
+            let attempt = record(status: status, body: responseBody)
+            let now = Clock.milliseconds()
+            let window = RetryAfter.announcedWindow(headers: responseHeaders).map { now + Int64($0.seconds * 1000) }
+            let bucket = responseHeaders.first { $0.name.lowercased() == "x-ratelimit-bucket" }?.value
+            switch status {
+            case 200..<300:
+                guard index == requests.count - 1 else { continue }
+                logger.info(
+                    "delivered", metadata: ["attempt": "\(number)", "status": "\(status)", "ms": "\(attempt.durationMilliseconds)"])
+                var delivered = Result(
+                    outcome: DeliveryOutcome(deliveryID: delivery.id, status: .delivered, nextAttemptAt: nil, attempt: attempt, error: nil),
+                    feedback: .succeeded, window: window)
+                if requests.count > 1 { delivered.outcome.partsSent = requests.count }
+                result = delivered
+            case 429:
+                // A rate-limit wait is not a failed attempt: the delivery waits out the window and keeps its place.
+                let wait =
+                    RetryAfter.parse(headers: responseHeaders, body: responseBody) ?? destination.retry.delay(afterAttempt: 1, random: 0)
+                    ?? .seconds(1)
+                let until = now + Int64(wait.seconds * 1000)
+                logger.info("destination rate limited", metadata: ["attempt": "\(number)", "wait": "\(wait)"])
+                result = progress(
+                    Result(
+                        outcome: DeliveryOutcome(
+                            deliveryID: delivery.id, status: .retrying, nextAttemptAt: until, attempt: attempt,
+                            error: "\(part)destination answered HTTP 429 (rate limited for \(wait))", countsAsAttempt: false),
+                        feedback: .rateLimited(until: until), window: window))
+            case 400..<500 where !destination.retry.retryableStatuses.contains(status):
+                result = progress(dead("\(part)destination answered HTTP \(status)", attempt))
+            default:
+                let wait = status == 503 ? RetryAfter.parse(headers: responseHeaders, body: responseBody) : nil
+                result = progress(
+                    retry("\(part)destination answered HTTP \(status)", attempt, policy: destination.retry, notBefore: wait, window: window)
+                )
+            }
+            result?.bucket = bucket
+            break
         }
-        result.bucket = bucket
-        return result
+        return result ?? Self.released(delivery)
     }
 
-    /// What the formatter made of a delivery: the request to send (and its body), or why nothing is sent.
+    /// One request to send and its body.
+    struct Part {
+        var request: HTTPClientRequest
+        var body: [UInt8]
+    }
+
+    /// What the formatter made of a delivery: the requests to send (usually one), or why nothing is sent.
     enum Prepared {
-        case send(HTTPClientRequest, body: [UInt8])
+        case send([Part])
         case skip(reason: String)
         case failed(message: String, permanent: Bool)
     }
 
-    /// Formats `delivery` with `formatter` and builds the request: the destination's static headers, the plugin's
-    /// headers, Content-Type, User-Agent, and the Standard Webhooks `webhook-id`, `webhook-timestamp` and (with a
-    /// signing secret) `webhook-signature`. Sends nothing; `hookproxy preview` shows exactly this.
+    /// Formats `delivery` with `formatter` and builds its requests: the destination's static headers, the plugin's
+    /// headers, Content-Type, User-Agent, and the Standard Webhooks `webhook-id` (`<delivery id>`, then `-1`, `-2` for
+    /// further requests of one event), `webhook-timestamp` and (with a signing secret) `webhook-signature`. Sends
+    /// nothing; `hookproxy preview` shows exactly this.
     static func prepare(_ delivery: ClaimedDelivery, destination: DestinationConfig, formatter: PluginInstance, attempt number: Int)
         -> Prepared
     {
         let document = EventDocument.make(event: delivery.event, destination: delivery.destination, attempt: number)
         let formatted = formatter.format(
             document: document.serializedBytes(), body: delivery.event.body, contentType: delivery.event.contentType)
-        let body: [UInt8]
-        let contentType: String
-        let pluginHeaders: [(name: String, value: String)]
+        let outputs: [OutboundRequest]
         switch formatted {
-        case .send(let formattedBody, let type, let headers):
-            body = formattedBody
-            contentType = type
-            pluginHeaders = headers
+        case .send(let body, let type, let headers):
+            if type == OutboundRequest.sequenceContentType {
+                guard let requests = OutboundRequest.requests(inSequence: body) else {
+                    return .failed(message: "its list of requests (\(type)) is malformed", permanent: true)
+                }
+                outputs = requests
+            } else {
+                outputs = [OutboundRequest(body: body, contentType: type, headers: headers)]
+            }
         case .skip(let reason): return .skip(reason: reason)
         case .failed(let message, let permanent): return .failed(message: message, permanent: permanent)
         }
-        var request = HTTPClientRequest(url: destination.url)
-        request.method = .POST
-        for header in destination.headers { request.headers.replaceOrAdd(name: header.name, value: header.value) }
-        for header in pluginHeaders { request.headers.replaceOrAdd(name: header.name, value: header.value) }
-        request.headers.replaceOrAdd(name: "Content-Type", value: contentType)
-        request.headers.replaceOrAdd(name: "User-Agent", value: "hookproxy/\(HookproxyVersion.current)")
         let timestamp = Clock.milliseconds() / 1000
-        request.headers.replaceOrAdd(name: "webhook-id", value: delivery.id)
-        request.headers.replaceOrAdd(name: "webhook-timestamp", value: String(timestamp))
-        if !destination.signingSecrets.isEmpty {
-            request.headers.replaceOrAdd(
-                name: "webhook-signature",
-                value: WebhookSigner.signature(secrets: destination.signingSecrets, id: delivery.id, timestamp: timestamp, body: body))
-        }
-        request.body = .bytes(ByteBuffer(bytes: body))
-        return .send(request, body: body)
+        return .send(
+            outputs.enumerated().map { index, output in
+                var request = HTTPClientRequest(url: destination.url)
+                request.method = .POST
+                for header in destination.headers { request.headers.replaceOrAdd(name: header.name, value: header.value) }
+                for header in output.headers { request.headers.replaceOrAdd(name: header.name, value: header.value) }
+                request.headers.replaceOrAdd(
+                    name: "Content-Type", value: output.contentType.isEmpty ? "application/json" : output.contentType)
+                request.headers.replaceOrAdd(name: "User-Agent", value: "hookproxy/\(HookproxyVersion.current)")
+                let id = index == 0 ? delivery.id : "\(delivery.id)-\(index)"
+                request.headers.replaceOrAdd(name: "webhook-id", value: id)
+                request.headers.replaceOrAdd(name: "webhook-timestamp", value: String(timestamp))
+                if !destination.signingSecrets.isEmpty {
+                    request.headers.replaceOrAdd(
+                        name: "webhook-signature",
+                        value: WebhookSigner.signature(secrets: destination.signingSecrets, id: id, timestamp: timestamp, body: output.body)
+                    )
+                }
+                request.body = .bytes(ByteBuffer(bytes: output.body))
+                return Part(request: request, body: output.body)
+            })
     }
 
     /// Shutdown cut the attempt short (or it never started): the delivery goes back to pending without counting an attempt.

@@ -111,6 +111,8 @@ struct ClaimedDelivery: Sendable {
     /// Attempts made before this one.
     var attempts: Int
     var event: StoredEvent
+    /// For a formatter that sends several requests per event: how many were delivered by earlier attempts.
+    var partsSent = 0
 }
 
 /// The result of one attempt, to record.
@@ -125,6 +127,8 @@ struct DeliveryOutcome: Sendable {
     var error: String?
     /// False when the attempt does not count against the retry schedule (a rate-limit wait).
     var countsAsAttempt = true
+    /// Of a multi-request delivery, how many requests are delivered now (`nil`: unchanged).
+    var partsSent: Int? = nil
 }
 
 /// One logged attempt.

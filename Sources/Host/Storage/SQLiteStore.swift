@@ -100,6 +100,9 @@ final class SQLiteStore: EventStore {
         migrator.registerMigration("v3: replay chains") { db in
             try db.execute(sql: "CREATE INDEX deliveries_replay_of ON deliveries(replay_of) WHERE replay_of IS NOT NULL")
         }
+        migrator.registerMigration("v4: requests of a multi-request delivery already sent") { db in
+            try db.execute(sql: "ALTER TABLE deliveries ADD COLUMN parts_sent INTEGER NOT NULL DEFAULT 0")
+        }
         return migrator
     }
 
@@ -187,7 +190,7 @@ final class SQLiteStore: EventStore {
                 sql: """
                     UPDATE deliveries SET status = 'in_flight', lease_until = ?, updated_at = ?
                     WHERE id IN (\(databaseQuestionMarks(count: ids.count)))
-                    RETURNING id, event_id, destination, attempts
+                    RETURNING id, event_id, destination, attempts, parts_sent
                     """,
                 arguments: [leaseUntil, now] + StatementArguments(ids))
             let eventIDs = Array(Set(claimed.map { $0["event_id"] as String }))
@@ -203,7 +206,8 @@ final class SQLiteStore: EventStore {
             let byID = Dictionary(uniqueKeysWithValues: claimed.map { ($0["id"] as String, $0) })
             return ids.compactMap { id in
                 guard let row = byID[id], let event = events[row["event_id"]] else { return nil }
-                return ClaimedDelivery(id: id, destination: row["destination"], attempts: row["attempts"], event: event)
+                return ClaimedDelivery(
+                    id: id, destination: row["destination"], attempts: row["attempts"], event: event, partsSent: row["parts_sent"])
             }
         }
     }
@@ -243,12 +247,12 @@ final class SQLiteStore: EventStore {
                 try db.execute(
                     sql: """
                         UPDATE deliveries SET status = ?, attempts = attempts + ?, next_attempt_at = ?, lease_until = NULL,
-                            last_error = COALESCE(?, last_error), updated_at = ?
+                            last_error = COALESCE(?, last_error), parts_sent = COALESCE(?, parts_sent), updated_at = ?
                         WHERE id = ?
                         """,
                     arguments: [
                         outcome.status.rawValue, outcome.attempt != nil && outcome.countsAsAttempt ? 1 : 0, outcome.nextAttemptAt,
-                        outcome.error, now,
+                        outcome.error, outcome.partsSent, now,
                         outcome.deliveryID,
                     ])
             }

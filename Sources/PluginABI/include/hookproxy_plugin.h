@@ -125,6 +125,13 @@ typedef struct hookproxy_event {
  *
  * on_format with HOOKPROXY_OK: body/body_len is the request body to send; content_type (may be
  * empty: the host then sends application/json); headers/header_count are extra request headers.
+ * To send several requests for one event, in order (a message too big for one request), set
+ * content_type to "application/vnd.hookproxy.requests+json" and body to
+ *   {"requests": [{"content_type": "...", "headers": [{"name": "...", "value": "..."}],
+ *                  "body": "<UTF-8 text>"}, ...]}
+ * ("body_hex" instead of "body" for bytes that are not UTF-8). The host sends them one after the
+ * other; a retry resumes at the first one that did not succeed, and each carries its own
+ * webhook-id (the delivery id, then "<id>-1", "<id>-2", ...).
  * on_map with HOOKPROXY_OK: body/body_len is a JSON object of fields, merged over the source's
  * declarative mapping.
  * Any other status: error/error_len is a one-line, human-readable reason (may be empty). It is
