@@ -272,6 +272,47 @@ struct AdminAPITests {
         try await sink.stop()
     }
 
+    @Test("a destination paused by an operator or by the file sends nothing and spends no attempts until resumed")
+    func pauseAndResume() async throws {
+        let sink = RecordingSink()
+        try await sink.start()
+        let yaml = Self.yaml(sink: sink.url).replacingOccurrences(
+            of: "  alerts: { formatter: generic, url: \"\(sink.url)/alerts\" }",
+            with: "  alerts: { formatter: generic, url: \"\(sink.url)/alerts\", paused: true }")
+        let server = try await TestServer.start(yaml: yaml)
+        func destination(_ name: String) async throws -> JSONValue? {
+            try await Self.get(server, "/admin/destinations").json?["destinations"]?.arrayValue?.first { $0["name"] == .string(name) }
+        }
+        let paused = try await send(.POST, server.adminURL + "/admin/destinations/out/pause")
+        #expect(paused.status == 200)
+        #expect(paused.json?["state"] == "suspended" && paused.json?["suspended_by"] == "operator")
+        let id = try await Self.post(server, "plain", #"{"held":true}"#)
+        try await Task.sleep(for: .milliseconds(800))
+        #expect(sink.requests("/out").isEmpty, "sent while suspended")
+        let waiting = try #require(try await server.detail(id)?.deliveries.first)
+        #expect(waiting.status == .pending && waiting.attempts == 0)
+        #expect(try await destination("out")?["queue"]?["pending"] == 1)
+        let metrics = try PrometheusText(try await Self.get(server, "/metrics"))
+        #expect(metrics.value("hookproxy_destination_suspended", ["destination": "out"]) == 1)
+
+        let resumed = try await send(.POST, server.adminURL + "/admin/destinations/out/resume")
+        #expect(resumed.json?["state"] == "healthy")
+        try await server.waitForDeliveries(of: id)
+        #expect(sink.requests("/out").count == 1)
+
+        // Paused in the file: the API cannot resume it; a reload without `paused` does.
+        #expect(try await destination("alerts")?["suspended_by"] == "config")
+        let refused = try await send(.POST, server.adminURL + "/admin/destinations/alerts/resume")
+        #expect(refused.status == 409)
+        #expect(refused.json?["error"] == "paused_in_config")
+        #expect(try await send(.POST, server.adminURL + "/admin/destinations/nope/pause").status == 404)
+        try Self.yaml(sink: sink.url).write(toFile: server.directory + "/sources.yaml", atomically: true, encoding: .utf8)
+        #expect(try await send(.POST, server.adminURL + "/admin/reload").status == 200)
+        #expect(try await destination("alerts")?["state"] == "healthy")
+        try await server.stop()
+        try await sink.stop()
+    }
+
     @Test("GET /metrics is Prometheus text whose counters move as events flow")
     func metrics() async throws {
         let sink = RecordingSink()

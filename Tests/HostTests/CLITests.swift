@@ -108,6 +108,36 @@ struct CLITests {
         try await sink.stop()
     }
 
+    @Test("destinations shows the running server's lanes, and --pause / --resume suspend one")
+    func destinationsPauseResume() async throws {
+        let sink = RecordingSink()
+        try await sink.start()
+        let (ingest, admin) = (try unusedPort(), try unusedPort())
+        let yaml =
+            testServerSection(listen: "127.0.0.1:\(ingest)", admin: "127.0.0.1:\(admin)")
+                + """
+                destinations:
+                  out: { formatter: generic, url: "\(sink.url)/out" }
+                sources:
+                  app: { destinations: [out] }
+                """
+        let server = try await TestServer.start(yaml: yaml)
+        let config = server.directory + "/sources.yaml"
+        let paused = try await Self.run("destinations --config \(config) --pause out")
+        #expect(paused.status == 0, "\(paused.output)")
+        #expect(paused.output.contains("out") && paused.output.contains("suspended"))
+        let id = try #require(try await server.post("app", json: "{}").json?["id"]?.stringValue)
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(sink.requests("/out").isEmpty)
+        let resumed = try await Self.run("destinations --config \(config) --resume out --json")
+        #expect(try JSONValue(parsing: Array(resumed.output.utf8))["destinations"]?.arrayValue?.first?["state"] == "healthy")
+        try await server.waitForDeliveries(of: id)
+        #expect(try await Self.run("destinations --config \(config) --pause nope").status == 1)
+        try await server.stop()
+        #expect(try await Self.run("destinations --config \(config)").output.contains("cannot reach the admin API"))
+        try await sink.stop()
+    }
+
     @Test("--log-format json writes one JSON object per line with level, message and metadata")
     func jsonLogs() async throws {
         let directory = TestPaths.temporaryDirectory("logs")

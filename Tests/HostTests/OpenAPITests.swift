@@ -41,6 +41,8 @@ struct OpenAPITests {
         .replacingOccurrences(
             of: "  admin_listen: \"127.0.0.1:0\"", with: "  admin_listen: \"127.0.0.1:0\"\n  admin_token: \"t0ken\"\n  max_body_bytes: 4096"
         )
+        .replacingOccurrences(
+            of: "destinations:\n", with: "destinations:\n  held: { formatter: generic, url: \"\(sink.url)/held\", paused: true }\n")
         let server = try await TestServer.start(yaml: yaml)
         let event = try await AdminAPITests.post(server, "app", #"{"n":1}"#)
         let locked = try await AdminAPITests.post(server, "locked", "{}")
@@ -85,12 +87,17 @@ struct OpenAPITests {
             Call(method: .POST, template: "/admin/replay", path: "/admin/replay", body: "{}"),
             Call(method: .POST, template: "/admin/replay", path: "/admin/replay", body: #"{"source":"locked"}"#),
             Call(method: .GET, template: "/admin/destinations", path: "/admin/destinations"),
+            Call(method: .POST, template: "/admin/destinations/{name}/pause", path: "/admin/destinations/out/pause"),
+            Call(method: .POST, template: "/admin/destinations/{name}/pause", path: "/admin/destinations/nope/pause"),
+            Call(method: .POST, template: "/admin/destinations/{name}/resume", path: "/admin/destinations/out/resume"),
+            Call(method: .POST, template: "/admin/destinations/{name}/resume", path: "/admin/destinations/held/resume"),
             Call(method: .GET, template: "/admin/sources", path: "/admin/sources"),
             Call(method: .GET, template: "/admin/plugins", path: "/admin/plugins"),
             Call(method: .GET, template: "/admin/config", path: "/admin/config"),
             Call(method: .POST, template: "/admin/reload", path: "/admin/reload"),
         ]
         var covered = Set<String>()
+        var statuses: [String: Set<Int>] = [:]
         var problems: [String] = []
         func check(_ call: Call) async throws {
             var headers = call.headers
@@ -99,6 +106,7 @@ struct OpenAPITests {
                 call.method, (call.admin ? server.adminURL : server.ingestURL) + call.path, body: Array(call.body.utf8), headers: headers)
             let name = "\(call.method.rawValue) \(call.template) [\(call.path)] → \(response.status)"
             covered.insert("\(call.method.rawValue.lowercased()) \(call.template)")
+            statuses[call.template, default: []].insert(response.status)
             if response.header("X-Request-Id") == nil { problems.append("\(name): no X-Request-Id") }
             problems += Self.conforms(response, to: document, method: call.method.rawValue.lowercased(), template: call.template).map {
                 "\(name): \($0)"
@@ -114,6 +122,10 @@ struct OpenAPITests {
         try good.write(toFile: file, atomically: true, encoding: .utf8)
 
         #expect(problems.isEmpty, "\(problems.joined(separator: "\n"))")
+        // The calls reach the answers they were written for.
+        #expect(statuses["/admin/destinations/{name}/resume"] == [200, 409])
+        #expect(statuses["/admin/replay"] == [200, 202, 400, 403])
+        #expect(statuses["/webhooks/{source}"] == [200, 202, 400, 401, 404, 413, 429])
         let documented = Self.operations(document)
         #expect(documented.subtracting(covered).isEmpty, "documented but never called: \(documented.subtracting(covered).sorted())")
         #expect(covered.subtracting(documented).isEmpty, "called but not documented: \(covered.subtracting(documented).sorted())")

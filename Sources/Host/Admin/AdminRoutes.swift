@@ -82,6 +82,7 @@ enum AdminRoutes {
                 metrics.set("hookproxy_destination_circuit_state", destination, to: circuit)
                 metrics.set("hookproxy_destination_rate_limited", destination, to: lane.rateLimitedUntil == nil ? 0 : 1)
                 metrics.set("hookproxy_destination_in_flight", destination, to: Double(lane.inFlight))
+                metrics.set("hookproxy_destination_suspended", destination, to: lane.suspendedBy == nil ? 0 : 1)
             }
             return Response(
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
@@ -112,6 +113,21 @@ enum AdminRoutes {
             let id = try context.parameters.require("id")
             guard let detail = try await store.eventDetail(id: id) else { throw APIError.notFound("no event with id '\(id)'") }
             return JSONResponse(body: EventJSON.detail(detail))
+        }
+        for (action, suspend) in [("pause", true), ("resume", false)] {
+            protected.post("/admin/destinations/:name/\(action)") { _, context -> JSONResponse in
+                let name = try context.parameters.require("name")
+                guard let destination = runtime.runtime.config.destinations[name] else {
+                    throw APIError.notFound("no destination named '\(name)'")
+                }
+                if !suspend, destination.paused { throw APIError.pausedInConfig(name) }
+                _ = engine.setSuspended(suspend, destination: name)
+                let depths = try await store.queueDepths()
+                guard let lane = engine.laneSnapshots().first(where: { $0.name == name }) else {
+                    throw APIError.notFound("no destination named '\(name)'")
+                }
+                return JSONResponse(body: EventJSON.destination(lane, depths: depths[name] ?? [:]))
+            }
         }
         protected.get("/admin/destinations") { _, _ -> JSONResponse in
             let depths = try await store.queueDepths()
@@ -219,6 +235,7 @@ enum EventJSON {
             "ordering": .string(lane.ordering.rawValue),
             "rate_limit": lane.rateLimit.map { .string($0.description) } ?? .null,
             "max_concurrency": .int(lane.maxConcurrency),
+            "suspended_by": lane.suspendedBy.map(JSONValue.string) ?? .null,
             "queue": [
                 "pending": .int(depths[.pending] ?? 0), "in_flight": .int(depths[.inFlight] ?? 0),
                 "retrying": .int(depths[.retrying] ?? 0), "dead": .int(depths[.dead] ?? 0),

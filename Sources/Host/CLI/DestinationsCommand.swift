@@ -9,16 +9,33 @@ import PluginKit
 struct DestinationsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "destinations",
-        abstract: "Show each destination's state (healthy, rate_limited, paused, probing) and queue, from the running server.")
+        abstract:
+            "Show each destination's state (healthy, rate_limited, paused, probing, suspended) and queue, from the running server; --pause / --resume one."
+    )
 
     @OptionGroup var options: GlobalOptions
 
     @Flag(name: .long, help: "Print the admin API's JSON instead of a table.")
     var json = false
 
+    @Option(help: "Suspend sending to this destination (a receiver's maintenance) until --resume or a restart.")
+    var pause: String?
+
+    @Option(help: "Resume a destination suspended with --pause; its queue is sent.")
+    var resume: String?
+
+    func validate() throws {
+        if pause != nil, resume != nil { throw ValidationError("give --pause or --resume, not both") }
+    }
+
     func run() async throws {
         let config = try options.loadConfig()
-        let body = try await AdminClient(server: config.server).get("/admin/destinations")
+        let client = AdminClient(server: config.server)
+        if let name = pause ?? resume {
+            let encoded = name.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? name
+            _ = try await client.post("/admin/destinations/\(encoded)/\(pause != nil ? "pause" : "resume")")
+        }
+        let body = try await client.get("/admin/destinations")
         if json {
             print(body.serialized())
             return
@@ -49,8 +66,13 @@ struct AdminClient {
         return host.contains(":") ? "http://[\(host)]:\(server.adminListen.port)" : "http://\(host):\(server.adminListen.port)"
     }
 
-    func get(_ path: String) async throws -> JSONValue {
+    func get(_ path: String) async throws -> JSONValue { try await call(.GET, path) }
+
+    func post(_ path: String) async throws -> JSONValue { try await call(.POST, path) }
+
+    private func call(_ method: HTTPMethod, _ path: String) async throws -> JSONValue {
         var request = HTTPClientRequest(url: baseURL + path)
+        request.method = method
         if let token = server.adminToken { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
         var configuration = HTTPClient.Configuration()
         configuration.connectionPool.retryConnectionEstablishment = false

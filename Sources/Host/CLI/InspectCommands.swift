@@ -2,14 +2,8 @@ import ArgumentParser
 import Foundation
 import PluginKit
 
-/// `hookproxy events`: stored events, newest first, with their current deliveries. Reads the store directly.
-struct EventsCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "events", abstract: "List stored events, newest first, with the state of each delivery (reads the store).")
-
-    @OptionGroup var options: GlobalOptions
-    @OptionGroup var filters: FilterOptions
-
+/// Paging and output of the listing commands.
+struct PageOptions: ParsableArguments {
     @Option(help: "How many to show (1-500).")
     var limit = 50
 
@@ -22,12 +16,24 @@ struct EventsCommand: AsyncParsableCommand {
     func validate() throws {
         guard (1...AdminQuery.maximumLimit).contains(limit) else { throw ValidationError("--limit must be from 1 to 500") }
     }
+}
+
+/// `hookproxy events`: stored events, newest first, with their current deliveries. Reads the store directly.
+struct EventsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "events", abstract: "List stored events, newest first, with the state of each delivery (reads the store).")
+
+    @OptionGroup var options: GlobalOptions
+    @OptionGroup var filters: FilterOptions
+
+    @OptionGroup var page: PageOptions
 
     func run() async throws {
         let config = try options.loadConfig()
         let filter = try filters.filter()
+        let (cursor, limit) = (page.cursor, page.limit)
         let page = try await options.withStore(config, command: "events") { try await $0.listEvents(filter, cursor: cursor, limit: limit) }
-        if json {
+        if self.page.json {
             let body: JSONValue = [
                 "events": .array(page.items.map(EventJSON.summary)), "next_cursor": page.nextCursor.map(JSONValue.string) ?? .null,
             ]
@@ -56,26 +62,16 @@ struct DeliveriesCommand: AsyncParsableCommand {
     @OptionGroup var options: GlobalOptions
     @OptionGroup var filters: FilterOptions
 
-    @Option(help: "How many to show (1-500).")
-    var limit = 50
-
-    @Option(help: "Continue after this cursor (printed after a full page).")
-    var cursor: String?
-
-    @Flag(help: "Print JSON (the admin API's shape) instead of a table.")
-    var json = false
-
-    func validate() throws {
-        guard (1...AdminQuery.maximumLimit).contains(limit) else { throw ValidationError("--limit must be from 1 to 500") }
-    }
+    @OptionGroup var page: PageOptions
 
     func run() async throws {
         let config = try options.loadConfig()
         let filter = try filters.filter()
+        let (cursor, limit) = (page.cursor, page.limit)
         let page = try await options.withStore(config, command: "deliveries") {
             try await $0.listDeliveries(filter, cursor: cursor, limit: limit)
         }
-        if json {
+        if self.page.json {
             let body: JSONValue = [
                 "deliveries": .array(page.items.map(EventJSON.summary)), "next_cursor": page.nextCursor.map(JSONValue.string) ?? .null,
             ]

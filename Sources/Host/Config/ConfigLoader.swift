@@ -364,7 +364,7 @@ struct ConfigLoader: Sendable {
 
     private static let destinationKeys = [
         "formatter", "url", "options", "headers", "timeout", "retry", "rate_limit", "max_concurrency", "ordering", "circuit_breaker",
-        "signing_secret", "allow_insecure",
+        "signing_secret", "allow_insecure", "paused",
     ]
 
     private static func readDestination(
@@ -385,6 +385,7 @@ struct ConfigLoader: Sendable {
         var circuitBreaker = defaults.circuitBreaker
         var signingSecrets: [[UInt8]] = []
         var allowInsecure = false
+        var paused = false
         var urlNode: Node?
         for (field, fieldKey, value) in entries {
             let path = "\(key).\(field)"
@@ -421,6 +422,7 @@ struct ConfigLoader: Sendable {
             case "circuit_breaker": circuitBreaker = readCircuitBreaker(value, path, base: defaults.circuitBreaker, reader: reader)
             case "signing_secret": signingSecrets = readSigningSecrets(value, path, reader: reader)
             case "allow_insecure": reader.bool(value, path).map { allowInsecure = $0 }
+            case "paused": reader.bool(value, path).map { paused = $0 }
             default: break
             }
         }
@@ -441,7 +443,7 @@ struct ConfigLoader: Sendable {
         return DestinationConfig(
             name: name, formatter: formatter, options: options, url: url, headers: headers, timeout: timeout, retry: retry,
             rateLimit: rateLimit, maxConcurrency: ordering == .fifo ? 1 : maxConcurrency, ordering: ordering,
-            circuitBreaker: circuitBreaker, signingSecrets: signingSecrets, location: formatterLocation)
+            circuitBreaker: circuitBreaker, signingSecrets: signingSecrets, paused: paused, location: formatterLocation)
     }
 
     /// 127.0.0.0/8, ::1 and localhost.

@@ -180,6 +180,8 @@ struct DestinationConfig: Sendable {
     var circuitBreaker: CircuitBreakerPolicy
     /// Standard Webhooks signing keys (the bytes after `whsec_`); several during a rotation.
     var signingSecrets: [[UInt8]]
+    /// `paused: true`: nothing is sent; deliveries wait (without spending attempts) until it is unset and reloaded.
+    var paused = false
     var location: ConfigLocation
 }
 

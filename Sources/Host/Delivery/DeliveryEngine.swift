@@ -60,6 +60,17 @@ final class DeliveryEngine: Service, Sendable {
         return currentLanes().map { $0.snapshot(now: now) }.sorted { $0.name < $1.name }
     }
 
+    /// Suspends or resumes sending to `destination` for an operator; false when no such destination is configured.
+    func setSuspended(_ suspended: Bool, destination: String) -> Bool {
+        guard let lane = currentLanes().first(where: { $0.name == destination }) else { return false }
+        lane.setSuspended(suspended)
+        logger.notice(
+            suspended ? "destination suspended by an operator" : "destination resumed by an operator",
+            metadata: ["destination": "\(destination)"])
+        wake.signal()
+        return true
+    }
+
     /// The lanes of the destinations configured now; a lane is kept as long as its destination exists.
     private func currentLanes() -> [DestinationLane] {
         let destinations = runtime.runtime.config.destinations

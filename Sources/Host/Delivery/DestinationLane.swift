@@ -36,9 +36,13 @@ final class DestinationLane: Sendable {
         var ordering: Ordering
         var rateLimit: RateLimit?
         var maxConcurrency: Int
+        /// Why nothing is sent: `config` (`paused: true`), `operator` (the admin API), or nil.
+        var suspendedBy: String?
 
-        /// `healthy`, `rate_limited`, `paused` (circuit open) or `probing` (half open).
+        /// `suspended` (by the file or an operator), `healthy`, `rate_limited`, `paused` (circuit open) or `probing`
+        /// (half open).
         var state: String {
+            if suspendedBy != nil { return "suspended" }
             switch circuit {
             case .open: return "paused"
             case .halfOpen: return "probing"
@@ -53,12 +57,15 @@ final class DestinationLane: Sendable {
         var maxConcurrency: Int
         var rateLimit: RateLimit?
         var breaker: CircuitBreakerPolicy
+        /// `paused: true` in the configuration.
+        var paused: Bool
 
         init(_ destination: DestinationConfig) {
             ordering = destination.ordering
             maxConcurrency = destination.ordering == .fifo ? 1 : destination.maxConcurrency
             rateLimit = destination.rateLimit
             breaker = destination.circuitBreaker
+            paused = destination.paused
         }
 
         /// The rate limit's window in milliseconds.
@@ -67,6 +74,8 @@ final class DestinationLane: Sendable {
 
     private struct State {
         var settings: Settings
+        /// Suspended by an operator (admin API); kept in memory only, `paused: true` in the file survives restarts.
+        var suspended = false
         var inFlight = 0
         /// One entry per request that still counts against the rate limit: `Int64.max` while it is in flight, then the
         /// time its answer arrived. A request counts until `per` after its answer, so however the network delays the
@@ -93,6 +102,9 @@ final class DestinationLane: Sendable {
         logger[metadataKey: "destination"] = "\(destination.name)"
         self.logger = logger
     }
+
+    /// Suspends (true) or resumes (false) sending for an operator, until resumed or the process restarts.
+    func setSuspended(_ suspended: Bool) { state.withLock { $0.suspended = suspended } }
 
     /// The ordering in force.
     var ordering: Ordering { state.withLock { $0.settings.ordering } }
@@ -121,6 +133,8 @@ final class DestinationLane: Sendable {
                 let windowStart = now - rateWindow
                 state.rateEntries.removeAll { $0 <= windowStart }
             }
+            // Suspended (by the file or an operator): nothing starts until resumed; attempts in flight finish.
+            if state.settings.paused || state.suspended { return (0, nil) }
             if now < state.windowUntil { return (0, state.windowUntil) }
             if let bucket = state.bucket, let until = buckets.closedUntil(bucket, now: now) { return (0, until) }
             switch state.circuit {
@@ -240,7 +254,8 @@ final class DestinationLane: Sendable {
             Snapshot(
                 name: name, inFlight: state.inFlight, circuit: state.circuit, consecutiveFailures: state.failures,
                 rateLimitedUntil: state.windowUntil > now ? state.windowUntil : nil, ordering: state.settings.ordering,
-                rateLimit: state.settings.rateLimit, maxConcurrency: state.settings.maxConcurrency)
+                rateLimit: state.settings.rateLimit, maxConcurrency: state.settings.maxConcurrency,
+                suspendedBy: state.settings.paused ? "config" : state.suspended ? "operator" : nil)
         }
     }
 }

@@ -11,6 +11,7 @@ struct APIError: Error, HTTPResponseError, CustomStringConvertible {
         case invalidBody = "invalid_body"
         case invalidParameter = "invalid_parameter"
         case invalidConfig = "invalid_config"
+        case pausedInConfig = "paused_in_config"
         case missingField = "missing_field"
         case bodyTooLarge = "body_too_large"
         case storageUnavailable = "storage_unavailable"
@@ -53,6 +54,12 @@ struct APIError: Error, HTTPResponseError, CustomStringConvertible {
         APIError(.unknownSource, .notFound, "no source named '\(name)' is configured")
     }
     static func invalidBody(_ detail: String) -> APIError { APIError(.invalidBody, .badRequest, detail) }
+    /// An operator asked to resume a destination that the configuration file pauses.
+    static func pausedInConfig(_ destination: String) -> APIError {
+        APIError(
+            .pausedInConfig, .conflict,
+            "destination '\(destination)' is paused in the configuration (paused: true); remove that and reload to resume it")
+    }
     /// A reload found the configuration file invalid; the detail lists every problem (file:line: key: message).
     static func invalidConfig(_ error: ConfigError) -> APIError {
         APIError(
