@@ -138,6 +138,23 @@ struct CLITests {
         try await sink.stop()
     }
 
+    @Test("plugins lists the shipped plugins and a refused file, as a table and as JSON")
+    func plugins() async throws {
+        let directory = TestPaths.temporaryDirectory("plugins-cli")
+        let plugins = directory + "/plugins"
+        try FileManager.default.createDirectory(atPath: plugins, withIntermediateDirectories: true)
+        _ = try await compileCPlugin(into: plugins, file: "libbroken.so", defines: ["NO_ENTRY"])
+        try (testServerSection() + "plugins:\n  directory: plugins\nsources:\n  inbox: { destinations: [] }\n")
+            .write(toFile: directory + "/sources.yaml", atomically: true, encoding: .utf8)
+        let table = try await Self.run("plugins --config \(directory)/sources.yaml")
+        #expect(table.status == 0)
+        for name in ["discord", "slack", "generic", "github"] { #expect(table.output.contains(name)) }
+        #expect(table.output.contains("refused: \(plugins)/libbroken.so"))
+        let json = try JSONValue(parsing: Array(try await Self.run("plugins --config \(directory)/sources.yaml --json").output.utf8))
+        #expect(json["plugins"]?.arrayValue?.first { $0["name"] == "github" }?["capabilities"] == ["mapper"])
+        #expect(json["refused"]?.arrayValue?.count == 1)
+    }
+
     @Test("--log-format json writes one JSON object per line with level, message and metadata")
     func jsonLogs() async throws {
         let directory = TestPaths.temporaryDirectory("logs")
