@@ -40,9 +40,6 @@ public struct ColorRule: Sendable {
         }
     }
 
-    /// True when a colour can come out of this rule.
-    public var isConfigured: Bool { fixed != nil || field != nil }
-
     /// The colour for an event with these mapped fields, as 0xRRGGBB; nil when none applies.
     public func color(for fields: JSONObject) -> Int? {
         if let fixed { return fixed }

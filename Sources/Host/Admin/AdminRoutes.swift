@@ -33,10 +33,7 @@ enum AdminRoutes {
         protected.get("/admin/deliveries") { request, _ -> JSONResponse in
             let query = try AdminQuery.parse(query: request, allowed: ["cursor", "limit"])
             let page = try await store.listDeliveries(query.filter, cursor: query.cursor, limit: query.limit)
-            return JSONResponse(
-                body: [
-                    "deliveries": .array(page.items.map(EventJSON.summary)), "next_cursor": page.nextCursor.map(JSONValue.string) ?? .null,
-                ])
+            return JSONResponse(body: EventJSON.page(page, named: "deliveries", EventJSON.summary))
         }
         protected.post("/admin/replay") { request, context -> JSONResponse in
             let body = try await request.body.collect(upTo: 65_536)
@@ -121,11 +118,10 @@ enum AdminRoutes {
                     throw APIError.notFound("no destination named '\(name)'")
                 }
                 if !suspend, destination.paused { throw APIError.pausedInConfig(name) }
-                _ = engine.setSuspended(suspend, destination: name)
-                let depths = try await store.queueDepths()
-                guard let lane = engine.laneSnapshots().first(where: { $0.name == name }) else {
+                guard let lane = engine.setSuspended(suspend, destination: name) else {
                     throw APIError.notFound("no destination named '\(name)'")
                 }
+                let depths = try await store.queueDepths()
                 return JSONResponse(body: EventJSON.destination(lane, depths: depths[name] ?? [:]))
             }
         }
@@ -241,6 +237,11 @@ enum EventJSON {
                 "retrying": .int(depths[.retrying] ?? 0), "dead": .int(depths[.dead] ?? 0),
             ],
         ]
+    }
+
+    /// A listing page: `{"<name>": [...], "next_cursor": "..." or null}`.
+    static func page<Item>(_ page: Page<Item>, named name: String, _ item: (Item) -> JSONValue) -> JSONValue {
+        .object(JSONObject([(name, .array(page.items.map(item))), ("next_cursor", page.nextCursor.map(JSONValue.string) ?? .null)]))
     }
 
     static func summary(_ event: EventSummary) -> JSONValue {

@@ -32,25 +32,22 @@ struct EventsCommand: AsyncParsableCommand {
         let config = try options.loadConfig()
         let filter = try filters.filter()
         let (cursor, limit) = (page.cursor, page.limit)
-        let page = try await options.withStore(config, command: "events") { try await $0.listEvents(filter, cursor: cursor, limit: limit) }
-        if self.page.json {
-            let body: JSONValue = [
-                "events": .array(page.items.map(EventJSON.summary)), "next_cursor": page.nextCursor.map(JSONValue.string) ?? .null,
-            ]
-            print(body.serialized())
+        let found = try await options.withStore(config, command: "events") { try await $0.listEvents(filter, cursor: cursor, limit: limit) }
+        if page.json {
+            print(EventJSON.page(found, named: "events", EventJSON.summary).serialized())
             return
         }
         let rows =
             [["ID", "RECEIVED", "SOURCE", "DELIVERIES"]]
-            + page.items.map { event in
+            + found.items.map { event in
                 [
                     event.id, CLITime.text(event.receivedAt), event.source,
                     event.deliveries.isEmpty
                         ? "-" : event.deliveries.map { "\($0.destination):\($0.status.rawValue)" }.joined(separator: " "),
                 ]
             }
-        print(page.items.isEmpty ? "(no events match)" : TextTable.render(rows))
-        if let next = page.nextCursor { print("more: --cursor \(next)") }
+        print(found.items.isEmpty ? "(no events match)" : TextTable.render(rows))
+        if let next = found.nextCursor { print("more: --cursor \(next)") }
     }
 }
 
@@ -68,27 +65,24 @@ struct DeliveriesCommand: AsyncParsableCommand {
         let config = try options.loadConfig()
         let filter = try filters.filter()
         let (cursor, limit) = (page.cursor, page.limit)
-        let page = try await options.withStore(config, command: "deliveries") {
+        let found = try await options.withStore(config, command: "deliveries") {
             try await $0.listDeliveries(filter, cursor: cursor, limit: limit)
         }
-        if self.page.json {
-            let body: JSONValue = [
-                "deliveries": .array(page.items.map(EventJSON.summary)), "next_cursor": page.nextCursor.map(JSONValue.string) ?? .null,
-            ]
-            print(body.serialized())
+        if page.json {
+            print(EventJSON.page(found, named: "deliveries", EventJSON.summary).serialized())
             return
         }
         let rows =
             [["ID", "EVENT", "SOURCE", "DESTINATION", "STATUS", "ATTEMPTS", "NEXT ATTEMPT", "LAST ERROR"]]
-            + page.items.map { delivery in
+            + found.items.map { delivery in
                 [
                     delivery.id, delivery.eventID, delivery.source, delivery.destination, delivery.status.rawValue,
                     String(delivery.attempts),
                     CLITime.text(delivery.nextAttemptAt), delivery.lastError.map { String($0.prefix(60)) } ?? "-",
                 ]
             }
-        print(page.items.isEmpty ? "(no deliveries match)" : TextTable.render(rows))
-        if let next = page.nextCursor { print("more: --cursor \(next)") }
+        print(found.items.isEmpty ? "(no deliveries match)" : TextTable.render(rows))
+        if let next = found.nextCursor { print("more: --cursor \(next)") }
     }
 }
 

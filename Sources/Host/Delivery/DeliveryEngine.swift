@@ -34,7 +34,8 @@ final class DeliveryEngine: Service, Sendable {
     private let configuration: Configuration
     private let stopping = Atomic<Bool>(false)
     private let inFlight = Atomic<Int>(0)
-    private let lanes = Mutex<[String: DestinationLane]>([:])
+    /// The lanes, by name and in name order, for the runtime generation they were built from.
+    private let lanes = Mutex<(generation: Int, byName: [String: DestinationLane], ordered: [DestinationLane])>((-1, [:], []))
     private let buckets = RateLimitBuckets()
 
     private let metrics: HookproxyMetrics
@@ -57,27 +58,31 @@ final class DeliveryEngine: Service, Sendable {
     /// The flow-control state of every configured destination, for the admin API.
     func laneSnapshots() -> [DestinationLane.Snapshot] {
         let now = Clock.milliseconds()
-        return currentLanes().map { $0.snapshot(now: now) }.sorted { $0.name < $1.name }
+        return currentLanes().map { $0.snapshot(now: now) }
     }
 
-    /// Suspends or resumes sending to `destination` for an operator; false when no such destination is configured.
-    func setSuspended(_ suspended: Bool, destination: String) -> Bool {
-        guard let lane = currentLanes().first(where: { $0.name == destination }) else { return false }
+    /// Suspends or resumes sending to `destination` for an operator.
+    /// Its state afterwards; nil when no such destination is configured.
+    func setSuspended(_ suspended: Bool, destination: String) -> DestinationLane.Snapshot? {
+        guard let lane = currentLanes().first(where: { $0.name == destination }) else { return nil }
         lane.setSuspended(suspended)
         logger.notice(
             suspended ? "destination suspended by an operator" : "destination resumed by an operator",
             metadata: ["destination": "\(destination)"])
         wake.signal()
-        return true
+        return lane.snapshot()
     }
 
-    /// The lanes of the destinations configured now; a lane is kept as long as its destination exists.
+    /// The lanes of the destinations configured now, in name order; a lane is kept as long as its destination exists.
+    /// Rebuilt only when a reload replaced the runtime (every dispatch pass asks).
     private func currentLanes() -> [DestinationLane] {
-        let destinations = runtime.runtime.config.destinations
+        let (runtime, generation) = self.runtime.versioned
         return lanes.withLock { lanes in
-            for name in lanes.keys where destinations[name] == nil { lanes[name] = nil }
-            return destinations.values.sorted { $0.name < $1.name }.map { destination in
-                if let lane = lanes[destination.name] {
+            guard lanes.generation != generation else { return lanes.ordered }
+            let destinations = runtime.config.destinations
+            for name in lanes.byName.keys where destinations[name] == nil { lanes.byName[name] = nil }
+            lanes.ordered = destinations.values.sorted { $0.name < $1.name }.map { destination in
+                if let lane = lanes.byName[destination.name] {
                     // A reload may have changed the destination: its lane takes the new settings and keeps its state.
                     if lane.reconfigure(destination) {
                         logger.info("destination settings reloaded", metadata: ["destination": "\(destination.name)"])
@@ -85,9 +90,11 @@ final class DeliveryEngine: Service, Sendable {
                     return lane
                 }
                 let lane = DestinationLane(destination: destination, buckets: buckets, logger: logger)
-                lanes[destination.name] = lane
+                lanes.byName[destination.name] = lane
                 return lane
             }
+            lanes.generation = generation
+            return lanes.ordered
         }
     }
 

@@ -101,7 +101,6 @@ struct DeliverySender: Sendable {
 
         // Several requests for one event are sent in order; earlier attempts may have delivered the first ones.
         let first = min(delivery.partsSent, requests.count - 1)
-        var result: Result?
         for index in first..<requests.count {
             let part = requests.count > 1 ? "request \(index + 1) of \(requests.count): " : ""
             func progress(_ result: Result) -> Result {
@@ -134,6 +133,7 @@ struct DeliverySender: Sendable {
             let now = Clock.milliseconds()
             let window = RetryAfter.announcedWindow(headers: responseHeaders).map { now + Int64($0.seconds * 1000) }
             let bucket = responseHeaders.first { $0.name.lowercased() == "x-ratelimit-bucket" }?.value
+            var result: Result
             switch status {
             case 200..<300:
                 guard index == requests.count - 1 else { continue }
@@ -165,10 +165,11 @@ struct DeliverySender: Sendable {
                     retry("\(part)destination answered HTTP \(status)", attempt, policy: destination.retry, notBefore: wait, window: window)
                 )
             }
-            result?.bucket = bucket
-            break
+            result.bucket = bucket
+            return result
         }
-        return result ?? Self.released(delivery)
+        // Not reached: the last request's answer returns above.
+        return Self.released(delivery)
     }
 
     /// One request to send and its body.

@@ -135,8 +135,7 @@ final class DestinationLane: Sendable {
             }
             // Suspended (by the file or an operator): nothing starts until resumed; attempts in flight finish.
             if state.settings.paused || state.suspended { return (0, nil) }
-            if now < state.windowUntil { return (0, state.windowUntil) }
-            if let bucket = state.bucket, let until = buckets.closedUntil(bucket, now: now) { return (0, until) }
+            if let until = closedWindow(state, now: now) { return (0, until) }
             switch state.circuit {
             case .open(let until):
                 if now < until { return (0, until) }
@@ -192,12 +191,13 @@ final class DestinationLane: Sendable {
 
     /// When a window learned since this lane admitted a delivery (its own, or its bucket's) is still closed at `now`:
     /// the time it opens. A delivery admitted just before another lane's answer closed the bucket waits for it.
-    func closedUntil(now: Int64) -> Int64? {
-        state.withLock { state in
-            var until = state.windowUntil > now ? state.windowUntil : nil
-            if let bucket = state.bucket, let bucketUntil = buckets.closedUntil(bucket, now: now) { until = max(until ?? 0, bucketUntil) }
-            return until
-        }
+    func closedUntil(now: Int64) -> Int64? { state.withLock { closedWindow($0, now: now) } }
+
+    /// The end of the later of the lane's own learned window and its bucket's, when either is still closed at `now`.
+    private func closedWindow(_ state: State, now: Int64) -> Int64? {
+        var until = state.windowUntil > now ? state.windowUntil : nil
+        if let bucket = state.bucket, let bucketUntil = buckets.closedUntil(bucket, now: now) { until = max(until ?? 0, bucketUntil) }
+        return until
     }
 
     /// A change of the circuit breaker that operators hear about.

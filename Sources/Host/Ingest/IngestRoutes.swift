@@ -11,25 +11,28 @@ enum IngestRoutes {
         let router = Router(context: HookproxyRequestContext.self)
         router.add(middleware: RequestIDMiddleware(logger: logger))
         router.post("/webhooks/:source") { request, context -> Response in
-            let server = ingestor.runtime.runtime.config.server
-            guard limits.enter(maximum: server.maxConcurrentRequests) else {
+            // One snapshot of the configuration for the whole request: a reload never changes it halfway.
+            let runtime = ingestor.runtime.runtime
+            guard limits.enter(maximum: runtime.config.server.maxConcurrentRequests) else {
                 metrics.increment("hookproxy_ingest_requests_shed_total")
                 throw APIError.overloaded()
             }
             defer { limits.leave() }
             let source = try context.parameters.require("source")
             // Only configured names become label values: unknown ones would let any client grow the metrics without bound.
-            let known = ingestor.runtime.runtime.config.sources[source] != nil
+            let sourceConfig = runtime.config.sources[source]
             do {
-                let response = try await handle(request, context: context, source: source, ingestor: ingestor, limits: limits)
+                let response = try await handle(
+                    request, context: context, source: source, runtime: runtime, ingestor: ingestor, limits: limits)
                 counters.count(source: source, outcome: response.status == .accepted ? "accepted" : "duplicate")
                 metrics.increment("hookproxy_ingest_requests_total", [("source", source), ("status", String(response.status.code))])
                 return response
             } catch let error as APIError {
-                if known { counters.count(source: source, outcome: IngestCounters.outcome(for: error)) }
+                if sourceConfig != nil { counters.count(source: source, outcome: IngestCounters.outcome(for: error)) }
                 metrics.increment(
-                    "hookproxy_ingest_requests_total", [("source", known ? source : "_unknown"), ("status", String(error.status.code))])
-                if error.errorCode == "mapper_failed", let mapper = ingestor.runtime.runtime.config.sources[source]?.mapper {
+                    "hookproxy_ingest_requests_total",
+                    [("source", sourceConfig != nil ? source : "_unknown"), ("status", String(error.status.code))])
+                if error.errorCode == "mapper_failed", let mapper = sourceConfig?.mapper {
                     metrics.increment("hookproxy_plugin_errors_total", [("plugin", mapper.name), ("operation", "map")])
                 }
                 throw error
@@ -41,22 +44,23 @@ enum IngestRoutes {
     /// One request with a slot: size, source and rate limit are checked before the body is read, then the ingest data
     /// path runs.
     static func handle(
-        _ request: Request, context: HookproxyRequestContext, source: String, ingestor: Ingestor, limits: IngestLimits
+        _ request: Request, context: HookproxyRequestContext, source: String, runtime: Runtime, ingestor: Ingestor,
+        limits: IngestLimits
     ) async throws -> Response {
-        let server = ingestor.runtime.runtime.config.server
+        let server = runtime.config.server
         let limit = server.maxBodyBytes
         if let declared = request.headers[.contentLength].flatMap(Int.init), declared > limit {
             throw APIError.bodyTooLarge(limit: limit)
         }
         // Unknown and rate-limited sources are answered before the body is read.
-        guard let sourceConfig = ingestor.runtime.runtime.config.sources[source] else { throw APIError.unknownSource(source) }
+        guard let sourceConfig = runtime.config.sources[source] else { throw APIError.unknownSource(source) }
         if let rateLimit = sourceConfig.rateLimit, let retryAfter = limits.admit(source: source, limit: rateLimit) {
             throw APIError.rateLimited(source: source, retryAfter: max(1, retryAfter))
         }
-        let buffer = try await readBody(request, limit: server.maxBodyBytes, timeout: server.readTimeout)
+        let buffer = try await readBody(request, limit: limit, timeout: server.readTimeout)
         let headers = request.headers.map { (name: $0.name.canonicalName, value: $0.value) }
         let accepted = try await ingestor.ingest(
-            source: source, headers: headers, body: Array(buffer.readableBytesView),
+            runtime: runtime, source: source, headers: headers, body: Array(buffer.readableBytesView),
             contentType: request.headers[.contentType] ?? "", requestID: context.requestID)
         let body: JSONValue = ["id": .string(accepted.id), "status": accepted.duplicate ? "duplicate" : "accepted"]
         return try JSONResponse(status: accepted.duplicate ? .ok : .accepted, body: body).response(from: request, context: context)

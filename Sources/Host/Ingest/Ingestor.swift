@@ -21,11 +21,13 @@ struct Ingestor: Sendable {
         var duplicate: Bool
     }
 
-    func ingest(source name: String, headers: [(name: String, value: String)], body: [UInt8], contentType: String, requestID: String)
-        async throws(APIError) -> Accepted
-    {
+    /// Ingests one request under `runtime`, the configuration snapshot the request started with.
+    func ingest(
+        runtime: Runtime, source name: String, headers: [(name: String, value: String)], body: [UInt8], contentType: String,
+        requestID: String
+    ) async throws(APIError) -> Accepted {
         let new = try Self.prepare(
-            runtime: runtime.runtime, source: name, headers: headers, body: body, contentType: contentType, requestID: requestID,
+            runtime: runtime, source: name, headers: headers, body: body, contentType: contentType, requestID: requestID,
             logger: logger)
         let event = new.event
         let deliveries = new.deliveries

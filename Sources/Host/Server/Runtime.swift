@@ -26,11 +26,15 @@ struct Runtime: Sendable {
 /// The runtime in force, swapped atomically on reload. Readers take a snapshot and keep using it for the request or
 /// delivery at hand, so a reload never changes anything halfway through.
 final class RuntimeHolder: Sendable {
-    private let current: Mutex<Runtime>
+    private let current: Mutex<(runtime: Runtime, generation: Int)>
 
-    init(_ runtime: Runtime) { current = Mutex(runtime) }
+    init(_ runtime: Runtime) { current = Mutex((runtime, 0)) }
 
-    var runtime: Runtime { current.withLock { $0 } }
+    var runtime: Runtime { current.withLock { $0.runtime } }
 
-    func replace(with runtime: Runtime) { current.withLock { $0 = runtime } }
+    /// The runtime and how many times it was replaced: readers that derive state from the configuration (the
+    /// delivery engine's lanes) rebuild it only when the generation moves.
+    var versioned: (runtime: Runtime, generation: Int) { current.withLock { $0 } }
+
+    func replace(with runtime: Runtime) { current.withLock { $0 = (runtime, $0.generation + 1) } }
 }

@@ -48,7 +48,7 @@ extension SQLiteStore {
             lastError: row["last_error"], replayOf: row["replay_of"], createdAt: row["created_at"], updatedAt: row["updated_at"])
     }
 
-    /// Runs a listing query for `limit + 1` rows; the extra row only says whether there is a next page.
+    /// The first `limit` of `items` (fetched as `limit + 1`: the extra one only says whether there is a next page).
     private static func page<Item>(_ items: [Item], limit: Int, id: (Item) -> String) -> Page<Item> {
         guard items.count > limit else { return Page(items: items, nextCursor: nil) }
         let shown = Array(items.prefix(limit))
@@ -74,12 +74,11 @@ extension SQLiteStore {
             var byEvent: [String: [DeliverySummary]] = [:]
             let ids = events.map { $0["id"] as String }
             if !ids.isEmpty {
-                let placeholders = Array(repeating: "?", count: ids.count).joined(separator: ", ")
                 for row in try Row.fetchAll(
                     db,
                     sql: """
                         SELECT d.*, e.source FROM deliveries d JOIN events e ON e.id = d.event_id
-                        WHERE d.event_id IN (\(placeholders)) AND \(Self.current) ORDER BY d.destination, d.id
+                        WHERE d.event_id IN (\(databaseQuestionMarks(count: ids.count))) AND \(Self.current) ORDER BY d.destination, d.id
                         """,
                     arguments: StatementArguments(ids))
                 {
@@ -95,43 +94,45 @@ extension SQLiteStore {
 
     func listDeliveries(_ filter: RecordFilter, cursor: String?, limit: Int) async throws -> Page<DeliverySummary> {
         try await pool.read { db in
-            var (conditions, arguments) = Self.conditions(filter, deliveries: true)
-            if let cursor {
-                conditions.append("d.id < ?")
-                arguments += [cursor]
-            }
-            arguments += [limit + 1]
-            let rows = try Row.fetchAll(
-                db,
-                sql: """
-                    SELECT d.*, e.source FROM deliveries d JOIN events e ON e.id = d.event_id
-                    WHERE \(conditions.joined(separator: " AND ")) ORDER BY d.id DESC LIMIT ?
-                    """,
-                arguments: arguments)
-            return Self.page(rows.map(Self.deliverySummary), limit: limit, id: \.id)
+            try Self.deliveryPage(db, filter, extra: [], after: cursor.map { ("<", $0) }, newestFirst: true, limit: limit)
         }
     }
 
     func replayCandidates(_ filter: RecordFilter, createdBefore: Int64, cursor: String?, limit: Int) async throws -> Page<DeliverySummary> {
         try await pool.read { db in
-            var (conditions, arguments) = Self.conditions(filter, deliveries: true)
-            conditions.append("d.status IN ('delivered', 'dead', 'skipped')")
-            conditions.append("d.created_at < ?")
-            arguments += [createdBefore]
-            if let cursor {
-                conditions.append("d.id > ?")
-                arguments += [cursor]
-            }
-            arguments += [limit + 1]
-            let rows = try Row.fetchAll(
-                db,
-                sql: """
-                    SELECT d.*, e.source FROM deliveries d JOIN events e ON e.id = d.event_id
-                    WHERE \(conditions.joined(separator: " AND ")) ORDER BY d.id LIMIT ?
-                    """,
-                arguments: arguments)
-            return Self.page(rows.map(Self.deliverySummary), limit: limit, id: \.id)
+            let finished = DeliveryStatus.finished.map(\.rawValue).sorted()
+            let extra: [(String, StatementArguments)] = [
+                ("d.status IN (\(databaseQuestionMarks(count: finished.count)))", StatementArguments(finished)),
+                ("d.created_at < ?", [createdBefore]),
+            ]
+            return try Self.deliveryPage(db, filter, extra: extra, after: cursor.map { (">", $0) }, newestFirst: false, limit: limit)
         }
+    }
+
+    /// A page of current deliveries matching `filter` and the `extra` conditions, ordered by id, continuing past the
+    /// cursor (`<` newest first, `>` oldest first).
+    private static func deliveryPage(
+        _ db: Database, _ filter: RecordFilter, extra: [(String, StatementArguments)], after cursor: (String, String)?,
+        newestFirst: Bool, limit: Int
+    ) throws -> Page<DeliverySummary> {
+        var (conditions, arguments) = conditions(filter, deliveries: true)
+        for (condition, values) in extra {
+            conditions.append(condition)
+            arguments += values
+        }
+        if let (comparison, id) = cursor {
+            conditions.append("d.id \(comparison) ?")
+            arguments += [id]
+        }
+        arguments += [limit + 1]
+        let rows = try Row.fetchAll(
+            db,
+            sql: """
+                SELECT d.*, e.source FROM deliveries d JOIN events e ON e.id = d.event_id
+                WHERE \(conditions.joined(separator: " AND ")) ORDER BY d.id \(newestFirst ? "DESC" : "") LIMIT ?
+                """,
+            arguments: arguments)
+        return page(rows.map(deliverySummary), limit: limit, id: \.id)
     }
 
     func replay(deliveries: [DeliverySummary], now: Int64) async throws -> [String] {

@@ -29,48 +29,37 @@ final class HookproxyMetrics: Sendable {
         self.factory = factory
     }
 
-    private static func key(_ name: String, _ labels: [(String, String)]) -> String {
-        labels.reduce(name) { $0 + "|" + $1.0 + "=" + $1.1 }
+    /// The metric `name` with `labels` from `cache`, created with `make` the first time.
+    private static func cached<Metric: Sendable>(
+        _ cache: borrowing Mutex<[String: Metric]>, _ name: String, _ labels: [(String, String)], make: () -> Metric
+    ) -> Metric {
+        let key = labels.reduce(name) { $0 + "|" + $1.0 + "=" + $1.1 }
+        return cache.withLock { cache in
+            if let metric = cache[key] { return metric }
+            let metric = make()
+            cache[key] = metric
+            return metric
+        }
     }
 
     /// Adds `amount` to the counter `name` with `labels`.
     func increment(_ name: String, _ labels: [(String, String)] = [], by amount: Int = 1) {
-        let key = Self.key(name, labels)
         let factory = self.factory
-        let counter = counters.withLock { counters in
-            if let counter = counters[key] { return counter }
-            let counter = CoreMetrics.Counter(label: name, dimensions: labels, factory: factory)
-            counters[key] = counter
-            return counter
-        }
-        counter.increment(by: amount)
+        Self.cached(counters, name, labels) { CoreMetrics.Counter(label: name, dimensions: labels, factory: factory) }.increment(by: amount)
     }
 
     /// Records a duration in the histogram `name` with `labels`.
     func record(_ name: String, _ labels: [(String, String)] = [], duration: Duration) {
-        let key = Self.key(name, labels)
         let factory = self.factory
-        let timer = timers.withLock { timers in
-            if let timer = timers[key] { return timer }
-            let timer = CoreMetrics.Timer(label: name, dimensions: labels, factory: factory)
-            timers[key] = timer
-            return timer
-        }
         let parts = duration.components
-        timer.recordNanoseconds(parts.seconds * 1_000_000_000 + parts.attoseconds / 1_000_000_000)
+        Self.cached(timers, name, labels) { CoreMetrics.Timer(label: name, dimensions: labels, factory: factory) }
+            .recordNanoseconds(parts.seconds * 1_000_000_000 + parts.attoseconds / 1_000_000_000)
     }
 
     /// Sets the gauge `name` with `labels`.
     func set(_ name: String, _ labels: [(String, String)] = [], to value: Double) {
-        let key = Self.key(name, labels)
         let factory = self.factory
-        let gauge = gauges.withLock { gauges in
-            if let gauge = gauges[key] { return gauge }
-            let gauge = CoreMetrics.Gauge(label: name, dimensions: labels, factory: factory)
-            gauges[key] = gauge
-            return gauge
-        }
-        gauge.record(value)
+        Self.cached(gauges, name, labels) { CoreMetrics.Gauge(label: name, dimensions: labels, factory: factory) }.record(value)
     }
 
     /// The Prometheus text exposition of everything recorded.
