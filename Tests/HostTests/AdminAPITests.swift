@@ -1,6 +1,5 @@
 import Foundation
 import PluginKit
-import Synchronization
 import Testing
 
 @testable import Host
@@ -176,8 +175,8 @@ struct AdminAPITests {
         try await sink.start()
         let server = try await TestServer.start(yaml: Self.yaml(sink: sink.url))
         let file = server.directory + "/sources.yaml"
-        let failures = Failures()
-        let accepted = Failures()
+        let failures = Collected()
+        let accepted = Collected()
         let load = Task {
             await withTaskGroup(of: Void.self) { group in
                 for client in 0..<4 {
@@ -287,6 +286,7 @@ struct AdminAPITests {
         #expect(paused.status == 200)
         #expect(paused.json?["state"] == "suspended" && paused.json?["suspended_by"] == "operator")
         let id = try await Self.post(server, "plain", #"{"held":true}"#)
+        // An observation window: nothing may be sent while suspended (the engine looks at least every 200 ms here).
         try await Task.sleep(for: .milliseconds(800))
         #expect(sink.requests("/out").isEmpty, "sent while suspended")
         let waiting = try #require(try await server.detail(id)?.deliveries.first)
@@ -358,11 +358,20 @@ struct AdminAPITests {
             with: "  out: { formatter: generic, url: \"http://127.0.0.1:9/out\", circuit_breaker: { failures: 2, cooldown: 1h } }")
         let server = try await TestServer.start(yaml: yaml)
         // Five events: five dead deliveries to broken, one alert for them (the others are held back).
-        for index in 0..<5 { _ = try await Self.post(server, "app", #"{"n":\#(index)}"#) }
+        var ids: [String] = []
+        for index in 0..<5 { ids.append(try await Self.post(server, "app", #"{"n":\#(index)}"#)) }
+        try await waitUntil("the five deliveries to broken dead") {
+            var dead = 0
+            for id in ids {
+                dead += try await server.detail(id)?.deliveries.filter { $0.destination == "broken" && $0.status == .dead }.count ?? 0
+            }
+            return dead == 5
+        }
         try await waitUntil("the dead-delivery alert and the pause alert") {
             let kinds = sink.requests("/alerts").compactMap { $0.json?["fields"]?["kind"]?.stringValue ?? $0.json?["kind"]?.stringValue }
             return kinds.contains("delivery_dead") && kinds.contains("destination_paused")
         }
+        // An observation window: the four held-back dead-delivery alerts must not arrive late.
         try await Task.sleep(for: .milliseconds(500))
         let alerts = sink.requests("/alerts").compactMap(\.json)
         let kinds = alerts.compactMap { $0["fields"]?["kind"]?.stringValue ?? $0["kind"]?.stringValue }
@@ -373,13 +382,6 @@ struct AdminAPITests {
         try await server.stop()
         try await sink.stop()
     }
-}
-
-/// Failures collected from concurrent clients.
-final class Failures: Sendable {
-    private let list = Mutex<[String]>([])
-    func add(_ failure: String) { list.withLock { $0.append(failure) } }
-    var all: [String] { list.withLock { $0 } }
 }
 
 /// A Prometheus text exposition, parsed line by line: every sample must be `name{labels} value`, every `# TYPE` line

@@ -35,7 +35,7 @@ struct CrashSafetyTests {
         let file = directory + "/sources.yaml"
         try Self.config(directory: directory, sink: sink.url, ingest: ingest, admin: admin).write(
             toFile: file, atomically: true, encoding: .utf8)
-        let acknowledged = Acknowledged()
+        let acknowledged = Collected()
         let health = "http://127.0.0.1:\(admin)/healthz"
 
         for round in 0..<4 {

@@ -50,7 +50,7 @@ struct OpenAPITests {
         let signed = Array(#"{"n":2}"#.utf8)
         let json = [("Content-Type", "application/json")]
 
-        var calls: [Call] = [
+        let calls: [Call] = [
             Call(
                 method: .POST, template: "/webhooks/{source}", path: "/webhooks/app", admin: false, body: #"{"n":2}"#,
                 headers: json + [("X-Hub-Signature-256", githubSignature(secret: "verify-secret-7", body: signed))]),
@@ -117,8 +117,7 @@ struct OpenAPITests {
         let file = server.directory + "/sources.yaml"
         let good = try String(contentsOfFile: file, encoding: .utf8)
         try (good + "\nnot-a-section: 1\n").write(toFile: file, atomically: true, encoding: .utf8)
-        calls = [Call(method: .POST, template: "/admin/reload", path: "/admin/reload")]
-        try await check(calls[0])
+        try await check(Call(method: .POST, template: "/admin/reload", path: "/admin/reload"))
         try good.write(toFile: file, atomically: true, encoding: .utf8)
 
         #expect(problems.isEmpty, "\(problems.joined(separator: "\n"))")

@@ -47,8 +47,8 @@ final class ChildServer: Sendable {
     }
 }
 
-/// Ids acknowledged with a 202, collected from concurrent clients.
-final class Acknowledged: Sendable {
+/// Strings (acknowledged ids, failures) collected from concurrent clients.
+final class Collected: Sendable {
     private let ids = Mutex<[String]>([])
     func add(_ id: String) { ids.withLock { $0.append(id) } }
     var all: [String] { ids.withLock { $0 } }
