@@ -21,6 +21,8 @@ let package = Package(
         // The Swift example of docs/plugins.md: built as libntfy.so, loaded only when copied into a plugins directory.
         .library(name: "ntfy", type: .dynamic, targets: ["NtfyExample"]),
         .library(name: "PluginKit", targets: ["PluginKit"]),
+        // The benchmark program (docs/benchmarks.md): `scripts/benchmark` builds it in release mode and runs it.
+        .executable(name: "hookproxy-bench", targets: ["Bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
@@ -35,6 +37,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
     ],
     targets: [
         .target(name: "PluginABI", path: "Sources/PluginABI", cSettings: [.unsafeFlags(["-Wall", "-Werror"])]),
@@ -78,6 +81,19 @@ let package = Package(
         .target(
             name: "NtfyExample", dependencies: ["PluginKit", "PluginABI"], path: "examples/plugins/ntfy", swiftSettings: strict,
             linkerSettings: pluginLinkerSettings),
+        .executableTarget(
+            name: "Bench",
+            dependencies: [
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            path: "Sources/Bench",
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "HostTests",
             dependencies: [

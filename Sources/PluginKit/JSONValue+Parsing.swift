@@ -204,6 +204,11 @@ struct JSONParser {
             let byte = bytes[position]
             if byte == UInt8(ascii: "\"") {
                 let slice = UnsafeBufferPointer(rebasing: bytes[start..<position])
+                // ASCII (most keys and values) needs no validation: the fast initialiser.
+                if !slice.contains(where: { $0 >= 0x80 }) {
+                    position += 1
+                    return String(decoding: slice, as: UTF8.self)
+                }
                 guard let string = String(validating: slice, as: UTF8.self) else {
                     throw JSONParseError(reason: "invalid UTF-8 in string", offset: start)
                 }

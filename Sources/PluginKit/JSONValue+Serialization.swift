@@ -38,6 +38,13 @@ extension JSONValue {
     /// Appends `value` as a JSON string literal, escaping quotes, backslashes and control characters.
     public static func writeString(_ value: String, to output: inout String) {
         output += "\""
+        // Most strings need no escaping: one append. 0xE2 leads U+2028 and U+2029 (and other characters, which the
+        // careful path below then copies as they are).
+        if !value.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") || $0 == 0xE2 }) {
+            output += value
+            output += "\""
+            return
+        }
         var pendingStart = value.unicodeScalars.startIndex
         var index = pendingStart
         let scalars = value.unicodeScalars

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 
 /// `hookproxy serve`: runs ingest, delivery and admin until SIGTERM or SIGINT, then drains.
 struct ServeCommand: AsyncParsableCommand {
@@ -13,7 +14,9 @@ struct ServeCommand: AsyncParsableCommand {
         let runtime = try options.loadRuntime(logger: logger)
         let server: HookproxyServer
         do {
-            server = try HookproxyServer(runtime: runtime, logger: logger)
+            var configuration = HookproxyServer.Configuration()
+            configuration.benchNoopRoute = ProcessInfo.processInfo.environment["HOOKPROXY_BENCH_NOOP_ROUTE"] == "1"
+            server = try HookproxyServer(runtime: runtime, logger: logger, configuration: configuration)
         } catch {
             throw CLIFailure.runtime("hookproxy: \(error)")
         }

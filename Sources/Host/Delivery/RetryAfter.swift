@@ -16,7 +16,7 @@ enum RetryAfter {
 
     static func parse(headers: [(name: String, value: String)], body: [UInt8], now: Date = Date()) -> Duration? {
         func header(_ name: String) -> String? { headers.first { $0.name.lowercased() == name }?.value }
-        if let value = header("retry-after")?.trimmingCharacters(in: .whitespaces) {
+        if let value = header("retry-after").map({ String($0.trimmingBlanks()) }) {
             if let seconds = Double(value), seconds >= 0 { return .milliseconds(Int64(seconds * 1000)) }
             let formatter = DateFormatter()
             formatter.locale = Locale(identifier: "en_US_POSIX")

@@ -5,11 +5,22 @@ import PluginKit
 
 /// The ingest listener's routes: `POST /webhooks/{source}`.
 enum IngestRoutes {
-    static func router(ingestor: Ingestor, limits: IngestLimits, counters: IngestCounters, metrics: HookproxyMetrics, logger: Logger)
-        -> Router<HookproxyRequestContext>
-    {
+    /// `noopRoute` adds `POST /_bench/noop`, the benchmark's ceiling: the same listener, middleware, body read and
+    /// answer as ingest, and nothing else (docs/benchmarks.md). It is on only when `HOOKPROXY_BENCH_NOOP_ROUTE=1`.
+    static func router(
+        ingestor: Ingestor, limits: IngestLimits, counters: IngestCounters, metrics: HookproxyMetrics, logger: Logger,
+        noopRoute: Bool = false
+    ) -> Router<HookproxyRequestContext> {
         let router = Router(context: HookproxyRequestContext.self)
         router.add(middleware: RequestIDMiddleware(logger: logger))
+        if noopRoute {
+            router.post("/_bench/noop") { request, context -> Response in
+                let server = ingestor.runtime.runtime.config.server
+                _ = try await readBody(request, limit: server.maxBodyBytes, timeout: server.readTimeout)
+                let body: JSONValue = ["id": "01a20019-a924-731c-8893-53404d8a8a31", "status": "accepted"]
+                return try JSONResponse(status: .accepted, body: body).response(from: request, context: context)
+            }
+        }
         router.post("/webhooks/:source") { request, context -> Response in
             // One snapshot of the configuration for the whole request: a reload never changes it halfway.
             let runtime = ingestor.runtime.runtime
@@ -57,7 +68,15 @@ enum IngestRoutes {
         if let rateLimit = sourceConfig.rateLimit, let retryAfter = limits.admit(source: source, limit: rateLimit) {
             throw APIError.rateLimited(source: source, retryAfter: max(1, retryAfter))
         }
-        let buffer = try await readBody(request, limit: limit, timeout: server.readTimeout)
+        let buffer: ByteBuffer
+        do {
+            buffer = try await readBody(request, limit: limit, timeout: server.readTimeout)
+        } catch let error as APIError where error.status == .requestTimeout {
+            // Stop reading: the answer still goes out, then the connection closes instead of draining the rest of a
+            // body that may never end (the client would hold the connection as long as it trickles).
+            context.channel.close(mode: .input, promise: nil)
+            throw error
+        }
         let headers = request.headers.map { (name: $0.name.canonicalName, value: $0.value) }
         let accepted = try await ingestor.ingest(
             runtime: runtime, source: source, headers: headers, body: Array(buffer.readableBytesView),
@@ -66,29 +85,27 @@ enum IngestRoutes {
         return try JSONResponse(status: accepted.duplicate ? .ok : .accepted, body: body).response(from: request, context: context)
     }
 
-    /// Collects the body, refusing more than `limit` bytes (413, checked as it streams in) and a body that takes longer
-    /// than `timeout` to arrive (408), so a slow client cannot hold a request open forever.
+    /// Collects the body, refusing more than `limit` bytes (413, checked as it streams in) and a body still arriving
+    /// `timeout` after the request started (408, checked as each part arrives), so a slow client cannot hold a request
+    /// open forever. A body that stops arriving altogether is cut off by the listener's idle timeout (twice
+    /// `read_timeout`). No timer or extra task per request: this runs for every webhook (decisions §27).
     static func readBody(_ request: Request, limit: Int, timeout: Duration) async throws -> ByteBuffer {
-        try await withThrowingTaskGroup(of: ByteBuffer?.self) { group in
-            group.addTask {
-                do {
-                    return try await request.body.collect(upTo: limit)
-                } catch is NIOTooManyBytesError {
-                    throw APIError.bodyTooLarge(limit: limit)
-                } catch is CancellationError {
-                    throw CancellationError()
-                } catch {
-                    // The HTTP framing itself is broken (bad chunk sizes, a connection cut mid-body): the client's fault.
-                    throw APIError.invalidBody("the request body could not be read: its HTTP framing is malformed or incomplete")
-                }
+        let deadline = ContinuousClock.now + timeout
+        var collected = ByteBuffer()
+        do {
+            for try await var part in request.body {
+                guard collected.readableBytes + part.readableBytes <= limit else { throw APIError.bodyTooLarge(limit: limit) }
+                collected.writeBuffer(&part)
+                if ContinuousClock.now > deadline { throw APIError.requestTimeout(timeout) }
             }
-            group.addTask {
-                try await Task.sleep(for: timeout)
-                return nil
-            }
-            defer { group.cancelAll() }
-            guard let first = try await group.next(), let buffer = first else { throw APIError.requestTimeout(timeout) }
-            return buffer
+        } catch let error as APIError {
+            throw error
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            // The HTTP framing itself is broken (bad chunk sizes, a connection cut mid-body): the client's fault.
+            throw APIError.invalidBody("the request body could not be read: its HTTP framing is malformed or incomplete")
         }
+        return collected
     }
 }

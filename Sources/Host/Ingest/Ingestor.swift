@@ -64,7 +64,10 @@ struct Ingestor: Sendable {
 
         if verify, let verify = source.verify {
             var lowercased: [String: String] = [:]
-            for header in headers where lowercased[header.name.lowercased()] == nil { lowercased[header.name.lowercased()] = header.value }
+            for header in headers {
+                let name = header.name.asciiLowercased()
+                if lowercased[name] == nil { lowercased[name] = header.value }
+            }
             if let reason = SignatureVerifier(config: verify).verify(headers: lowercased, body: body) {
                 logger.warning(
                     "signature verification failed",
@@ -77,7 +80,7 @@ struct Ingestor: Sendable {
 
         var headerObject = JSONObject()
         for header in headers {
-            let key = header.name.lowercased()
+            let key = header.name.asciiLowercased()
             guard !Self.unstoredHeaders.contains(key) else { continue }
             if case .string(let existing) = headerObject[key] {
                 headerObject[key] = .string(existing + ", " + header.value)

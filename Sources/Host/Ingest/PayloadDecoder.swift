@@ -89,6 +89,6 @@ enum PayloadDecoder {
 
 extension Substring {
     func trimmingSpacesAndLowercased() -> String {
-        String(self.drop { $0 == " " }.reversed().drop { $0 == " " }.reversed()).lowercased()
+        String(trimmingBlanks()).asciiLowercased()
     }
 }

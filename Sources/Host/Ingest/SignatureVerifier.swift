@@ -33,7 +33,7 @@ struct SignatureVerifier: Sendable {
             var timestamp: String?
             var signatures: [String] = []
             for part in header.split(separator: ",") {
-                let pair = part.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+                let pair = part.split(separator: "=", maxSplits: 1).map { String($0.trimmingBlanks()) }
                 guard pair.count == 2 else { continue }
                 if pair[0] == "t" { timestamp = pair[1] }
                 if pair[0] == "v1" { signatures.append(pair[1]) }
@@ -76,7 +76,7 @@ struct SignatureVerifier: Sendable {
         provided: [String], prefix: String, encoding: VerifyConfig.Encoding, mac: ([UInt8]) -> [UInt8]
     ) -> String? {
         let decoded = provided.compactMap { value -> [UInt8]? in
-            let trimmed = value.trimmingCharacters(in: .whitespaces)
+            let trimmed = value.trimmingBlanks()
             guard trimmed.hasPrefix(prefix) else { return nil }
             let text = String(trimmed.dropFirst(prefix.count))
             switch encoding {
@@ -96,7 +96,7 @@ struct SignatureVerifier: Sendable {
     }
 
     private func checkTimestamp(_ text: String, now: Date) -> String? {
-        guard var seconds = Double(text.trimmingCharacters(in: .whitespaces)) else { return "the timestamp is not a number" }
+        guard var seconds = Double(text.trimmingBlanks()) else { return "the timestamp is not a number" }
         if seconds > 100_000_000_000 { seconds /= 1000 }
         let skew = abs(now.timeIntervalSince1970 - seconds)
         return skew <= config.tolerance.seconds ? nil : "the timestamp is \(Int(skew)) s from now, beyond the tolerance"

@@ -18,6 +18,8 @@ final class HookproxyServer: Sendable {
         var engine = DeliveryEngine.Configuration()
         /// Signals that start a graceful shutdown (none for in-process use, e.g. tests).
         var shutdownSignals: [UnixSignal] = [.sigterm, .sigint]
+        /// Serve the benchmark's no-op ceiling route (`HOOKPROXY_BENCH_NOOP_ROUTE=1`, docs/benchmarks.md).
+        var benchNoopRoute = false
     }
 
     let runtime: RuntimeHolder
@@ -84,7 +86,9 @@ final class HookproxyServer: Sendable {
             maxHeaderFieldSize: config.server.maxHeaderBytes, maxHeaderListSize: config.server.maxHeaderBytes,
             maxHeaderFieldCount: config.server.maxHeaders)
         let ingestApp = Application(
-            router: IngestRoutes.router(ingestor: ingestor, limits: limits, counters: counters, metrics: metrics, logger: logger),
+            router: IngestRoutes.router(
+                ingestor: ingestor, limits: limits, counters: counters, metrics: metrics, logger: logger,
+                noopRoute: configuration.benchNoopRoute),
             server: .http1(
                 configuration: .init(
                     // Twice the read timeout: a body still arriving is answered 408 by the read deadline first; a

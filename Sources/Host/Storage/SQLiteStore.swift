@@ -110,33 +110,34 @@ final class SQLiteStore: EventStore {
 
     func insert(_ events: [NewEvent]) async throws -> [InsertResult] {
         try await write { db in
+            // Cached statements: SQLite parses each SQL text once per connection, not once per row.
+            let findDuplicate = try db.cachedStatement(sql: "SELECT id FROM events WHERE source = ? AND idempotency_key = ?")
+            let insertEvent = try db.cachedStatement(
+                sql: """
+                    INSERT INTO events (id, source, received_at, content_type, headers, body, fields, idempotency_key)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                    """)
+            let insertDelivery = try db.cachedStatement(
+                sql: """
+                    INSERT INTO deliveries (id, event_id, destination, status, attempts, next_attempt_at, created_at, updated_at)
+                    VALUES (?, ?, ?, 'pending', 0, ?, ?, ?)
+                    """)
             var results: [InsertResult] = []
             results.reserveCapacity(events.count)
             for new in events {
                 let event = new.event
-                if let key = new.idempotencyKey,
-                    let original = try String.fetchOne(
-                        db, sql: "SELECT id FROM events WHERE source = ? AND idempotency_key = ?", arguments: [event.source, key])
-                {
+                if let key = new.idempotencyKey, let original = try String.fetchOne(findDuplicate, arguments: [event.source, key]) {
                     results.append(.duplicate(originalID: original))
                     continue
                 }
-                try db.execute(
-                    sql: """
-                        INSERT INTO events (id, source, received_at, content_type, headers, body, fields, idempotency_key)
-                        VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                        """,
-                    arguments: [
-                        event.id, event.source, event.receivedAt, event.contentType, event.headersJSON, Data(event.body),
-                        event.fieldsJSON, new.idempotencyKey,
-                    ])
+                try insertEvent.execute(arguments: [
+                    event.id, event.source, event.receivedAt, event.contentType, event.headersJSON, Data(event.body),
+                    event.fieldsJSON, new.idempotencyKey,
+                ])
                 for delivery in new.deliveries {
-                    try db.execute(
-                        sql: """
-                            INSERT INTO deliveries (id, event_id, destination, status, attempts, next_attempt_at, created_at, updated_at)
-                            VALUES (?, ?, ?, 'pending', 0, ?, ?, ?)
-                            """,
-                        arguments: [delivery.id, event.id, delivery.destination, event.receivedAt, event.receivedAt, event.receivedAt])
+                    try insertDelivery.execute(arguments: [
+                        delivery.id, event.id, delivery.destination, event.receivedAt, event.receivedAt, event.receivedAt,
+                    ])
                 }
                 results.append(.stored)
             }
@@ -153,50 +154,54 @@ final class SQLiteStore: EventStore {
     func nextDue(destination: String, fifo: Bool) async throws -> Int64? {
         try await pool.read { db in
             if fifo {
-                guard let head = try Row.fetchOne(db, sql: Self.fifoHeadSQL, arguments: [destination]) else { return nil }
+                guard let head = try Row.fetchOne(db.cachedStatement(sql: Self.fifoHeadSQL), arguments: [destination]) else { return nil }
                 return head["status"] == DeliveryStatus.inFlight.rawValue ? nil : head["next_attempt_at"]
             }
             return try Int64.fetchOne(
-                db,
-                sql: """
-                    SELECT MIN(next_attempt_at) FROM deliveries INDEXED BY deliveries_waiting
-                    WHERE destination = ? AND status IN ('pending', 'retrying')
-                    """,
+                db.cachedStatement(
+                    sql: """
+                        SELECT MIN(next_attempt_at) FROM deliveries INDEXED BY deliveries_waiting
+                        WHERE destination = ? AND status IN ('pending', 'retrying')
+                        """),
                 arguments: [destination])
         }
     }
 
+    /// A claim is committed without an fsync (`synchronous=NORMAL` for its transaction): losing it in a crash loses
+    /// nothing, since one process owns the store and releases every claim when it starts. The next durable commit syncs
+    /// the WAL up to and including it.
     func claimDue(destination: String, fifo: Bool, now: Int64, limit: Int, leaseUntil: Int64) async throws -> [ClaimedDelivery] {
-        try await write { db in
+        try await writeWithoutSync { db in
             let ids: [String]
             if fifo {
-                guard let head = try Row.fetchOne(db, sql: Self.fifoHeadSQL, arguments: [destination]),
+                guard let head = try Row.fetchOne(db.cachedStatement(sql: Self.fifoHeadSQL), arguments: [destination]),
                     head["status"] != DeliveryStatus.inFlight.rawValue, (head["next_attempt_at"] as Int64? ?? .max) <= now
                 else { return [] }
                 ids = [head["id"]]
             } else {
                 ids = try String.fetchAll(
-                    db,
-                    sql: """
-                        SELECT id FROM deliveries INDEXED BY deliveries_waiting
-                        WHERE destination = ? AND status IN ('pending', 'retrying') AND next_attempt_at <= ?
-                        ORDER BY next_attempt_at, rowid LIMIT ?
-                        """,
+                    db.cachedStatement(
+                        sql: """
+                            SELECT id FROM deliveries INDEXED BY deliveries_waiting
+                            WHERE destination = ? AND status IN ('pending', 'retrying') AND next_attempt_at <= ?
+                            ORDER BY next_attempt_at, rowid LIMIT ?
+                            """),
                     arguments: [destination, now, limit])
             }
             guard !ids.isEmpty else { return [] }
+            // Cached per number of ids (at most a lane's concurrency).
             let claimed = try Row.fetchAll(
-                db,
-                sql: """
-                    UPDATE deliveries SET status = 'in_flight', lease_until = ?, updated_at = ?
-                    WHERE id IN (\(databaseQuestionMarks(count: ids.count)))
-                    RETURNING id, event_id, destination, attempts, parts_sent
-                    """,
+                db.cachedStatement(
+                    sql: """
+                        UPDATE deliveries SET status = 'in_flight', lease_until = ?, updated_at = ?
+                        WHERE id IN (\(databaseQuestionMarks(count: ids.count)))
+                        RETURNING id, event_id, destination, attempts, parts_sent
+                        """),
                 arguments: [leaseUntil, now] + StatementArguments(ids))
             let eventIDs = Array(Set(claimed.map { $0["event_id"] as String }))
             var events: [String: StoredEvent] = [:]
             for row in try Row.fetchAll(
-                db, sql: "SELECT * FROM events WHERE id IN (\(databaseQuestionMarks(count: eventIDs.count)))",
+                db.cachedStatement(sql: "SELECT * FROM events WHERE id IN (\(databaseQuestionMarks(count: eventIDs.count)))"),
                 arguments: StatementArguments(eventIDs))
             {
                 let event = Self.storedEvent(row)
@@ -232,29 +237,28 @@ final class SQLiteStore: EventStore {
         guard !outcomes.isEmpty else { return }
         let now = Clock.milliseconds()
         try await write { db in
+            let insertAttempt = try db.cachedStatement(
+                sql: """
+                    INSERT INTO attempts (delivery_id, number, started_at, duration_ms, http_status, response_body, error)
+                    VALUES (?, ?, ?, ?, ?, ?, ?)
+                    """)
+            let updateDelivery = try db.cachedStatement(
+                sql: """
+                    UPDATE deliveries SET status = ?, attempts = attempts + ?, next_attempt_at = ?, lease_until = NULL,
+                        last_error = COALESCE(?, last_error), parts_sent = COALESCE(?, parts_sent), updated_at = ?
+                    WHERE id = ?
+                    """)
             for outcome in outcomes {
                 if let attempt = outcome.attempt {
-                    try db.execute(
-                        sql: """
-                            INSERT INTO attempts (delivery_id, number, started_at, duration_ms, http_status, response_body, error)
-                            VALUES (?, ?, ?, ?, ?, ?, ?)
-                            """,
-                        arguments: [
-                            outcome.deliveryID, attempt.number, attempt.startedAt, attempt.durationMilliseconds, attempt.httpStatus,
-                            Data(attempt.responseBody), attempt.error,
-                        ])
-                }
-                try db.execute(
-                    sql: """
-                        UPDATE deliveries SET status = ?, attempts = attempts + ?, next_attempt_at = ?, lease_until = NULL,
-                            last_error = COALESCE(?, last_error), parts_sent = COALESCE(?, parts_sent), updated_at = ?
-                        WHERE id = ?
-                        """,
-                    arguments: [
-                        outcome.status.rawValue, outcome.attempt != nil && outcome.countsAsAttempt ? 1 : 0, outcome.nextAttemptAt,
-                        outcome.error, outcome.partsSent, now,
-                        outcome.deliveryID,
+                    try insertAttempt.execute(arguments: [
+                        outcome.deliveryID, attempt.number, attempt.startedAt, attempt.durationMilliseconds, attempt.httpStatus,
+                        Data(attempt.responseBody), attempt.error,
                     ])
+                }
+                try updateDelivery.execute(arguments: [
+                    outcome.status.rawValue, outcome.attempt != nil && outcome.countsAsAttempt ? 1 : 0, outcome.nextAttemptAt,
+                    outcome.error, outcome.partsSent, now, outcome.deliveryID,
+                ])
             }
         }
     }
@@ -268,6 +272,18 @@ final class SQLiteStore: EventStore {
                     """,
                 arguments: [now, now, now])
             return db.changesCount
+        }
+    }
+
+    func release(deliveryIDs: [String]) async throws {
+        guard !deliveryIDs.isEmpty else { return }
+        try await writeWithoutSync { db in
+            try db.execute(
+                sql: """
+                    UPDATE deliveries SET status = 'pending', lease_until = NULL
+                    WHERE status = 'in_flight' AND id IN (\(databaseQuestionMarks(count: deliveryIDs.count)))
+                    """,
+                arguments: StatementArguments(deliveryIDs))
         }
     }
 
@@ -333,6 +349,24 @@ final class SQLiteStore: EventStore {
     }
 
     /// Runs `updates` in one write transaction, turning database failures into ``StoreError``.
+    /// One transaction committed without waiting for the disk, for writes that may be lost in a crash (claims).
+    func writeWithoutSync<T: Sendable>(_ updates: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        do {
+            return try await pool.writeWithoutTransaction { db in
+                try db.execute(sql: "PRAGMA synchronous = NORMAL")
+                defer { try? db.execute(sql: "PRAGMA synchronous = FULL") }
+                var result: T?
+                try db.inTransaction {
+                    result = try updates(db)
+                    return .commit
+                }
+                return result!
+            }
+        } catch let error as DatabaseError {
+            throw StoreError.commitFailed("\(error.resultCode): \(error.message ?? "no message")")
+        }
+    }
+
     func write<T: Sendable>(_ updates: @escaping @Sendable (Database) throws -> T) async throws -> T {
         do {
             return try await pool.write(updates)

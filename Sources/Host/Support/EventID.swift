@@ -1,19 +1,29 @@
 /// Time-ordered identifiers (UUIDv7, RFC 9562): sortable by creation time, unique without coordination.
 enum EventID {
+    private static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
+
+    /// Written straight into the string's storage: this runs for every event and every delivery.
     static func make(milliseconds: Int64 = Clock.milliseconds()) -> String {
-        var bytes = [UInt8](repeating: 0, count: 16)
         var generator = SystemRandomNumberGenerator()
-        let random = (generator.next() as UInt64, generator.next() as UInt64)
         let time = UInt64(milliseconds)
-        for index in 0..<6 { bytes[index] = UInt8(truncatingIfNeeded: time >> (40 - 8 * UInt64(index))) }
-        for index in 6..<16 {
-            let source = index < 14 ? random.0 : random.1
-            bytes[index] = UInt8(truncatingIfNeeded: source >> (8 * UInt64(index % 8)))
+        // 48 bits of time, version 7, 12 random bits; variant 0b10, 62 random bits.
+        let high = (time << 16) | 0x7000 | (generator.next() & 0x0FFF as UInt64)
+        let low = (generator.next() & 0x3FFF_FFFF_FFFF_FFFF as UInt64) | 0x8000_0000_0000_0000
+        return String(unsafeUninitializedCapacity: 36) { buffer in
+            var position = 0
+            func write(_ word: UInt64, dashesBefore first: Int, _ second: Int) {
+                for nibble in 0..<16 {
+                    if nibble == first || nibble == second {
+                        buffer[position] = UInt8(ascii: "-")
+                        position += 1
+                    }
+                    buffer[position] = hexDigits[Int((word >> (60 - 4 * UInt64(nibble))) & 0xF)]
+                    position += 1
+                }
+            }
+            write(high, dashesBefore: 8, 12)
+            write(low, dashesBefore: 0, 4)
+            return position
         }
-        bytes[6] = (bytes[6] & 0x0F) | 0x70
-        bytes[8] = (bytes[8] & 0x3F) | 0x80
-        let hex = bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
-        let characters = Array(hex)
-        return [0..<8, 8..<12, 12..<16, 16..<20, 20..<32].map { String(characters[$0]) }.joined(separator: "-")
     }
 }

@@ -1,0 +1,285 @@
+import Foundation
+import Histogram
+import NIOCore
+
+/// The scenarios. Each starts its own hookproxy (a fresh database) unless it shares ingest's, and stops it after.
+final class Bench {
+    private let hookproxy: String
+    private let work: String
+    private let sizes: Sizes
+    private let group: any EventLoopGroup
+    private let sink: Sink
+    private let plugins: String
+    private var instances = 0
+    /// The ingest scenario's server and result, which the ceiling scenario reuses.
+    private var ingestServer: Server?
+    private var ingestThroughput: Double?
+
+    struct Server {
+        var process: ServerProcess
+        var ingestPort: Int
+        var adminPort: Int
+        var config: String
+        var database: String
+        var ready: Double
+
+        func stop() { process.stop() }
+
+        func admin(_ method: String, _ path: String) throws {
+            guard let answer = BlockingHTTP.request(method, port: adminPort, path: path), (200..<300).contains(answer.status) else {
+                throw BenchError("\(method) \(path) failed")
+            }
+        }
+    }
+
+    init(directory: String, work: String, sizes: Sizes, group: any EventLoopGroup) async throws {
+        hookproxy = directory + "/hookproxy"
+        guard FileManager.default.isExecutableFile(atPath: hookproxy) else {
+            throw BenchError("no hookproxy executable at \(hookproxy): build it first (scripts/benchmark does)")
+        }
+        self.work = work
+        self.sizes = sizes
+        self.group = group
+        // The bundled plugins load from beside the executable; this directory stays empty.
+        plugins = work + "/plugins"
+        try FileManager.default.createDirectory(atPath: plugins, withIntermediateDirectories: true)
+        sink = Sink(group: group)
+        try await sink.start()
+    }
+
+    func finish() async {
+        ingestServer?.stop()
+        ingestServer = nil
+        await sink.stop()
+    }
+
+    func run(_ scenario: Scenario) async throws -> [Row] {
+        switch scenario {
+        case .startup: try await startup()
+        case .ingest: try await ingest()
+        case .ceiling: try await ceiling()
+        case .pipeline: try await pipeline()
+        case .drain: try await drain()
+        case .backlog: try await backlog()
+        }
+    }
+
+    /// Starts hookproxy on a new database (or `database`) and waits until it is ready.
+    private func start(_ name: String, paused: Bool = false, database: String? = nil) throws -> Server {
+        instances += 1
+        let database = database ?? "\(work)/\(name)-\(instances).sqlite"
+        let config = "\(work)/\(name)-\(instances).yaml"
+        let ingestPort = unusedPort()
+        let adminPort = unusedPort()
+        try writeConfig(config, ingestPort: ingestPort, adminPort: adminPort, database: database, paused: paused)
+        let process = try ServerProcess(
+            binary: hookproxy, config: config, adminPort: adminPort, log: "\(work)/hookproxy.log",
+            environment: ["HOOKPROXY_BENCH_NOOP_ROUTE": "1"])
+        let ready = try process.waitReady()
+        return Server(process: process, ingestPort: ingestPort, adminPort: adminPort, config: config, database: database, ready: ready)
+    }
+
+    private func writeConfig(_ path: String, ingestPort: Int, adminPort: Int, database: String, paused: Bool) throws {
+        let text = Workload.config(
+            ingestPort: ingestPort, adminPort: adminPort, sinkPort: sink.port, database: database, pluginsDirectory: plugins,
+            paused: paused, maxConcurrency: sizes.maxConcurrency)
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+    }
+
+    private func load(_ server: Server, path: String = "/webhooks/\(Workload.source)", shape: LoadShape, connections: Int? = nil)
+        async throws -> LoadResult
+    {
+        try await LoadGenerator.run(
+            port: server.ingestPort, connections: connections ?? sizes.connections, shape: shape, group: group,
+            request: Workload.fixedBody(path: path))
+    }
+
+    // MARK: - Scenarios
+
+    private func startup() async throws -> [Row] {
+        let database = "\(work)/startup.sqlite"
+        var times: [Double] = []
+        var idle = 0
+        for index in 0..<sizes.startups {
+            let server = try start("startup", database: database)
+            times.append(server.ready)
+            if index == sizes.startups - 1 {
+                try await Task.sleep(for: .seconds(3))
+                idle = server.process.memory().resident
+            }
+            server.stop()
+        }
+        let first = times.removeFirst()
+        let slowest = times.max() ?? first
+        let median = times.sorted()[times.count / 2]
+        return [
+            Row(
+                "startup to ready, 4 plugins loaded, 3 formatters configured",
+                "median \(ms(median)), slowest \(ms(slowest)); first start, creating the database: \(ms(first))",
+                target: "≤ 300 ms", met: max(first, slowest) <= 0.3),
+            Row("idle RSS (ready, no traffic, 3 s after start)", mb(idle), target: "≤ 40 MB", met: idle <= 40 << 20),
+        ]
+    }
+
+    private func ingest() async throws -> [Row] {
+        let server = try start("ingest")
+        ingestServer = server
+        try server.admin("POST", "/admin/destinations/chat/pause")
+        _ = try await load(server, shape: .closedLoop(count: nil, seconds: sizes.seconds / 5))
+        let cpu = server.process.cpuSeconds()
+        let result = try await load(server, shape: .closedLoop(count: nil, seconds: sizes.seconds))
+        let perRequest = cpuPerRequest(server.process.cpuSeconds() - cpu, result)
+        ingestThroughput = result.throughput
+        let memory = server.process.memory()
+        return [
+            Row(
+                "ingest: \(sizes.connections) connections, delivery paused, \(Int(sizes.seconds)) s",
+                "\(rate(result.throughput)) req/s; \(latencies(result.latency)); \(result.errorSummary); server CPU \(perRequest)/req; peak RSS \(mb(memory.peak))",
+                target: "≥ 10,000 req/s, p99 ≤ 25 ms",
+                met: result.throughput >= 10_000 && millis(result.latency.valueAtPercentile(99)) <= 25 && result.errors == 0)
+        ]
+    }
+
+    private func ceiling() async throws -> [Row] {
+        let server = try ingestServer ?? start("ceiling")
+        defer {
+            server.stop()
+            ingestServer = nil
+        }
+        _ = try await load(server, path: "/_bench/noop", shape: .closedLoop(count: nil, seconds: sizes.seconds / 5))
+        let cpu = server.process.cpuSeconds()
+        let result = try await load(server, path: "/_bench/noop", shape: .closedLoop(count: nil, seconds: sizes.seconds))
+        let perRequest = cpuPerRequest(server.process.cpuSeconds() - cpu, result)
+        let ratio = ingestThroughput.map { String(format: "; ingest is %.0f%% of it", 100 * $0 / result.throughput) } ?? ""
+        return [
+            Row(
+                "ceiling: no-op route, same server and load",
+                "\(rate(result.throughput)) req/s; \(latencies(result.latency)); \(result.errorSummary); server CPU \(perRequest)/req\(ratio)"
+            )
+        ]
+    }
+
+    private func pipeline() async throws -> [Row] {
+        let server = try start("pipeline")
+        defer { server.stop() }
+        let count = Int(sizes.rate * sizes.pipelineSeconds)
+        try await sink.reset(expecting: count)
+        let result = try await LoadGenerator.run(
+            port: server.ingestPort, connections: sizes.connections, shape: .constantRate(rate: sizes.rate, seconds: sizes.pipelineSeconds),
+            group: group, request: Workload.numberedBodies(path: "/webhooks/\(Workload.source)"))
+        let deadline = Date().addingTimeInterval(30)
+        while try await sink.counts().received < count, Date() < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        let counts = try await sink.counts()
+        let arrivals = try await sink.arrivalTimes()
+        var endToEnd = LoadResult().latency
+        var missing = 0
+        let interval = 1e9 / sizes.rate
+        for (number, arrival) in arrivals.enumerated() {
+            guard arrival != 0 else {
+                missing += 1
+                continue
+            }
+            let intended = result.started + UInt64(Double(number) * interval)
+            endToEnd.record(arrival > intended ? (arrival - intended) / 1000 : 0)
+        }
+        let errors = result.errors + missing + counts.duplicates + counts.unnumbered
+        let p50 = millis(endToEnd.valueAtPercentile(50))
+        let p99 = millis(endToEnd.valueAtPercentile(99))
+        return [
+            Row(
+                "pipeline: ingest answers at \(rate(sizes.rate))/s constant for \(Int(sizes.pipelineSeconds)) s",
+                "\(latencies(result.latency)); \(result.errorSummary)"),
+            Row(
+                "pipeline: end to end (intended send -> sink received), one Discord destination",
+                "\(latencies(endToEnd)); \(count) sent, \(missing) missing, \(counts.duplicates) duplicates, \(result.errorSummary) at ingest",
+                target: "p50 ≤ 10 ms, p99 ≤ 50 ms, zero errors", met: p50 <= 10 && p99 <= 50 && errors == 0),
+        ]
+    }
+
+    private func drain() async throws -> [Row] {
+        let server = try start("drain")
+        defer { server.stop() }
+        try server.admin("POST", "/admin/destinations/chat/pause")
+        let filled = try await load(server, shape: .closedLoop(count: sizes.drainCount, seconds: nil))
+        guard filled.accepted == sizes.drainCount else {
+            throw BenchError("drain: only \(filled.accepted) of \(sizes.drainCount) accepted")
+        }
+        try await sink.reset(expecting: 0)
+        let started = Date()
+        let cpu = server.process.cpuSeconds()
+        try server.admin("POST", "/admin/destinations/chat/resume")
+        let deadline = started.addingTimeInterval(600)
+        while try await sink.counts().received < sizes.drainCount, Date() < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        let seconds = Date().timeIntervalSince(started)
+        let received = try await sink.counts().received
+        let perSecond = Double(received) / seconds
+        let perDelivery = String(format: "%.0f µs", (server.process.cpuSeconds() - cpu) * 1e6 / Double(max(1, received)))
+        return [
+            Row(
+                "drain: \(count(sizes.drainCount)) queued deliveries, then the destination resumes",
+                "\(rate(perSecond)) deliveries/s (\(count(received)) in \(String(format: "%.1f", seconds)) s); server CPU \(perDelivery)/delivery; peak RSS \(mb(server.process.memory().peak))",
+                target: "≥ 5,000 deliveries/s", met: perSecond >= 5000 && received >= sizes.drainCount)
+        ]
+    }
+
+    private func backlog() async throws -> [Row] {
+        let first = try start("backlog", paused: true)
+        let filled = try await load(first, shape: .closedLoop(count: sizes.backlogCount, seconds: nil))
+        let afterIngest = first.process.memory()
+        first.stop()
+        guard filled.accepted == sizes.backlogCount else {
+            throw BenchError("backlog: only \(filled.accepted) of \(sizes.backlogCount) accepted")
+        }
+        // The same database, a new process: what does holding the backlog cost?
+        let second = try start("backlog", paused: true, database: first.database)
+        defer { second.stop() }
+        try await Task.sleep(for: .seconds(3))
+        let idle = second.process.memory().resident
+        // Resume by reload and watch memory while the backlog drains.
+        try await sink.reset(expecting: 0)
+        try writeConfig(second.config, ingestPort: second.ingestPort, adminPort: second.adminPort, database: second.database, paused: false)
+        try second.admin("POST", "/admin/reload")
+        var draining = 0
+        for _ in 0..<20 {
+            try await Task.sleep(for: .milliseconds(500))
+            draining = max(draining, second.process.memory().resident)
+        }
+        let drained = try await sink.counts().received
+        let size = (try? FileManager.default.attributesOfItem(atPath: first.database)[.size] as? Int) ?? 0
+        let worst = max(afterIngest.peak, draining)
+        return [
+            Row(
+                "backlog: fill \(count(sizes.backlogCount)) events, delivery paused",
+                "\(rate(filled.throughput)) req/s into a growing database (\(mb(size)) file); \(latencies(filled.latency))"),
+            Row(
+                "backlog: RSS holding \(count(sizes.backlogCount)) queued events",
+                "after filling \(mb(afterIngest.resident)) (peak \(mb(afterIngest.peak))); restarted on it: ready in \(ms(second.ready)), idle \(mb(idle)); draining for 10 s (\(count(drained)) sent): up to \(mb(draining))",
+                target: "≤ 150 MB", met: worst <= 150 << 20),
+        ]
+    }
+}
+
+// MARK: - Formatting
+
+func ms(_ seconds: Double) -> String { String(format: "%.0f ms", seconds * 1000) }
+/// Microseconds to milliseconds.
+func millis(_ microseconds: UInt64) -> Double { Double(microseconds) / 1000 }
+func mb(_ bytes: Int) -> String { String(format: "%.1f MB", Double(bytes) / 1_048_576) }
+func rate(_ value: Double) -> String { count(Int(value.rounded())) }
+func count(_ value: Int) -> String {
+    let digits = String(value)
+    var out = ""
+    for (index, character) in digits.enumerated() {
+        if index > 0, (digits.count - index) % 3 == 0 { out += "," }
+        out.append(character)
+    }
+    return out
+}
+/// The server's CPU time per answered request, in microseconds.
+func cpuPerRequest(_ seconds: Double, _ result: LoadResult) -> String {
+    String(format: "%.0f µs", result.answered > 0 ? seconds * 1e6 / Double(result.answered) : 0)
+}
+func latencies(_ histogram: Histogram<UInt64>) -> String {
+    func format(_ percentile: Double) -> String { String(format: "%.2f", millis(histogram.valueAtPercentile(percentile))) }
+    return "p50 \(format(50)) ms, p99 \(format(99)) ms, p99.9 \(format(99.9)) ms, max \(String(format: "%.2f", millis(histogram.max))) ms"
+}

@@ -1,0 +1,124 @@
+import ArgumentParser
+import Foundation
+import NIOPosix
+
+/// `hookproxy-bench`: starts release builds of hookproxy with a generated configuration and a sink on loopback, runs
+/// the scenarios of docs/benchmarks.md and prints one table. `scripts/benchmark` builds and runs it.
+@main
+struct BenchCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "hookproxy-bench",
+        abstract: "Measure hookproxy: ingest, ceiling, pipeline, drain, backlog and startup (see docs/benchmarks.md).")
+
+    @Option(help: "Scenarios to run, comma-separated: \(Scenario.allCases.map(\.rawValue).joined(separator: ",")).")
+    var only: String = Scenario.allCases.map(\.rawValue).joined(separator: ",")
+
+    @Flag(help: "A smoke run of a few seconds: every scenario, tiny sizes. Its numbers mean nothing.")
+    var quick = false
+
+    @Option(help: "Connections of the maximum-throughput runs (ingest, ceiling).")
+    var connections = 64
+
+    @Option(help: "Seconds of each maximum-throughput run, after a warm-up of a fifth of it.")
+    var seconds = 10.0
+
+    @Option(help: "Events per second of the pipeline run.")
+    var rate = 2000.0
+
+    @Option(help: "Seconds of the pipeline run.")
+    var pipelineSeconds = 30.0
+
+    @Option(help: "max_concurrency of the benchmark's Discord destination (the default of sources.yaml is 8).")
+    var maxConcurrency = 8
+
+    @Option(help: "Deliveries queued before the drain run's sink comes up.")
+    var drainCount = 100_000
+
+    @Option(help: "Events queued for the backlog run.")
+    var backlogCount = 1_000_000
+
+    @Option(help: "Where hookproxy and its plugins are (default: beside this program).")
+    var binaries: String?
+
+    @Option(help: "Working directory for databases, configs and logs (default: a new one under /tmp, removed after).")
+    var workDirectory: String?
+
+    func run() async throws {
+        let scenarios = try only.split(separator: ",").map { name in
+            guard let scenario = Scenario(rawValue: String(name)) else { throw ValidationError("unknown scenario '\(name)'") }
+            return scenario
+        }
+        var sizes = Sizes(
+            connections: connections, seconds: seconds, rate: rate, pipelineSeconds: pipelineSeconds, drainCount: drainCount,
+            backlogCount: backlogCount, startups: 5, maxConcurrency: maxConcurrency)
+        if quick {
+            sizes = Sizes(
+                connections: 8, seconds: 1, rate: 200, pipelineSeconds: 1, drainCount: 500, backlogCount: 2000, startups: 2,
+                maxConcurrency: maxConcurrency)
+        }
+        let directory =
+            binaries ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
+        let work = workDirectory ?? NSTemporaryDirectory() + "hookproxy-bench-\(getpid())"
+        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        defer { if workDirectory == nil { try? FileManager.default.removeItem(atPath: work) } }
+
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let bench = try await Bench(directory: directory, work: work, sizes: sizes, group: group)
+        print(Machine.describe(binaries: directory, work: work, sizes: sizes, quick: quick))
+        print("")
+        var rows: [Row] = []
+        for scenario in scenarios {
+            FileHandle.standardError.write(Data("running \(scenario.rawValue)…\n".utf8))
+            let produced = try await bench.run(scenario)
+            rows += produced
+            for row in produced { FileHandle.standardError.write(Data("  \(row.scenario): \(row.measured)\n".utf8)) }
+        }
+        await bench.finish()
+        try await group.shutdownGracefully()
+        print(Row.table(rows))
+        if rows.contains(where: { $0.verdict == .missed }) && !quick { throw ExitCode(1) }
+    }
+}
+
+enum Scenario: String, CaseIterable {
+    case startup, ingest, ceiling, pipeline, drain, backlog
+}
+
+struct Sizes {
+    var connections: Int
+    var seconds: Double
+    var rate: Double
+    var pipelineSeconds: Double
+    var drainCount: Int
+    var backlogCount: Int
+    var startups: Int
+    var maxConcurrency: Int
+}
+
+/// One line of the result table.
+struct Row {
+    enum Verdict: String {
+        case met = "met"
+        case missed = "MISSED"
+        case info = ""
+    }
+
+    var scenario: String
+    var measured: String
+    var target: String
+    var verdict: Verdict
+
+    init(_ scenario: String, _ measured: String, target: String = "", met: Bool? = nil) {
+        self.scenario = scenario
+        self.measured = measured
+        self.target = target
+        self.verdict = met.map { $0 ? .met : .missed } ?? .info
+    }
+
+    /// A Markdown table, so a run can be pasted into docs/benchmarks.md as it is.
+    static func table(_ rows: [Row]) -> String {
+        var lines = ["| scenario | measured | target | |", "|---|---|---|---|"]
+        for row in rows { lines.append("| \(row.scenario) | \(row.measured) | \(row.target) | \(row.verdict.rawValue) |") }
+        return lines.joined(separator: "\n")
+    }
+}

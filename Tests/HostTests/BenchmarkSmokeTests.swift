@@ -1,0 +1,30 @@
+import Foundation
+import Testing
+
+@testable import Host
+
+/// The benchmark program is not part of the suite (docs/benchmarks.md), but a few seconds of it are: every scenario
+/// runs against the debug build at tiny sizes, so the program cannot rot unnoticed.
+@Suite("Benchmark smoke run")
+struct BenchmarkSmokeTests {
+    @Test("hookproxy-bench --quick runs every scenario and prints its table with the machine")
+    func quickRun() async throws {
+        let directory = PluginLoader.executableDirectory
+        let bench = directory + "/hookproxy-bench"
+        guard FileManager.default.isExecutableFile(atPath: bench) else {
+            Issue.record("no hookproxy-bench at \(bench) (run swift build first)")
+            return
+        }
+        let (status, output) = try await shell("'\(bench)' --quick --binaries '\(directory)' 2>&1")
+        #expect(status == 0, "\(output)")
+        #expect(output.contains("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores"), "\(output)")
+        for scenario in [
+            "startup to ready", "idle RSS", "ingest:", "ceiling:", "pipeline: end to end", "drain:", "backlog: RSS holding",
+        ] {
+            #expect(output.contains("| \(scenario)"), "no row '\(scenario)' in:\n\(output)")
+        }
+        // Tiny sizes, but real traffic: nothing may go missing or fail.
+        #expect(output.contains("200 sent, 0 missing, 0 duplicates, 0 errors at ingest"), "\(output)")
+        #expect(!output.contains("no answer"), "\(output)")
+    }
+}
