@@ -24,6 +24,9 @@ final class DeliveryEngine: Service, Sendable {
         var idlePoll: Duration = .seconds(1)
         /// How often expired leases are released.
         var maintenanceInterval: Duration = .seconds(60)
+        /// The most attempts whose answer is in but whose outcome is not yet committed; at the limit nothing new starts
+        /// (a store that cannot commit, as when the disk is full, stops sending).
+        var maximumUncommitted = 256
     }
 
     private let store: any EventStore
@@ -34,6 +37,8 @@ final class DeliveryEngine: Service, Sendable {
     private let configuration: Configuration
     private let stopping = Atomic<Bool>(false)
     private let inFlight = Atomic<Int>(0)
+    /// Attempts answered whose outcome is not committed yet.
+    private let uncommitted = Atomic<Int>(0)
     /// The lanes, by name and in name order, for the runtime generation they were built from.
     private let lanes = Mutex<(generation: Int, byName: [String: DestinationLane], ordered: [DestinationLane])>((-1, [:], []))
     private let buckets = RateLimitBuckets()
@@ -124,6 +129,10 @@ final class DeliveryEngine: Service, Sendable {
     private func dispatch(into group: inout DiscardingTaskGroup, outcomes: GroupCommitter<DeliveryOutcome, Void>) async {
         let clock = ContinuousClock()
         var nextMaintenance = clock.now + configuration.maintenanceInterval
+        // Deliveries claimed ahead, by destination, started as the lane's slots free up: one claim transaction serves
+        // a lane's next `maxConcurrency` deliveries instead of one claim per delivery (decisions §27). Only this loop
+        // touches it.
+        var ahead: [String: ArraySlice<ClaimedDelivery>] = [:]
         while !stopping.load(ordering: .sequentiallyConsistent) {
             if clock.now >= nextMaintenance {
                 await releaseExpiredLeases()
@@ -133,36 +142,62 @@ final class DeliveryEngine: Service, Sendable {
             var wakeAt = now + Int64(configuration.idlePoll.seconds * 1000)
             var busy = false
             let runtime = self.runtime.runtime
-            for lane in currentLanes() {
+            let lanes = currentLanes()
+            // Outcomes are not being committed fast enough (or at all): start nothing until they are.
+            if uncommitted.load(ordering: .sequentiallyConsistent) >= configuration.maximumUncommitted {
+                await wake.wait(timeout: .milliseconds(50))
+                continue
+            }
+            // Claimed ahead for a destination that a reload removed: back to the store.
+            for name in ahead.keys where !lanes.contains(where: { $0.name == name }) {
+                await release(ahead.removeValue(forKey: name) ?? [])
+            }
+            for lane in lanes {
                 let admission = lane.admission(now: now)
                 guard admission.slots > 0 else {
                     if let at = admission.wakeAt { wakeAt = min(wakeAt, at) }
+                    // Held back by more than its own concurrency (suspended, a closed window, an open circuit): what
+                    // was claimed ahead goes back, so that it shows as pending and its lease does not run.
+                    if lane.inFlight == 0 || admission.wakeAt != nil, let held = ahead.removeValue(forKey: lane.name) {
+                        await release(held)
+                    }
                     continue
                 }
                 let fifo = lane.ordering == .fifo
+                var ready = ahead[lane.name, default: []]
                 do {
-                    guard let due = try await store.nextDue(destination: lane.name, fifo: fifo) else { continue }
-                    guard due <= now else {
-                        wakeAt = min(wakeAt, due)
-                        continue
-                    }
-                    let claimed = try await store.claimDue(
-                        destination: lane.name, fifo: fifo, now: now, limit: admission.slots,
-                        leaseUntil: now + Int64(configuration.lease.seconds * 1000))
-                    lane.started(claimed.count)
-                    if claimed.count == admission.slots { busy = true }
-                    for delivery in claimed {
-                        inFlight.add(1, ordering: .sequentiallyConsistent)
-                        group.addTask { await self.deliver(delivery, runtime: runtime, lane: lane, outcomes: outcomes) }
+                    if ready.count < admission.slots {
+                        // FIFO lanes claim their head only; others claim what is free now plus a lane's worth ahead.
+                        let limit = fifo ? 1 : admission.slots - ready.count + lane.maxConcurrency
+                        let claimed = try await store.claimDue(
+                            destination: lane.name, fifo: fifo, now: now, limit: limit,
+                            leaseUntil: now + Int64(configuration.lease.seconds * 1000))
+                        ready += claimed
+                        if claimed.isEmpty, ready.isEmpty {
+                            if let due = try await store.nextDue(destination: lane.name, fifo: fifo), due > now {
+                                wakeAt = min(wakeAt, due)
+                            }
+                            ahead[lane.name] = nil
+                            continue
+                        }
                     }
                 } catch {
                     logger.error("cannot claim deliveries", metadata: ["destination": "\(lane.name)", "error": "\(error)"])
+                }
+                let starting = ready.prefix(admission.slots)
+                ahead[lane.name] = ready.dropFirst(starting.count)
+                lane.started(starting.count)
+                if starting.count == admission.slots { busy = true }
+                for delivery in starting {
+                    inFlight.add(1, ordering: .sequentiallyConsistent)
+                    group.addTask { await self.deliver(delivery, runtime: runtime, lane: lane, outcomes: outcomes) }
                 }
             }
             if busy { continue }
             let timeout = Duration.milliseconds(max(1, wakeAt - Clock.milliseconds()))
             await wake.wait(timeout: timeout)
         }
+        for (_, held) in ahead { await release(held) }
         // Graceful shutdown: let attempts in flight finish, then cancel and release the rest.
         let deadline = clock.now + runtime.runtime.config.server.shutdownGrace
         while inFlight.load(ordering: .sequentiallyConsistent) > 0, clock.now < deadline {
@@ -188,9 +223,13 @@ final class DeliveryEngine: Service, Sendable {
             result = DeliverySender.released(delivery)
         }
         measure(delivery, result)
-        // The outcome is recorded before the lane slot is freed: when the store cannot commit (disk full), sending stops
-        // instead of piling up attempts that cannot be recorded. At shutdown the lease covers it: the delivery is sent
-        // again after restart (at least once, never lost).
+        // The lane's slot frees when the answer is in, not when its outcome is committed: the next attempt overlaps the
+        // commit (decisions §27). A FIFO line still waits for the commit, since its head stays in flight until then.
+        let change = lane.finished(result.feedback)
+        uncommitted.add(1, ordering: .sequentiallyConsistent)
+        wake.signal()
+        // At shutdown the lease covers an outcome not recorded: the delivery is sent again after restart (at least once,
+        // never lost).
         var logged = false
         while true {
             do {
@@ -210,7 +249,7 @@ final class DeliveryEngine: Service, Sendable {
                 try? await Task.sleep(for: .milliseconds(500))
             }
         }
-        let change = lane.finished(result.feedback)
+        uncommitted.subtract(1, ordering: .sequentiallyConsistent)
         alert(delivery, result, circuit: change)
         inFlight.subtract(1, ordering: .sequentiallyConsistent)
         wake.signal()
@@ -283,6 +322,16 @@ final class DeliveryEngine: Service, Sendable {
             }
         }
         return !Task.isCancelled
+    }
+
+    /// Returns deliveries claimed ahead and not started to pending. If that fails, their lease runs out instead.
+    private func release(_ deliveries: ArraySlice<ClaimedDelivery>) async {
+        guard !deliveries.isEmpty else { return }
+        do {
+            try await store.release(deliveryIDs: deliveries.map(\.id))
+        } catch {
+            logger.warning("cannot release deliveries claimed ahead; their lease will", metadata: ["error": "\(error)"])
+        }
     }
 
     private func releaseExpiredLeases() async {

@@ -192,9 +192,8 @@ struct DeliverySender: Sendable {
     static func prepare(_ delivery: ClaimedDelivery, destination: DestinationConfig, formatter: PluginInstance, attempt number: Int)
         -> Prepared
     {
-        let document = EventDocument.make(event: delivery.event, destination: delivery.destination, attempt: number)
-        let formatted = formatter.format(
-            document: document.serializedBytes(), body: delivery.event.body, contentType: delivery.event.contentType)
+        let document = EventDocument.bytes(event: delivery.event, destination: delivery.destination, attempt: number)
+        let formatted = formatter.format(document: document, body: delivery.event.body, contentType: delivery.event.contentType)
         let outputs: [OutboundRequest]
         switch formatted {
         case .send(let body, let type, let headers):

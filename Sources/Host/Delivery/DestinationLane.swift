@@ -108,6 +108,9 @@ final class DestinationLane: Sendable {
 
     /// The ordering in force.
     var ordering: Ordering { state.withLock { $0.settings.ordering } }
+    var maxConcurrency: Int { state.withLock { $0.settings.maxConcurrency } }
+    /// Attempts started and not yet finished.
+    var inFlight: Int { state.withLock { $0.inFlight } }
 
     /// Applies a reloaded destination's settings; what the lane has learned (in flight, windows, breaker) is kept.
     /// True when anything changed.

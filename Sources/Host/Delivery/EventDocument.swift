@@ -3,6 +3,46 @@ import PluginKit
 /// The event document a formatter receives (contract §7):
 /// `{"id", "source", "received_at", "headers", "payload", "fields", "destination": {"name"}, "attempt"}`.
 enum EventDocument {
+    /// The document as a formatter receives it, UTF-8 encoded. When the body is plain JSON that the payload decoder
+    /// would parse as it is, the document is spliced together from the stored JSON texts (headers, fields, body) without
+    /// parsing and re-serialising them: the same JSON, at a fraction of the cost per attempt. Anything else (forms,
+    /// `\u` escapes, invalid JSON) takes ``make(event:destination:attempt:)``.
+    static func bytes(event: StoredEvent, destination: String, attempt: Int) -> [UInt8] {
+        guard !event.headersJSON.isEmpty, !event.fieldsJSON.isEmpty, bodyIsPlainJSONPayload(event) else {
+            return make(event: event, destination: destination, attempt: attempt).serializedBytes()
+        }
+        var text = ""
+        text.reserveCapacity(event.body.count + event.headersJSON.utf8.count + event.fieldsJSON.utf8.count + 200)
+        text += "{\"id\":"
+        JSONValue.writeString(event.id, to: &text)
+        text += ",\"source\":"
+        JSONValue.writeString(event.source, to: &text)
+        text += ",\"received_at\":\"" + Clock.rfc3339(milliseconds: event.receivedAt) + "\",\"headers\":"
+        text += event.headersJSON
+        text += ",\"payload\":"
+        var bytes = Array(text.utf8)
+        bytes += event.body
+        text = ",\"fields\":" + event.fieldsJSON + ",\"destination\":{\"name\":"
+        JSONValue.writeString(destination, to: &text)
+        text += "},\"attempt\":" + String(attempt) + "}"
+        bytes += text.utf8
+        return bytes
+    }
+
+    /// Whether the payload is the body itself, parsed as JSON (see ``PayloadDecoder``), and the body is plain JSON.
+    private static func bodyIsPlainJSONPayload(_ event: StoredEvent) -> Bool {
+        let mediaType = event.contentType.split(separator: ";").first.map { $0.trimmingSpacesAndLowercased() } ?? ""
+        let declaredJSON = mediaType == "application/json" || mediaType.hasSuffix("+json") || mediaType == "text/json"
+        if !declaredJSON {
+            // Forms have their own decoding; other types count as JSON only when they start like an object or array.
+            if mediaType == "application/x-www-form-urlencoded" { return false }
+            guard let first = event.body.first(where: { ![0x20, 0x09, 0x0A, 0x0D].contains($0) }),
+                first == UInt8(ascii: "{") || first == UInt8(ascii: "[")
+            else { return false }
+        }
+        return JSONValue.isPlainValidDocument(event.body)
+    }
+
     static func make(event: StoredEvent, destination: String, attempt: Int) -> JSONValue {
         let payload: JSONValue
         switch PayloadDecoder.decode(body: event.body, contentType: event.contentType) {

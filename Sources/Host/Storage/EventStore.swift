@@ -25,6 +25,9 @@ protocol EventStore: Sendable {
     /// Returns deliveries whose lease expired before `now` to pending; returns how many.
     func releaseExpiredLeases(now: Int64) async throws -> Int
 
+    /// Returns these claimed deliveries, not sent, to pending (claimed ahead and then not started).
+    func release(deliveryIDs: [String]) async throws
+
     /// Returns every in-flight delivery to pending (start-up of the single process that owns an SQLite store).
     func releaseAllInFlight() async throws -> Int
 
