@@ -313,6 +313,37 @@ struct AdminAPITests {
         try await sink.stop()
     }
 
+    @Test("deliveries claimed ahead of free slots go back to pending when the destination is paused, and go out on resume")
+    func claimedAheadReleasedOnPause() async throws {
+        let sink = RecordingSink()
+        // Eight slow answers hold all eight slots (the default max_concurrency), so the engine claims more ahead.
+        sink.plan("/out", responses: Array(repeating: RecordingSink.Planned(status: 200, delay: .milliseconds(1500)), count: 8))
+        try await sink.start()
+        let server = try await TestServer.start(yaml: Self.yaml(sink: sink.url))
+        func queue() async throws -> JSONValue? {
+            try await Self.get(server, "/admin/destinations").json?["destinations"]?.arrayValue?.first { $0["name"] == "out" }?["queue"]
+        }
+        // Queued while paused, so that the first claim after resuming finds all twenty due.
+        #expect(try await send(.POST, server.adminURL + "/admin/destinations/out/pause").status == 200)
+        var ids: [String] = []
+        for index in 0..<20 { ids.append(try await Self.post(server, "plain", #"{"n":\#(index)}"#)) }
+        #expect(try await send(.POST, server.adminURL + "/admin/destinations/out/resume").status == 200)
+        try await waitUntil("eight attempts in flight at the sink") { sink.requests("/out").count >= 8 }
+        #expect((try await queue()?["in_flight"]?.intValue ?? 0) > 8, "eight sending and more claimed ahead")
+        #expect(try await send(.POST, server.adminURL + "/admin/destinations/out/pause").status == 200)
+        // The eight slow attempts finish; what was claimed ahead must not stay in flight until its lease runs out.
+        try await waitUntil("nothing in flight and the rest pending", timeout: .seconds(10)) {
+            let depths = try await queue()
+            return depths?["in_flight"] == 0 && depths?["pending"] == 12
+        }
+        #expect(sink.requests("/out").count == 8)
+        #expect(try await send(.POST, server.adminURL + "/admin/destinations/out/resume").status == 200)
+        for id in ids { try await server.waitForDeliveries(of: id) }
+        #expect(sink.requests("/out").count == 20)
+        try await server.stop()
+        try await sink.stop()
+    }
+
     @Test("GET /metrics is Prometheus text whose counters move as events flow")
     func metrics() async throws {
         let sink = RecordingSink()

@@ -167,8 +167,10 @@ final class DeliveryEngine: Service, Sendable {
                 var ready = ahead[lane.name, default: []]
                 do {
                     if ready.count < admission.slots {
-                        // FIFO lanes claim their head only; others claim what is free now plus a lane's worth ahead.
-                        let limit = fifo ? 1 : admission.slots - ready.count + lane.maxConcurrency
+                        // FIFO lanes claim their head only; others claim what is free now plus a lane's worth ahead,
+                        // except under a rate limit, whose closed window would send what was claimed ahead back.
+                        let extra = fifo || lane.isRateLimited ? 0 : lane.maxConcurrency
+                        let limit = fifo ? 1 : admission.slots - ready.count + extra
                         let claimed = try await store.claimDue(
                             destination: lane.name, fifo: fifo, now: now, limit: limit,
                             leaseUntil: now + Int64(configuration.lease.seconds * 1000))

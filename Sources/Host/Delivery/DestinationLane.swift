@@ -109,6 +109,8 @@ final class DestinationLane: Sendable {
     /// The ordering in force.
     var ordering: Ordering { state.withLock { $0.settings.ordering } }
     var maxConcurrency: Int { state.withLock { $0.settings.maxConcurrency } }
+    /// Whether the destination has a `rate_limit` (whose window, once used up, holds the lane back).
+    var isRateLimited: Bool { state.withLock { $0.settings.rateLimit != nil } }
     /// Attempts started and not yet finished.
     var inFlight: Int { state.withLock { $0.inFlight } }
 
