@@ -53,7 +53,7 @@ struct BenchCommand: AsyncParsableCommand {
             backlogCount: backlogCount, startups: 5, maxConcurrency: maxConcurrency)
         if quick {
             sizes = Sizes(
-                connections: 8, seconds: 1, rate: 200, pipelineSeconds: 1, drainCount: 500, backlogCount: 2000, startups: 2,
+                connections: 4, seconds: 0.5, rate: 100, pipelineSeconds: 1, drainCount: 200, backlogCount: 500, startups: 2,
                 maxConcurrency: maxConcurrency)
         }
         let directory =
