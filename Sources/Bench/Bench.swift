@@ -133,7 +133,7 @@ final class Bench {
         let memory = server.process.memory()
         return [
             Row(
-                "ingest: \(sizes.connections) connections, delivery paused, \(Int(sizes.seconds)) s",
+                "ingest: \(sizes.connections) connections, delivery paused, \(seconds(sizes.seconds)) s",
                 "\(rate(result.throughput)) req/s; \(latencies(result.latency)); \(result.errorSummary); server CPU \(perRequest)/req; peak RSS \(mb(memory.peak))",
                 target: "≥ 10,000 req/s, p99 ≤ 25 ms",
                 met: result.throughput >= 10_000 && millis(result.latency.valueAtPercentile(99)) <= 25 && result.errors == 0)
@@ -187,7 +187,7 @@ final class Bench {
         let p99 = millis(endToEnd.valueAtPercentile(99))
         return [
             Row(
-                "pipeline: ingest answers at \(rate(sizes.rate))/s constant for \(Int(sizes.pipelineSeconds)) s",
+                "pipeline: ingest answers at \(rate(sizes.rate))/s constant for \(seconds(sizes.pipelineSeconds)) s",
                 "\(latencies(result.latency)); \(result.errorSummary)"),
             Row(
                 "pipeline: end to end (intended send -> sink received), one Discord destination",
@@ -264,6 +264,8 @@ final class Bench {
 func ms(_ seconds: Double) -> String { String(format: "%.0f ms", seconds * 1000) }
 /// Microseconds to milliseconds.
 func millis(_ microseconds: UInt64) -> Double { Double(microseconds) / 1000 }
+/// 10 for 10.0, 0.5 for 0.5.
+func seconds(_ value: Double) -> String { String(format: "%g", value) }
 func mb(_ bytes: Int) -> String { String(format: "%.1f MB", Double(bytes) / 1_048_576) }
 func rate(_ value: Double) -> String { count(Int(value.rounded())) }
 func count(_ value: Int) -> String {

@@ -20,8 +20,8 @@ enum Machine {
             "server: SQLite WAL, synchronous=FULL, group commit; every 202 is on disk; log level warning",
             "workload: \(Workload.bodySize) B JSON push, GitHub HMAC-SHA256 signature checked, 4 mapped fields, idempotency key, "
                 + "1 Discord destination (sink on loopback answering 204)",
-            "sizes: \(sizes.connections) connections × \(Int(sizes.seconds)) s (max throughput), \(Int(sizes.rate))/s × "
-                + "\(Int(sizes.pipelineSeconds)) s (pipeline), \(sizes.drainCount) (drain), \(sizes.backlogCount) (backlog)",
+            "sizes: \(sizes.connections) connections × \(seconds(sizes.seconds)) s (max throughput), \(Int(sizes.rate))/s × "
+                + "\(seconds(sizes.pipelineSeconds)) s (pipeline), \(sizes.drainCount) (drain), \(sizes.backlogCount) (backlog)",
         ]
         if quick { lines.append("") }
         return lines.joined(separator: "\n")

@@ -66,7 +66,9 @@ struct CrashSafetyTests {
             _ = try? await clients.value
         }
         let ids = acknowledged.all
-        #expect(ids.count > 50, "too little load: \(ids.count) acknowledged")
+        // A floor that shows the rounds did ingest under load; on two cores shared with the whole suite (and the benchmark
+        // smoke run) four debug-build rounds of 0.3–1.2 s acknowledge from about 40 events upwards.
+        #expect(ids.count > 20, "too little load: \(ids.count) acknowledged")
 
         let final = try await ChildServer(config: file, healthURL: health, log: directory + "/serve.log")
         try await waitUntil("every acknowledged event at the sink", timeout: .seconds(60)) {
