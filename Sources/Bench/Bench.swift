@@ -26,8 +26,12 @@ final class Bench {
         func stop() { process.stop() }
 
         func admin(_ method: String, _ path: String) throws {
-            guard let answer = BlockingHTTP.request(method, port: adminPort, path: path), (200..<300).contains(answer.status) else {
-                throw BenchError("\(method) \(path) failed")
+            guard let answer = BlockingHTTP.request(method, port: adminPort, path: path) else {
+                throw BenchError(
+                    "\(method) \(path) on the admin port \(adminPort): no answer (run with --work-directory DIR to keep DIR/hookproxy.log)")
+            }
+            guard (200..<300).contains(answer.status) else {
+                throw BenchError("\(method) \(path) on the admin port \(adminPort): HTTP \(answer.status) \(answer.body)")
             }
         }
     }

@@ -31,16 +31,10 @@ enum EventDocument {
 
     /// Whether the payload is the body itself, parsed as JSON (see ``PayloadDecoder``), and the body is plain JSON.
     private static func bodyIsPlainJSONPayload(_ event: StoredEvent) -> Bool {
-        let mediaType = event.contentType.split(separator: ";").first.map { $0.trimmingSpacesAndLowercased() } ?? ""
-        let declaredJSON = mediaType == "application/json" || mediaType.hasSuffix("+json") || mediaType == "text/json"
-        if !declaredJSON {
-            // Forms have their own decoding; other types count as JSON only when they start like an object or array.
-            if mediaType == "application/x-www-form-urlencoded" { return false }
-            guard let first = event.body.first(where: { ![0x20, 0x09, 0x0A, 0x0D].contains($0) }),
-                first == UInt8(ascii: "{") || first == UInt8(ascii: "[")
-            else { return false }
+        switch PayloadDecoder.reading(body: event.body, contentType: event.contentType) {
+        case .json, .sniffedJSON: JSONValue.isPlainValidDocument(event.body)
+        case .form, .opaque: false
         }
-        return JSONValue.isPlainValidDocument(event.body)
     }
 
     static func make(event: StoredEvent, destination: String, attempt: Int) -> JSONValue {

@@ -16,16 +16,39 @@ enum PayloadDecoder {
         case invalid(String)
     }
 
+    /// How a body is read, by its media type and, for other types, its first byte.
+    enum Reading: Sendable {
+        /// Declared JSON (`application/json`, `application/*+json`, `text/json`): parsed, invalid JSON reported.
+        case json
+        /// Form-encoded.
+        case form
+        /// Another type that starts like a JSON object or array: parsed when it is JSON, else opaque.
+        case sniffedJSON
+        /// Anything else: no payload.
+        case opaque
+    }
+
+    static func reading(body: [UInt8], contentType: String) -> Reading {
+        let mediaType = String((contentType.split(separator: ";").first ?? "").trimmingBlanks()).asciiLowercased()
+        if mediaType == "application/json" || mediaType.hasSuffix("+json") || mediaType == "text/json" { return .json }
+        if mediaType == "application/x-www-form-urlencoded" { return .form }
+        if let first = body.first(where: { ![0x20, 0x09, 0x0A, 0x0D].contains($0) }),
+            first == UInt8(ascii: "{") || first == UInt8(ascii: "[")
+        {
+            return .sniffedJSON
+        }
+        return .opaque
+    }
+
     static func decode(body: [UInt8], contentType: String, maximumDepth: Int = JSONValue.defaultMaximumDepth) -> Decoded {
-        let mediaType = contentType.split(separator: ";").first.map { $0.trimmingSpacesAndLowercased() } ?? ""
-        if mediaType == "application/json" || mediaType.hasSuffix("+json") || mediaType == "text/json" {
+        switch reading(body: body, contentType: contentType) {
+        case .json:
             do {
                 return .payload(try JSONValue(parsing: body, maximumDepth: maximumDepth))
             } catch {
                 return .invalid("the body is not valid JSON: \(error)")
             }
-        }
-        if mediaType == "application/x-www-form-urlencoded" {
+        case .form:
             guard let form = decodeForm(body) else { return .invalid("the form-encoded body is not valid UTF-8") }
             if let payload = form["payload"]?.stringValue {
                 do {
@@ -35,13 +58,11 @@ enum PayloadDecoder {
                 }
             }
             return .payload(.object(JSONObject(form.members.map { ($0.key, $0.value) })))
+        case .sniffedJSON:
+            return (try? JSONValue(parsing: body, maximumDepth: maximumDepth)).map { .payload($0) } ?? .opaque
+        case .opaque:
+            return .opaque
         }
-        if let first = body.first(where: { ![0x20, 0x09, 0x0A, 0x0D].contains($0) }),
-            first == UInt8(ascii: "{") || first == UInt8(ascii: "[")
-        {
-            if let value = try? JSONValue(parsing: body, maximumDepth: maximumDepth) { return .payload(value) }
-        }
-        return .opaque
     }
 
     /// Decodes `a=1&b=x+y` (percent-escapes, `+` as space); `nil` when the result is not UTF-8.
@@ -84,11 +105,5 @@ enum PayloadDecoder {
         case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
         default: nil
         }
-    }
-}
-
-extension Substring {
-    func trimmingSpacesAndLowercased() -> String {
-        String(trimmingBlanks()).asciiLowercased()
     }
 }
