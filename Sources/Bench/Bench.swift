@@ -130,9 +130,9 @@ final class Bench {
         ingestServer = server
         try server.admin("POST", "/admin/destinations/chat/pause")
         _ = try await load(server, shape: .closedLoop(count: nil, seconds: sizes.seconds / 5))
-        let cpu = server.process.cpuSeconds()
+        let meter = try CPUMeter(server.process, instructions: sizes.instructions, work: work)
         let result = try await load(server, shape: .closedLoop(count: nil, seconds: sizes.seconds))
-        let perRequest = cpuPerRequest(server.process.cpuSeconds() - cpu, result)
+        let perRequest = meter.perUnit(result.answered)
         ingestThroughput = result.throughput
         let memory = server.process.memory()
         return [
@@ -151,9 +151,9 @@ final class Bench {
             ingestServer = nil
         }
         _ = try await load(server, path: "/_bench/noop", shape: .closedLoop(count: nil, seconds: sizes.seconds / 5))
-        let cpu = server.process.cpuSeconds()
+        let meter = try CPUMeter(server.process, instructions: sizes.instructions, work: work)
         let result = try await load(server, path: "/_bench/noop", shape: .closedLoop(count: nil, seconds: sizes.seconds))
-        let perRequest = cpuPerRequest(server.process.cpuSeconds() - cpu, result)
+        let perRequest = meter.perUnit(result.answered)
         let ratio = ingestThroughput.map { String(format: "; ingest is %.0f%% of it", 100 * $0 / result.throughput) } ?? ""
         return [
             Row(
@@ -210,14 +210,14 @@ final class Bench {
         }
         try await sink.reset(expecting: 0)
         let started = Date()
-        let cpu = server.process.cpuSeconds()
+        let meter = try CPUMeter(server.process, instructions: sizes.instructions, work: work)
         try server.admin("POST", "/admin/destinations/chat/resume")
         let deadline = started.addingTimeInterval(600)
         while try await sink.counts().received < sizes.drainCount, Date() < deadline { try await Task.sleep(for: .milliseconds(5)) }
         let seconds = Date().timeIntervalSince(started)
         let received = try await sink.counts().received
         let perSecond = Double(received) / seconds
-        let perDelivery = String(format: "%.0f µs", (server.process.cpuSeconds() - cpu) * 1e6 / Double(max(1, received)))
+        let perDelivery = meter.perUnit(received)
         return [
             Row(
                 "drain: \(count(sizes.drainCount)) queued deliveries, then the destination resumes",
@@ -280,10 +280,6 @@ func count(_ value: Int) -> String {
         out.append(character)
     }
     return out
-}
-/// The server's CPU time per answered request, in microseconds.
-func cpuPerRequest(_ seconds: Double, _ result: LoadResult) -> String {
-    String(format: "%.0f µs", result.answered > 0 ? seconds * 1e6 / Double(result.answered) : 0)
 }
 func latencies(_ histogram: Histogram<UInt64>) -> String {
     func format(_ percentile: Double) -> String { String(format: "%.2f", millis(histogram.valueAtPercentile(percentile))) }

@@ -37,6 +37,9 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Events queued for the backlog run.")
     var backlogCount = 1_000_000
 
+    @Flag(help: "Also count the server's instructions per request and per delivery with perf stat (Debian's linux-perf).")
+    var instructions = false
+
     @Option(help: "Where hookproxy and its plugins are (default: beside this program).")
     var binaries: String?
 
@@ -50,11 +53,11 @@ struct BenchCommand: AsyncParsableCommand {
         }
         var sizes = Sizes(
             connections: connections, seconds: seconds, rate: rate, pipelineSeconds: pipelineSeconds, drainCount: drainCount,
-            backlogCount: backlogCount, startups: 5, maxConcurrency: maxConcurrency)
+            backlogCount: backlogCount, startups: 5, maxConcurrency: maxConcurrency, instructions: instructions)
         if quick {
             sizes = Sizes(
                 connections: 4, seconds: 0.5, rate: 100, pipelineSeconds: 1, drainCount: 200, backlogCount: 500, startups: 2,
-                maxConcurrency: maxConcurrency)
+                maxConcurrency: maxConcurrency, instructions: instructions)
         }
         let directory =
             binaries ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
@@ -93,6 +96,7 @@ struct Sizes {
     var backlogCount: Int
     var startups: Int
     var maxConcurrency: Int
+    var instructions: Bool
 }
 
 /// One line of the result table.
