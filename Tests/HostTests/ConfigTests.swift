@@ -105,6 +105,32 @@ struct ConfigTests {
         #expect(gh.idempotencyKey == .header("x-github-delivery"))
     }
 
+    @Test("storage.url takes sqlite: and postgres:// URLs; a bad one is an error naming the key and what is wrong")
+    func storageURL() throws {
+        let postgres = try ConfigLoader(environment: ["PGPASSWORD": "s3cret"]).load(
+            yaml: "storage:\n  url: \"postgres://hook:${PGPASSWORD}@db.internal:6432/hp?sslmode=require\"\n" + Self.minimal,
+            file: "/etc/hookproxy/sources.yaml")
+        #expect(postgres.storage.backend == .postgres(url: "postgres://hook:s3cret@db.internal:6432/hp?sslmode=require"))
+        let parsed = try PostgresURL("postgres://hook:s3cret@db.internal:6432/hp?sslmode=require")
+        #expect(parsed.host == "db.internal" && parsed.port == 6432 && parsed.username == "hook" && parsed.password == "s3cret")
+        #expect(parsed.database == "hp" && parsed.sslMode == "require")
+        #expect(parsed.display == "postgres://hook@db.internal:6432/hp", "never the password")
+
+        let cases: [(url: String, says: String)] = [
+            ("postgres://db.internal/hp", "names no user"),
+            ("postgres://hook@db.internal/hp?sslmode=sometimes", "sslmode=sometimes"),
+            ("postgres://hook@db.internal/hp?pool=3", "unknown parameter 'pool'"),
+            ("mysql://hook@db/hp", "must start with sqlite: or postgres://"),
+        ]
+        for (url, says) in cases {
+            let found = problems("storage:\n  url: \"\(url)\"\n" + Self.minimal)
+            #expect(found.count == 1, "\(url)")
+            #expect(found.first?.contains("sources.yaml:2") == true, "\(found)")
+            #expect(found.first?.contains("storage.url") == true, "\(found)")
+            #expect(found.first?.contains(says) == true, "\(url): \(found)")
+        }
+    }
+
     @Test("an unknown key is an error at its line, with a suggestion")
     func unknownKey() {
         let yaml = Self.minimal.replacingOccurrences(of: "    url:", with: "    timout: 5s\n    url:")

@@ -39,6 +39,8 @@ enum ConfigJSON {
         let url: String
         switch storage.backend {
         case .sqlite(let path): url = "sqlite:\(path)"
+        // Never the password.
+        case .postgres(let text): url = (try? PostgresURL(text).display) ?? "postgres://…"
         }
         return [
             "url": .string(url),

@@ -16,7 +16,7 @@ struct ServeCommand: AsyncParsableCommand {
         do {
             var configuration = HookproxyServer.Configuration()
             configuration.benchNoopRoute = ProcessInfo.processInfo.environment["HOOKPROXY_BENCH_NOOP_ROUTE"] == "1"
-            server = try HookproxyServer(runtime: runtime, logger: logger, configuration: configuration)
+            server = try await HookproxyServer(runtime: runtime, logger: logger, configuration: configuration)
         } catch {
             throw CLIFailure.runtime("hookproxy: \(error)")
         }

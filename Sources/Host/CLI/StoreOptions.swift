@@ -1,10 +1,11 @@
 import ArgumentParser
 import Foundation
+import Logging
 
 extension GlobalOptions {
     /// Runs `body` with the configured store open, and closes it afterwards.
     func withStore<T>(_ config: HookproxyConfig, command: String, _ body: (any EventStore) async throws -> T) async throws -> T {
-        let store = try openStore(config, command: command)
+        let store = try await openStore(config, command: command)
         do {
             let result = try await body(store)
             try? await store.close()
@@ -15,15 +16,14 @@ extension GlobalOptions {
         }
     }
 
-    /// Opens the configured store directly (no server needed: SQLite allows a second process beside a running server).
-    func openStore(_ config: HookproxyConfig, command: String) throws -> any EventStore {
-        switch config.storage.backend {
-        case .sqlite(let path):
-            do {
-                return try SQLiteStore(path: path, maximumSize: config.storage.maximumSize)
-            } catch {
-                throw CLIFailure.runtime("hookproxy \(command): \(error)")
-            }
+    /// Opens the configured store directly (no server needed: SQLite allows a second process beside a running server,
+    /// and PostgreSQL any number).
+    func openStore(_ config: HookproxyConfig, command: String) async throws -> any EventStore {
+        do {
+            return try await openEventStore(
+                config.storage, logger: Logger(label: "hookproxy.\(command)", factory: { _ in SwiftLogNoOpLogHandler() }))
+        } catch {
+            throw CLIFailure.runtime("hookproxy \(command): \(error)")
         }
     }
 }

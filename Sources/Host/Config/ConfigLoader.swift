@@ -210,9 +210,17 @@ struct ConfigLoader: Sendable {
                     }
                     storage.backend = .sqlite(path: resolvePath(file, base: baseDirectory))
                 } else if url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") {
-                    reader.problem(value, path, "PostgreSQL storage is not available in this version; use sqlite:FILE")
+                    do {
+                        _ = try PostgresURL(url)
+                        storage.backend = .postgres(url: url)
+                    } catch {
+                        reader.problem(value, path, "\(error)")
+                    }
                 } else {
-                    reader.problem(value, path, "must start with sqlite: (for example sqlite:data/hookproxy.sqlite)")
+                    reader.problem(
+                        value, path,
+                        "must start with sqlite: or postgres:// (for example sqlite:data/hookproxy.sqlite or postgres://hookproxy@db.internal/hookproxy)"
+                    )
                 }
             case "retention":
                 reader.duration(value, path).map { storage.retention = $0 }

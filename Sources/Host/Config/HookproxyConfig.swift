@@ -76,6 +76,8 @@ struct StorageConfig: Sendable {
     enum Backend: Sendable, Equatable {
         /// An SQLite database file (absolute path).
         case sqlite(path: String)
+        /// A PostgreSQL database shared by any number of instances (the URL as written, password included).
+        case postgres(url: String)
     }
 
     var backend: Backend

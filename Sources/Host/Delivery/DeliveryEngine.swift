@@ -104,8 +104,8 @@ final class DeliveryEngine: Service, Sendable {
     }
 
     func run() async throws {
-        let released = try await store.releaseAllInFlight()
-        if released > 0 { logger.info("resuming deliveries left in flight by the previous run", metadata: ["count": "\(released)"]) }
+        let released = try await store.releaseAbandonedClaims()
+        if released > 0 { logger.info("resuming deliveries left in flight by a stopped process", metadata: ["count": "\(released)"]) }
 
         let store = self.store
         let outcomes = GroupCommitter<DeliveryOutcome, Void>(maximumBatch: 512) { batch in
@@ -128,7 +128,8 @@ final class DeliveryEngine: Service, Sendable {
 
     private func dispatch(into group: inout DiscardingTaskGroup, outcomes: GroupCommitter<DeliveryOutcome, Void>) async {
         let clock = ContinuousClock()
-        var nextMaintenance = clock.now + configuration.maintenanceInterval
+        let maintenanceInterval = min(configuration.maintenanceInterval, store.maintenanceInterval)
+        var nextMaintenance = clock.now + maintenanceInterval
         // Deliveries claimed ahead, by destination, started as the lane's slots free up: one claim transaction serves
         // a lane's next `maxConcurrency` deliveries instead of one claim per delivery (decisions §27). Only this loop
         // touches it.
@@ -136,7 +137,7 @@ final class DeliveryEngine: Service, Sendable {
         while !stopping.load(ordering: .sequentiallyConsistent) {
             if clock.now >= nextMaintenance {
                 await releaseExpiredLeases()
-                nextMaintenance = clock.now + configuration.maintenanceInterval
+                nextMaintenance = clock.now + maintenanceInterval
             }
             let now = Clock.milliseconds()
             var wakeAt = now + Int64(configuration.idlePoll.seconds * 1000)

@@ -36,14 +36,12 @@ final class HookproxyServer: Sendable {
     let metrics = HookproxyMetrics()
 
     /// Opens the store named by the runtime's configuration.
-    init(runtime: Runtime, logger: Logger, configuration: Configuration = Configuration()) throws {
+    init(runtime: Runtime, logger: Logger, configuration: Configuration = Configuration()) async throws {
         self.runtime = RuntimeHolder(runtime)
         self.reloader = Reloader(holder: self.runtime, logger: logger, metrics: metrics)
         self.logger = logger
         self.configuration = configuration
-        switch runtime.config.storage.backend {
-        case .sqlite(let path): store = try SQLiteStore(path: path, maximumSize: runtime.config.storage.maximumSize)
-        }
+        store = try await openEventStore(runtime.config.storage, logger: logger)
         let store = self.store
         ingestWriter = GroupCommitter { events in try await store.insert(events) }
     }
@@ -67,6 +65,8 @@ final class HookproxyServer: Sendable {
         clientConfiguration.connectionPool.retryConnectionEstablishment = false
         let httpClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: clientConfiguration)
 
+        // Work committed by other instances (PostgreSQL) wakes this one's engine at once.
+        store.onNewWork { wake.signal() }
         let ingestor = Ingestor(runtime: runtime, writer: writer, wake: wake, logger: logger)
         let alerter = Alerter(runtime: runtime, writer: writer, wake: wake, logger: logger)
         reloader.observe { report in

@@ -28,8 +28,16 @@ protocol EventStore: Sendable {
     /// Returns these claimed deliveries, not sent, to pending (claimed ahead and then not started).
     func release(deliveryIDs: [String]) async throws
 
-    /// Returns every in-flight delivery to pending (start-up of the single process that owns an SQLite store).
-    func releaseAllInFlight() async throws -> Int
+    /// Returns to pending the deliveries left in flight by processes that are gone, at start-up: on SQLite every one
+    /// (one process owns the file), on PostgreSQL those of instances no longer seen and those whose lease ran out.
+    func releaseAbandonedClaims() async throws -> Int
+
+    /// How often the engine should look for expired leases (``releaseExpiredLeases(now:)``).
+    var maintenanceInterval: Duration { get }
+
+    /// Calls `wake` when work may have been added by another process, as soon as the store can tell (PostgreSQL's
+    /// `LISTEN/NOTIFY`); a store that cannot tell never calls it, and the engine's idle poll finds such work.
+    func onNewWork(_ wake: @escaping @Sendable () -> Void)
 
     /// One event with its deliveries and their attempts; `nil` when it does not exist.
     func eventDetail(id: String) async throws -> EventDetail?

@@ -287,7 +287,8 @@ final class SQLiteStore: EventStore {
         }
     }
 
-    func releaseAllInFlight() async throws -> Int {
+    /// One process owns an SQLite file, so whatever is in flight at start was left by a process that is gone.
+    func releaseAbandonedClaims() async throws -> Int {
         let now = Clock.milliseconds()
         return try await write { db in
             try db.execute(
@@ -407,6 +408,12 @@ final class SQLiteStore: EventStore {
             return EventDetail(event: Self.storedEvent(row), idempotencyKey: row["idempotency_key"], deliveries: deliveries)
         }
     }
+
+    /// Leases last minutes and only a crash leaves one behind: a minute's delay in finding one is enough.
+    var maintenanceInterval: Duration { .seconds(60) }
+
+    /// Other processes (`hookproxy replay`) write to the file without telling: the engine's idle poll finds their work.
+    func onNewWork(_ wake: @escaping @Sendable () -> Void) {}
 
     func ping() async throws {
         do {

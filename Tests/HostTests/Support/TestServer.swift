@@ -36,7 +36,7 @@ final class TestServer: Sendable {
         var configuration = HookproxyServer.Configuration()
         configuration.shutdownSignals = []
         configuration.engine.idlePoll = .milliseconds(200)
-        let server = try HookproxyServer(runtime: runtime, logger: testLogger, configuration: configuration)
+        let server = try await HookproxyServer(runtime: runtime, logger: testLogger, configuration: configuration)
         let task = Task { try await server.run() }
         let ports = try await server.listeningPorts()
         return TestServer(directory: directory, server: server, ports: ports, task: task)

@@ -1,0 +1,791 @@
+import Foundation
+import Logging
+import NIOCore
+import PostgresNIO
+import Synchronization
+
+/// The scale-out store: several hookproxy instances share one PostgreSQL database (decisions §28).
+///
+/// Every instance may ingest, deliver, replay and answer the admin API. Work is claimed with
+/// `SELECT … FOR UPDATE SKIP LOCKED`, marked in flight with a lease and the claiming instance's id. Each instance
+/// records that it is alive every few seconds (`instances.seen_at`); the claims of an instance not seen for
+/// ``staleAfter`` go back to pending, as do claims whose lease ran out. `NOTIFY hookproxy_work` at every commit that
+/// adds due work wakes the engines of the other instances, which `LISTEN` on a connection of their own.
+///
+/// A FIFO destination's head is locked (`FOR UPDATE`, without skipping) while an instance claims it: a head in flight
+/// anywhere means nothing is due for that destination on any instance.
+final class PostgresStore: EventStore {
+    /// The channel new work is announced on; the payload is the destination.
+    static let workChannel = "hookproxy_work"
+    /// How often an instance records that it is alive.
+    static let heartbeat: Duration = .seconds(5)
+    /// Claims of an instance not seen for this long are released (three missed heartbeats).
+    static let staleAfter: Int64 = 15_000
+
+    /// This process's id in `instances` and in `deliveries.claimed_by`.
+    let instanceID = EventID.make()
+    /// The URL without its password, for messages.
+    let displayURL: String
+
+    private let client: PostgresClient
+    /// `client.run()`: the connection pool lives as long as this task; cancelling it closes every connection.
+    private let clientTask: Task<Void, Never>
+    private let logger: Logger
+    private let tasks = Mutex<[Task<Void, Never>]>([])
+    private let wakeHandlers = Mutex<[@Sendable () -> Void]>([])
+    private let closed = Atomic<Bool>(false)
+    /// The longest a store call waits for the database before failing as unavailable.
+    let operationTimeout: Duration
+
+    /// Connects to `url` (postgres://user:password@host:port/database?sslmode=disable|prefer|require), applies the
+    /// migrations (one instance at a time, under an advisory lock) and registers this instance.
+    init(url: String, logger: Logger, maximumConnections: Int = 20, operationTimeout: Duration = .seconds(5)) async throws {
+        let parsed = try PostgresURL(url)
+        displayURL = parsed.display
+        self.logger = logger
+        self.operationTimeout = operationTimeout
+        var configuration = PostgresClient.Configuration(
+            host: parsed.host, port: parsed.port, username: parsed.username, password: parsed.password, database: parsed.database,
+            tls: parsed.tls)
+        configuration.options.maximumConnections = maximumConnections
+        configuration.options.connectTimeout = .seconds(5)
+        client = PostgresClient(configuration: configuration, backgroundLogger: logger)
+        let client = self.client
+        clientTask = Task { await client.run() }
+        do {
+            try await Self.migrate(client, logger: logger)
+            try await registerInstance()
+        } catch {
+            clientTask.cancel()
+            throw StoreError.unavailable("cannot open PostgreSQL database \(parsed.display): \(Self.describe(error))")
+        }
+        startHeartbeat()
+    }
+
+    // MARK: Schema
+
+    /// Versioned migrations, applied in order in one transaction each. A new version is appended, never edited.
+    static let migrations: [(version: Int, name: String, sql: [String])] = [
+        (
+            1, "events, deliveries, attempts, instances",
+            [
+                """
+                CREATE TABLE events (
+                    id TEXT PRIMARY KEY,
+                    source TEXT NOT NULL,
+                    received_at BIGINT NOT NULL,
+                    content_type TEXT NOT NULL,
+                    headers TEXT NOT NULL,
+                    body BYTEA NOT NULL,
+                    fields TEXT NOT NULL,
+                    idempotency_key TEXT
+                )
+                """,
+                "CREATE UNIQUE INDEX events_idempotency ON events(source, idempotency_key) WHERE idempotency_key IS NOT NULL",
+                "CREATE INDEX events_source_received ON events(source, received_at)",
+                "CREATE INDEX events_received ON events(received_at)",
+                """
+                CREATE TABLE deliveries (
+                    id TEXT PRIMARY KEY,
+                    seq BIGSERIAL NOT NULL,
+                    event_id TEXT NOT NULL REFERENCES events(id) ON DELETE CASCADE,
+                    destination TEXT NOT NULL,
+                    status TEXT NOT NULL,
+                    attempts INTEGER NOT NULL DEFAULT 0,
+                    next_attempt_at BIGINT,
+                    lease_until BIGINT,
+                    claimed_by TEXT,
+                    last_error TEXT,
+                    replay_of TEXT,
+                    parts_sent INTEGER NOT NULL DEFAULT 0,
+                    created_at BIGINT NOT NULL,
+                    updated_at BIGINT NOT NULL
+                )
+                """,
+                "CREATE INDEX deliveries_event ON deliveries(event_id)",
+                "CREATE INDEX deliveries_waiting ON deliveries(destination, next_attempt_at, seq) WHERE status IN ('pending', 'retrying')",
+                "CREATE INDEX deliveries_open ON deliveries(destination, seq) WHERE status IN ('pending', 'retrying', 'in_flight')",
+                "CREATE INDEX deliveries_lease ON deliveries(lease_until) WHERE status = 'in_flight'",
+                "CREATE INDEX deliveries_destination_status ON deliveries(destination, status)",
+                "CREATE INDEX deliveries_replay_of ON deliveries(replay_of) WHERE replay_of IS NOT NULL",
+                """
+                CREATE TABLE attempts (
+                    id BIGSERIAL PRIMARY KEY,
+                    delivery_id TEXT NOT NULL REFERENCES deliveries(id) ON DELETE CASCADE,
+                    number INTEGER NOT NULL,
+                    started_at BIGINT NOT NULL,
+                    duration_ms BIGINT NOT NULL,
+                    http_status INTEGER,
+                    response_body BYTEA NOT NULL,
+                    error TEXT
+                )
+                """,
+                "CREATE INDEX attempts_delivery ON attempts(delivery_id)",
+                """
+                CREATE TABLE instances (
+                    id TEXT PRIMARY KEY,
+                    host TEXT NOT NULL,
+                    pid INTEGER NOT NULL,
+                    started_at BIGINT NOT NULL,
+                    seen_at BIGINT NOT NULL
+                )
+                """,
+            ]
+        )
+    ]
+
+    /// An arbitrary constant: the advisory lock that serialises migrations between instances starting together.
+    private static let migrationLock: Int64 = 0x686F_6F6B_7072_6F78
+
+    private static func migrate(_ client: PostgresClient, logger: Logger) async throws {
+        try await client.withTransaction(logger: logger) { connection in
+            try await connection.query("SELECT pg_advisory_xact_lock(\(migrationLock))", logger: logger)
+            try await connection.query(
+                """
+                CREATE TABLE IF NOT EXISTS hookproxy_migrations (
+                    version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())
+                """, logger: logger)
+            var applied = Set<Int>()
+            for try await version in try await connection.query("SELECT version FROM hookproxy_migrations", logger: logger).decode(
+                Int.self)
+            {
+                applied.insert(version)
+            }
+            for migration in migrations where !applied.contains(migration.version) {
+                for statement in migration.sql { try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger) }
+                try await connection.query(
+                    "INSERT INTO hookproxy_migrations (version, name) VALUES (\(migration.version), \(migration.name))", logger: logger)
+                logger.info("applied storage migration", metadata: ["version": "\(migration.version)", "name": "\(migration.name)"])
+            }
+        }
+    }
+
+    // MARK: Instances
+
+    private func registerInstance() async throws {
+        let now = Clock.milliseconds()
+        let host = ProcessInfo.processInfo.hostName
+        let pid = Int(getpid())
+        try await client.query(
+            "INSERT INTO instances (id, host, pid, started_at, seen_at) VALUES (\(instanceID), \(host), \(pid), \(now), \(now))",
+            logger: logger)
+    }
+
+    /// Records every ``heartbeat`` that this instance is alive, and forgets instances gone for a day.
+    private func startHeartbeat() {
+        let task = Task { [client, instanceID, logger] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: Self.heartbeat)
+                guard !Task.isCancelled else { return }
+                let now = Clock.milliseconds()
+                do {
+                    try await client.query("UPDATE instances SET seen_at = \(now) WHERE id = \(instanceID)", logger: logger)
+                    let dayAgo = now - 86_400_000
+                    try await client.query("DELETE FROM instances WHERE seen_at < \(dayAgo)", logger: logger)
+                } catch {
+                    logger.warning("cannot record this instance's heartbeat", metadata: ["error": "\(Self.describe(error))"])
+                }
+            }
+        }
+        tasks.withLock { $0.append(task) }
+    }
+
+    /// Claims of a stopped instance are found within a few seconds of its last heartbeat going stale.
+    var maintenanceInterval: Duration { Self.heartbeat }
+
+    // MARK: Wake-ups
+
+    /// Calls `wake` whenever another instance (or this one) commits work that may be due: `LISTEN hookproxy_work` on a
+    /// dedicated connection, re-established after a failure.
+    func onNewWork(_ wake: @escaping @Sendable () -> Void) {
+        let first = wakeHandlers.withLock { handlers in
+            handlers.append(wake)
+            return handlers.count == 1
+        }
+        guard first else { return }
+        let task = Task { [client, logger] in
+            while !Task.isCancelled {
+                do {
+                    try await client.withConnection { connection in
+                        try await connection.listen(on: Self.workChannel) { notifications in
+                            // Whatever was committed while not listening is found by the engine's next look.
+                            self.wakeAll()
+                            for try await _ in notifications { self.wakeAll() }
+                        }
+                    }
+                } catch {
+                    if Task.isCancelled { return }
+                    logger.warning("listening for new work failed; retrying", metadata: ["error": "\(Self.describe(error))"])
+                }
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+        tasks.withLock { $0.append(task) }
+    }
+
+    private func wakeAll() {
+        for handler in wakeHandlers.withLock({ $0 }) { handler() }
+    }
+
+    // MARK: Writes
+
+    func insert(_ events: [NewEvent]) async throws -> [InsertResult] {
+        guard !events.isEmpty else { return [] }
+        return try await transaction { [logger] connection in
+            var ids: [String] = []
+            var sources: [String] = []
+            var received: [Int64] = []
+            var contentTypes: [String] = []
+            var headers: [String] = []
+            var bodies: [ByteBuffer] = []
+            var fields: [String] = []
+            var keys: [String] = []
+            for new in events {
+                let event = new.event
+                ids.append(event.id)
+                sources.append(event.source)
+                received.append(event.receivedAt)
+                contentTypes.append(event.contentType)
+                headers.append(event.headersJSON)
+                bodies.append(ByteBuffer(bytes: event.body))
+                fields.append(event.fieldsJSON)
+                // No key is sent as '' (text[] cannot carry NULL here); NULLIF turns it back.
+                keys.append(new.idempotencyKey ?? "")
+            }
+            // One statement for the batch. A key seen before, or earlier in the batch, inserts nothing.
+            var stored = Set<String>()
+            let rows = try await connection.query(
+                """
+                INSERT INTO events (id, source, received_at, content_type, headers, body, fields, idempotency_key)
+                SELECT id, source, received_at, content_type, headers, body, fields, NULLIF(idempotency_key, '')
+                FROM unnest(\(ids)::text[], \(sources)::text[], \(received)::int8[], \(contentTypes)::text[], \(headers)::text[],
+                            \(bodies)::bytea[], \(fields)::text[], \(keys)::text[])
+                     WITH ORDINALITY AS e(id, source, received_at, content_type, headers, body, fields, idempotency_key, n)
+                ORDER BY n
+                ON CONFLICT (source, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+                RETURNING id
+                """, logger: logger)
+            for try await id in rows.decode(String.self) { stored.insert(id) }
+
+            var results: [InsertResult] = []
+            var duplicates: [(index: Int, source: String, key: String)] = []
+            var deliveryIDs: [String] = []
+            var deliveryEvents: [String] = []
+            var deliveryDestinations: [String] = []
+            var deliveryTimes: [Int64] = []
+            var destinations = Set<String>()
+            for (index, new) in events.enumerated() {
+                guard stored.contains(new.event.id) else {
+                    duplicates.append((index, new.event.source, new.idempotencyKey ?? ""))
+                    results.append(.duplicate(originalID: ""))
+                    continue
+                }
+                results.append(.stored)
+                for delivery in new.deliveries {
+                    deliveryIDs.append(delivery.id)
+                    deliveryEvents.append(new.event.id)
+                    deliveryDestinations.append(delivery.destination)
+                    deliveryTimes.append(new.event.receivedAt)
+                    destinations.insert(delivery.destination)
+                }
+            }
+            if !duplicates.isEmpty {
+                let duplicateSources = duplicates.map(\.source)
+                let duplicateKeys = duplicates.map(\.key)
+                var originals: [String: String] = [:]
+                let rows = try await connection.query(
+                    """
+                    SELECT e.source, e.idempotency_key, e.id FROM events e
+                    JOIN unnest(\(duplicateSources)::text[], \(duplicateKeys)::text[]) AS k(source, idempotency_key)
+                      ON e.source = k.source AND e.idempotency_key = k.idempotency_key
+                    """, logger: logger)
+                for try await (source, key, id) in rows.decode((String, String, String).self) { originals[source + "\u{0}" + key] = id }
+                for duplicate in duplicates {
+                    results[duplicate.index] = .duplicate(originalID: originals[duplicate.source + "\u{0}" + duplicate.key] ?? "")
+                }
+            }
+            if !deliveryIDs.isEmpty {
+                // Ordered as given, so that `seq` (the FIFO order) follows ingest order within the batch.
+                try await connection.query(
+                    """
+                    INSERT INTO deliveries (id, event_id, destination, status, attempts, next_attempt_at, created_at, updated_at)
+                    SELECT id, event_id, destination, 'pending', 0, at, at, at
+                    FROM unnest(\(deliveryIDs)::text[], \(deliveryEvents)::text[], \(deliveryDestinations)::text[], \(deliveryTimes)::int8[])
+                         WITH ORDINALITY AS d(id, event_id, destination, at, n)
+                    ORDER BY n
+                    """, logger: logger)
+                try await Self.notify(connection, destinations, logger: logger)
+            }
+            return results
+        }
+    }
+
+    /// Announces work for `destinations`, delivered to listeners when the transaction commits.
+    private static func notify(_ connection: PostgresConnection, _ destinations: Set<String>, logger: Logger) async throws {
+        for destination in destinations.sorted() {
+            try await connection.query("SELECT pg_notify(\(workChannel), \(destination))", logger: logger)
+        }
+    }
+
+    func nextDue(destination: String, fifo: Bool) async throws -> Int64? {
+        try await run { client, logger in
+            if fifo {
+                let rows = try await client.query(
+                    """
+                    SELECT status, next_attempt_at FROM deliveries
+                    WHERE destination = \(destination) AND status IN ('pending', 'retrying', 'in_flight') ORDER BY seq LIMIT 1
+                    """, logger: logger)
+                for try await (status, next) in rows.decode((String, Int64?).self) {
+                    return status == DeliveryStatus.inFlight.rawValue ? nil : next
+                }
+                return nil
+            }
+            let rows = try await client.query(
+                """
+                SELECT MIN(next_attempt_at) FROM deliveries
+                WHERE destination = \(destination) AND status IN ('pending', 'retrying')
+                """, logger: logger)
+            for try await next in rows.decode(Int64?.self) { return next }
+            return nil
+        }
+    }
+
+    func claimDue(destination: String, fifo: Bool, now: Int64, limit: Int, leaseUntil: Int64) async throws -> [ClaimedDelivery] {
+        try await transaction { [instanceID, logger] connection in
+            let claimed: PostgresRowSequence
+            if fifo {
+                // The head, locked without skipping: an instance claiming it at the same moment waits, then sees it in
+                // flight. Only a head that is due and not in flight is claimed.
+                claimed = try await connection.query(
+                    """
+                    WITH head AS (
+                        SELECT id, status, next_attempt_at FROM deliveries
+                        WHERE destination = \(destination) AND status IN ('pending', 'retrying', 'in_flight')
+                        ORDER BY seq LIMIT 1 FOR UPDATE
+                    )
+                    UPDATE deliveries d SET status = 'in_flight', lease_until = \(leaseUntil), claimed_by = \(instanceID), updated_at = \(now)
+                    FROM head WHERE d.id = head.id AND head.status <> 'in_flight' AND head.next_attempt_at <= \(now)
+                    RETURNING d.id, d.event_id, d.destination, d.attempts, d.parts_sent, d.next_attempt_at, d.seq
+                    """, logger: logger)
+            } else {
+                claimed = try await connection.query(
+                    """
+                    WITH due AS (
+                        SELECT id FROM deliveries
+                        WHERE destination = \(destination) AND status IN ('pending', 'retrying') AND next_attempt_at <= \(now)
+                        ORDER BY next_attempt_at, seq LIMIT \(limit) FOR UPDATE SKIP LOCKED
+                    )
+                    UPDATE deliveries d SET status = 'in_flight', lease_until = \(leaseUntil), claimed_by = \(instanceID), updated_at = \(now)
+                    FROM due WHERE d.id = due.id
+                    RETURNING d.id, d.event_id, d.destination, d.attempts, d.parts_sent, d.next_attempt_at, d.seq
+                    """, logger: logger)
+            }
+            var rows: [(id: String, eventID: String, destination: String, attempts: Int, partsSent: Int, due: Int64, seq: Int64)] = []
+            for try await row in claimed {
+                let (id, eventID, destination, attempts, partsSent, due, seq) = try row.decode(
+                    (String, String, String, Int, Int, Int64, Int64).self)
+                rows.append((id, eventID, destination, attempts, partsSent, due, seq))
+            }
+            // RETURNING does not keep the order the deliveries were chosen in: due time, then ingest order.
+            rows.sort { ($0.due, $0.seq) < ($1.due, $1.seq) }
+            guard !rows.isEmpty else { return [] }
+            let eventIDs = Array(Set(rows.map(\.eventID)))
+            var events: [String: StoredEvent] = [:]
+            for try await row in try await connection.query(
+                "SELECT \(unescaped: Self.eventColumns) FROM events WHERE id = ANY(\(eventIDs)::text[])", logger: logger)
+            {
+                let event = try Self.storedEvent(row)
+                events[event.id] = event
+            }
+            return rows.compactMap { row -> ClaimedDelivery? in
+                guard let event = events[row.eventID] else { return nil }
+                return ClaimedDelivery(
+                    id: row.id, destination: row.destination, attempts: row.attempts, event: event, partsSent: row.partsSent)
+            }
+        }
+    }
+
+    func queueDepths() async throws -> [String: [DeliveryStatus: Int]] {
+        try await run { client, logger in
+            var depths: [String: [DeliveryStatus: Int]] = [:]
+            let rows = try await client.query(
+                """
+                SELECT destination, status, COUNT(*) FROM deliveries
+                WHERE status IN ('pending', 'in_flight', 'retrying', 'dead') GROUP BY destination, status
+                """, logger: logger)
+            for try await (destination, status, count) in rows.decode((String, String, Int).self) {
+                if let status = DeliveryStatus(rawValue: status) { depths[destination, default: [:]][status] = count }
+            }
+            return depths
+        }
+    }
+
+    func record(_ outcomes: [DeliveryOutcome]) async throws {
+        guard !outcomes.isEmpty else { return }
+        let now = Clock.milliseconds()
+        try await transaction { [logger] connection in
+            var attemptDeliveries: [String] = []
+            var numbers: [Int] = []
+            var starts: [Int64] = []
+            var durations: [Int64] = []
+            var statuses: [Int] = []
+            var bodies: [ByteBuffer] = []
+            var errors: [String] = []
+            var hasErrors: [Bool] = []
+            var ids: [String] = []
+            var newStatuses: [String] = []
+            var counted: [Int] = []
+            var nextAttempts: [Int64] = []
+            var lastErrors: [String] = []
+            var hasLastErrors: [Bool] = []
+            var parts: [Int] = []
+            for outcome in outcomes {
+                if let attempt = outcome.attempt {
+                    attemptDeliveries.append(outcome.deliveryID)
+                    numbers.append(attempt.number)
+                    starts.append(attempt.startedAt)
+                    durations.append(attempt.durationMilliseconds)
+                    // -1 and a false flag stand for NULL: the arrays bound here carry no NULLs.
+                    statuses.append(attempt.httpStatus ?? -1)
+                    bodies.append(ByteBuffer(bytes: attempt.responseBody))
+                    errors.append(attempt.error ?? "")
+                    hasErrors.append(attempt.error != nil)
+                }
+                ids.append(outcome.deliveryID)
+                newStatuses.append(outcome.status.rawValue)
+                counted.append(outcome.attempt != nil && outcome.countsAsAttempt ? 1 : 0)
+                nextAttempts.append(outcome.nextAttemptAt ?? -1)
+                lastErrors.append(outcome.error ?? "")
+                hasLastErrors.append(outcome.error != nil)
+                parts.append(outcome.partsSent ?? -1)
+            }
+            if !attemptDeliveries.isEmpty {
+                try await connection.query(
+                    """
+                    INSERT INTO attempts (delivery_id, number, started_at, duration_ms, http_status, response_body, error)
+                    SELECT delivery_id, number, started_at, duration_ms, NULLIF(http_status, -1), response_body,
+                           CASE WHEN has_error THEN error END
+                    FROM unnest(\(attemptDeliveries)::text[], \(numbers)::int8[], \(starts)::int8[], \(durations)::int8[],
+                                \(statuses)::int8[], \(bodies)::bytea[], \(errors)::text[], \(hasErrors)::bool[])
+                         WITH ORDINALITY AS a(delivery_id, number, started_at, duration_ms, http_status, response_body, error, has_error, n)
+                    ORDER BY n
+                    """, logger: logger)
+            }
+            let returned = try await connection.query(
+                """
+                UPDATE deliveries d SET status = u.status, attempts = d.attempts + u.counted,
+                    next_attempt_at = NULLIF(u.next_attempt_at, -1), lease_until = NULL, claimed_by = NULL,
+                    last_error = CASE WHEN u.has_last_error THEN u.last_error ELSE d.last_error END,
+                    parts_sent = CASE WHEN u.parts_sent = -1 THEN d.parts_sent ELSE u.parts_sent END, updated_at = \(now)
+                FROM unnest(\(ids)::text[], \(newStatuses)::text[], \(counted)::int8[], \(nextAttempts)::int8[],
+                            \(lastErrors)::text[], \(hasLastErrors)::bool[], \(parts)::int8[])
+                     AS u(id, status, counted, next_attempt_at, last_error, has_last_error, parts_sent)
+                WHERE d.id = u.id
+                RETURNING CASE WHEN u.status IN ('pending', 'retrying') THEN d.destination END
+                """, logger: logger)
+            // Work that waits again (a retry, a release) may be taken by any instance when it is due.
+            var waiting = Set<String>()
+            for try await destination in returned.decode(String?.self) { if let destination { waiting.insert(destination) } }
+            try await Self.notify(connection, waiting, logger: logger)
+        }
+    }
+
+    func releaseExpiredLeases(now: Int64) async throws -> Int {
+        try await transaction { [logger] connection in
+            let stale = now - Self.staleAfter
+            let rows = try await connection.query(
+                """
+                UPDATE deliveries SET status = 'pending', lease_until = NULL, claimed_by = NULL, next_attempt_at = \(now), updated_at = \(now)
+                WHERE status = 'in_flight' AND (lease_until < \(now)
+                    OR claimed_by IS NULL OR claimed_by NOT IN (SELECT id FROM instances WHERE seen_at >= \(stale)))
+                RETURNING destination
+                """, logger: logger)
+            var destinations = Set<String>()
+            var count = 0
+            for try await destination in rows.decode(String.self) {
+                destinations.insert(destination)
+                count += 1
+            }
+            try await Self.notify(connection, destinations, logger: logger)
+            return count
+        }
+    }
+
+    func release(deliveryIDs: [String]) async throws {
+        guard !deliveryIDs.isEmpty else { return }
+        try await transaction { [logger, instanceID] connection in
+            let rows = try await connection.query(
+                """
+                UPDATE deliveries SET status = 'pending', lease_until = NULL, claimed_by = NULL
+                WHERE status = 'in_flight' AND claimed_by = \(instanceID) AND id = ANY(\(deliveryIDs)::text[])
+                RETURNING destination
+                """, logger: logger)
+            var destinations = Set<String>()
+            for try await destination in rows.decode(String.self) { destinations.insert(destination) }
+            try await Self.notify(connection, destinations, logger: logger)
+        }
+    }
+
+    /// Several instances share the store: only claims of instances that stopped being seen (or whose lease ran out)
+    /// are abandoned; the others are still being worked on.
+    func releaseAbandonedClaims() async throws -> Int {
+        try await releaseExpiredLeases(now: Clock.milliseconds())
+    }
+
+    func replay(eventID: String, fallbackDestinations: [String], now: Int64) async throws -> [String]? {
+        try await transaction { [logger] connection in
+            var exists = false
+            for try await _ in try await connection.query("SELECT 1 FROM events WHERE id = \(eventID) FOR SHARE", logger: logger) {
+                exists = true
+            }
+            guard exists else { return nil }
+            // The newest delivery per destination is the one a replay supersedes.
+            var targets: [(destination: String, replayOf: String?)] = []
+            let rows = try await connection.query(
+                """
+                SELECT DISTINCT ON (destination) destination, id FROM deliveries WHERE event_id = \(eventID)
+                ORDER BY destination, created_at DESC, id DESC
+                """, logger: logger)
+            for try await (destination, id) in rows.decode((String, String).self) { targets.append((destination, id)) }
+            if targets.isEmpty { targets = fallbackDestinations.map { ($0, nil) } }
+            var ids: [String] = []
+            for target in targets {
+                let id = EventID.make()
+                try await connection.query(
+                    """
+                    INSERT INTO deliveries (id, event_id, destination, status, attempts, next_attempt_at, replay_of, created_at, updated_at)
+                    VALUES (\(id), \(eventID), \(target.destination), 'pending', 0, \(now), \(target.replayOf), \(now), \(now))
+                    """, logger: logger)
+                ids.append(id)
+            }
+            try await Self.notify(connection, Set(targets.map(\.destination)), logger: logger)
+            return ids
+        }
+    }
+
+    func replay(deliveries: [DeliverySummary], now: Int64) async throws -> [String] {
+        guard !deliveries.isEmpty else { return [] }
+        return try await transaction { [logger] connection in
+            var ids: [String] = []
+            var destinations = Set<String>()
+            for delivery in deliveries {
+                let id = EventID.make()
+                // Skipped when a replay superseded it meanwhile (here or on another instance).
+                let rows = try await connection.query(
+                    """
+                    INSERT INTO deliveries (id, event_id, destination, status, attempts, next_attempt_at, replay_of, created_at, updated_at)
+                    SELECT \(id), \(delivery.eventID), \(delivery.destination), 'pending', 0, \(now), \(delivery.id), \(now), \(now)
+                    WHERE NOT EXISTS (SELECT 1 FROM deliveries WHERE replay_of = \(delivery.id))
+                    RETURNING id
+                    """, logger: logger)
+                for try await _ in rows {
+                    ids.append(id)
+                    destinations.insert(delivery.destination)
+                }
+            }
+            try await Self.notify(connection, destinations, logger: logger)
+            return ids
+        }
+    }
+
+    func purge(receivedBefore cutoff: Int64, limit: Int) async throws -> Int {
+        try await transaction { [logger] connection in
+            // Deliveries and attempts go with their event (ON DELETE CASCADE).
+            let rows = try await connection.query(
+                """
+                DELETE FROM events WHERE id IN (
+                    SELECT id FROM events e WHERE received_at < \(cutoff) AND NOT EXISTS (
+                        SELECT 1 FROM deliveries WHERE event_id = e.id AND status IN ('pending', 'in_flight', 'retrying'))
+                    ORDER BY received_at LIMIT \(limit) FOR UPDATE SKIP LOCKED)
+                RETURNING id
+                """, logger: logger)
+            var count = 0
+            for try await _ in rows { count += 1 }
+            return count
+        }
+    }
+
+    // MARK: Reads
+
+    static let eventColumns = "id, source, received_at, content_type, headers, body, fields, idempotency_key"
+
+    func eventDetail(id: String) async throws -> EventDetail? {
+        try await run { client, logger in
+            var found: (StoredEvent, String?)?
+            for try await row in try await client.query(
+                "SELECT \(unescaped: Self.eventColumns) FROM events WHERE id = \(id)", logger: logger)
+            {
+                found = (try Self.storedEvent(row), try row.makeRandomAccess()["idempotency_key"].decode(String?.self))
+            }
+            guard let (event, key) = found else { return nil }
+            var attemptsByDelivery: [String: [AttemptRecord]] = [:]
+            for try await row in try await client.query(
+                """
+                SELECT a.delivery_id, a.number, a.started_at, a.duration_ms, a.http_status, a.response_body, a.error
+                FROM attempts a JOIN deliveries d ON d.id = a.delivery_id WHERE d.event_id = \(id) ORDER BY a.id
+                """, logger: logger)
+            {
+                let (delivery, number, started, duration, status, body, error) = try row.decode(
+                    (String, Int, Int64, Int64, Int?, ByteBuffer, String?).self)
+                attemptsByDelivery[delivery, default: []].append(
+                    AttemptRecord(
+                        number: number, startedAt: started, durationMilliseconds: duration, httpStatus: status,
+                        responseBody: Array(buffer: body), error: error))
+            }
+            var deliveries: [EventDetail.Delivery] = []
+            for try await row in try await client.query(
+                """
+                SELECT id, destination, status, attempts, next_attempt_at, last_error, replay_of, created_at FROM deliveries
+                WHERE event_id = \(id) ORDER BY created_at, destination
+                """, logger: logger)
+            {
+                let (deliveryID, destination, status, attempts, next, lastError, replayOf, created) = try row.decode(
+                    (String, String, String, Int, Int64?, String?, String?, Int64).self)
+                deliveries.append(
+                    EventDetail.Delivery(
+                        id: deliveryID, destination: destination, status: DeliveryStatus(rawValue: status) ?? .pending, attempts: attempts,
+                        nextAttemptAt: next, lastError: lastError, replayOf: replayOf, createdAt: created,
+                        history: attemptsByDelivery[deliveryID] ?? []))
+            }
+            return EventDetail(event: event, idempotencyKey: key, deliveries: deliveries)
+        }
+    }
+
+    func ping() async throws {
+        _ = try await run { client, logger in
+            try await client.query("SELECT 1", logger: logger)
+        }
+    }
+
+    func close() async throws {
+        guard !closed.exchange(true, ordering: .sequentiallyConsistent) else { return }
+        // Its claims were released or recorded by the engine's shutdown; leaving the table says nothing is held.
+        _ = try? await client.query("DELETE FROM instances WHERE id = \(instanceID)", logger: logger)
+        for task in tasks.withLock({ $0 }) { task.cancel() }
+        clientTask.cancel()
+    }
+
+    // MARK: Helpers
+
+    static func storedEvent(_ row: PostgresRow) throws -> StoredEvent {
+        let (id, source, received, contentType, headers, body, fields, _) = try row.decode(
+            (String, String, Int64, String, String, ByteBuffer, String, String?).self)
+        return StoredEvent(
+            id: id, source: source, receivedAt: received, contentType: contentType, headersJSON: headers, body: Array(buffer: body),
+            fieldsJSON: fields)
+    }
+
+    /// Runs `body` with the client, turning database failures into ``StoreError``.
+    ///
+    /// While the database cannot be reached, the pool waits for a connection it cannot make; past ``operationTimeout``
+    /// the call fails as unavailable (ingest answers 503) instead of holding the request. A write that times out may
+    /// still commit afterwards: the sender retries on the 503, and the idempotency key, when the source has one, makes
+    /// the retry a duplicate (at least once, as after any lost answer).
+    func run<T: Sendable>(_ body: @escaping @Sendable (PostgresClient, Logger) async throws -> T) async throws -> T {
+        guard !closed.load(ordering: .sequentiallyConsistent) else { throw StoreError.closed }
+        do {
+            return try await withThrowingTaskGroup(of: T?.self) { [client, logger, operationTimeout] group in
+                group.addTask { try await body(client, logger) }
+                group.addTask {
+                    try await Task.sleep(for: operationTimeout)
+                    return nil
+                }
+                defer { group.cancelAll() }
+                guard let first = try await group.next(), let result = first else {
+                    throw StoreError.unavailable("PostgreSQL did not answer within \(operationTimeout)")
+                }
+                return result
+            }
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw Self.storeError(error)
+        }
+    }
+
+    /// Runs `body` in one transaction (committed when it returns, rolled back when it throws).
+    func transaction<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
+        try await run { client, logger in
+            try await client.withTransaction(logger: logger) { connection in try await body(connection) }
+        }
+    }
+
+    /// A database that cannot be reached is unavailable; a statement the server refused is a failed commit.
+    static func storeError(_ error: any Error) -> StoreError {
+        if let error = error as? PostgresTransactionError {
+            return storeError(error.closureError ?? error.commitError ?? error.beginError ?? error.rollbackError ?? error)
+        }
+        if let error = error as? PSQLError, error.serverInfo != nil {
+            return StoreError.commitFailed(describe(error))
+        }
+        return StoreError.unavailable(describe(error))
+    }
+
+    /// PSQLError's description hides the server's message; this shows it.
+    static func describe(_ error: any Error) -> String {
+        if let error = error as? PSQLError {
+            if let message = error.serverInfo?[.message] {
+                let code = error.serverInfo?[.sqlState].map { " (SQLSTATE \($0))" } ?? ""
+                return message + code
+            }
+            if let underlying = error.underlying { return "\(error.code): \(underlying)" }
+            return "\(error.code)"
+        }
+        return "\(error)"
+    }
+}
+
+/// A `postgres://` URL taken apart.
+struct PostgresURL: Sendable, Equatable {
+    var host: String
+    var port: Int
+    var username: String
+    var password: String?
+    var database: String?
+    var sslMode: String
+
+    var tls: PostgresClient.Configuration.TLS {
+        switch sslMode {
+        case "disable": .disable
+        case "require", "verify-full", "verify-ca": .require(.makeClientConfiguration())
+        default: .prefer(.makeClientConfiguration())
+        }
+    }
+
+    /// The URL with the password left out, for logs and messages.
+    var display: String {
+        "postgres://\(username)@\(host):\(port)/\(database ?? "")"
+    }
+
+    /// A reason naming what is wrong, for the config error.
+    struct Invalid: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    init(_ text: String) throws {
+        guard let components = URLComponents(string: text), components.scheme == "postgres" || components.scheme == "postgresql" else {
+            throw Invalid(description: "is not a URL of the form postgres://user:password@host:5432/database")
+        }
+        guard let host = components.host, !host.isEmpty else { throw Invalid(description: "names no host (postgres://user@HOST/db)") }
+        guard let user = components.user, !user.isEmpty else { throw Invalid(description: "names no user (postgres://USER@host/db)") }
+        self.host = host
+        port = components.port ?? 5432
+        username = user.removingPercentEncoding ?? user
+        password = components.password.map { $0.removingPercentEncoding ?? $0 }
+        let path = components.path.hasPrefix("/") ? String(components.path.dropFirst()) : components.path
+        database = path.isEmpty ? nil : path
+        sslMode = "prefer"
+        for item in components.queryItems ?? [] {
+            switch item.name {
+            case "sslmode":
+                let mode = item.value ?? ""
+                guard ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"].contains(mode) else {
+                    throw Invalid(description: "has sslmode=\(mode); use disable, prefer or require")
+                }
+                sslMode = mode
+            default:
+                throw Invalid(description: "has an unknown parameter '\(item.name)' (only sslmode is understood)")
+            }
+        }
+    }
+}

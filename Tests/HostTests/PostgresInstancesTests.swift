@@ -1,0 +1,147 @@
+import Foundation
+import PostgresNIO
+import Synchronization
+import Testing
+
+@testable import Host
+
+/// Several instances on one PostgreSQL database: migrations, claims, FIFO heads, dead instances and wake-ups.
+@Suite("PostgreSQL instances", .enabled(if: TestBackend.postgresEnabled))
+struct PostgresInstancesTests {
+    @Test("three instances starting at once on an empty database migrate it once")
+    func concurrentMigrations() async throws {
+        try await withTestDatabase(.postgres) { database in
+            let stores = try await withThrowingTaskGroup(of: (any EventStore).self) { group in
+                for _ in 0..<3 { group.addTask { try await database.open() } }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(stores.count == 3)
+            _ = try await stores[0].insert([StoreContractTests.event("m")])
+            #expect(try await stores[2].eventDetail(id: "m") != nil)
+            for store in stores { try await store.close() }
+        }
+    }
+
+    @Test("two instances claiming the same destination at once never claim a delivery twice")
+    func skipLocked() async throws {
+        try await withTestDatabase(.postgres) { database in
+            let (a, b) = (try await database.open(), try await database.open())
+            let count = 300
+            _ = try await a.insert((0..<count).map { StoreContractTests.event("s\($0)", at: StoreContractTests.t0 + Int64($0)) })
+            let claimedBy = Collected()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for store in [a, b] {
+                    group.addTask {
+                        while true {
+                            let now = Clock.milliseconds()
+                            let claimed = try await store.claimDue(
+                                destination: "out", fifo: false, now: now, limit: 7, leaseUntil: now + 60_000)
+                            if claimed.isEmpty { return }
+                            for delivery in claimed { claimedBy.add(delivery.id) }
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            let claims = claimedBy.all
+            #expect(claims.count == count, "every delivery claimed, and none twice")
+            #expect(Set(claims).count == count)
+            try await a.close()
+            try await b.close()
+        }
+    }
+
+    @Test("a FIFO head claimed by one instance holds the line for every instance")
+    func fifoAcrossInstances() async throws {
+        try await withTestDatabase(.postgres) { database in
+            let (a, b) = (try await database.open(), try await database.open())
+            for index in 0..<3 { _ = try await a.insert([StoreContractTests.event("q\(index)", at: StoreContractTests.t0 + Int64(index))]) }
+            let now = Clock.milliseconds()
+            async let fromA = a.claimDue(destination: "out", fifo: true, now: now, limit: 1, leaseUntil: now + 60_000)
+            async let fromB = b.claimDue(destination: "out", fifo: true, now: now, limit: 1, leaseUntil: now + 60_000)
+            let both = try await fromA + fromB
+            #expect(both.map(\.id) == ["q0-out"], "exactly one instance has the head")
+            #expect(try await b.claimDue(destination: "out", fifo: true, now: now, limit: 1, leaseUntil: now + 60_000).isEmpty)
+            try await a.record([StoreContractTests.outcome("q0-out", .delivered)])
+            #expect(
+                try await b.claimDue(destination: "out", fifo: true, now: now, limit: 1, leaseUntil: now + 60_000).map(\.id) == ["q1-out"])
+            try await a.close()
+            try await b.close()
+        }
+    }
+
+    @Test("the claims of an instance that stopped being seen go back to pending; a live instance keeps its own")
+    func staleInstance() async throws {
+        try await withTestDatabase(.postgres) { database in
+            let (a, b) = (try await database.open(), try await database.open())
+            _ = try await a.insert([StoreContractTests.event("d1"), StoreContractTests.event("d2")])
+            let now = Clock.milliseconds()
+            #expect(
+                try await a.claimDue(destination: "out", fifo: false, now: now, limit: 1, leaseUntil: now + 600_000).map(\.id) == ["d1-out"]
+            )
+            #expect(
+                try await b.claimDue(destination: "out", fifo: false, now: now, limit: 1, leaseUntil: now + 600_000).map(\.id) == ["d2-out"]
+            )
+            #expect(try await b.releaseExpiredLeases(now: Clock.milliseconds()) == 0, "both instances are alive")
+            // Instance a's heartbeat stops (as when it is killed): its last sign of life is now older than allowed.
+            let idA = try #require((a as? PostgresStore)?.instanceID)
+            try await TestDatabase.administerOn(database, "UPDATE instances SET seen_at = 0 WHERE id = '\(idA)'")
+            #expect(try await b.releaseExpiredLeases(now: Clock.milliseconds()) == 1)
+            let detail = try #require(try await b.eventDetail(id: "d1"))
+            #expect(detail.deliveries.first?.status == .pending)
+            #expect(try await b.eventDetail(id: "d2")?.deliveries.first?.status == .inFlight)
+            try await a.close()
+            try await b.close()
+        }
+    }
+
+    @Test("work committed by one instance wakes the others (LISTEN/NOTIFY)")
+    func notifications() async throws {
+        try await withTestDatabase(.postgres) { database in
+            let (a, b) = (try await database.open(), try await database.open())
+            let woken = Atomic<Int>(0)
+            b.onNewWork { woken.add(1, ordering: .sequentiallyConsistent) }
+            // The listener reports once when it starts listening.
+            try await waitUntil("the listener to start", timeout: .seconds(10)) { woken.load(ordering: .sequentiallyConsistent) >= 1 }
+            let before = woken.load(ordering: .sequentiallyConsistent)
+            _ = try await a.insert([StoreContractTests.event("n1")])
+            try await waitUntil("a notification", timeout: .seconds(10)) { woken.load(ordering: .sequentiallyConsistent) > before }
+            try await a.close()
+            try await b.close()
+        }
+    }
+
+    @Test("a server on PostgreSQL ingests and delivers end to end")
+    func serverEndToEnd() async throws {
+        try await withTestDatabase(.postgres) { database in
+            let sink = RecordingSink()
+            try await sink.start()
+            let yaml =
+                testServerSection().replacingOccurrences(of: "sqlite:data/hookproxy.sqlite", with: database.url) + """
+                    destinations:
+                      out: { formatter: generic, url: "\(sink.url)/out" }
+                    sources:
+                      app: { destinations: [out] }
+                    """
+            let server = try await TestServer.start(yaml: yaml)
+            let response = try await server.post("app", json: #"{"hello":"postgres"}"#)
+            #expect(response.status == 202)
+            let id = try #require(response.json?["id"]?.stringValue)
+            try await server.waitForDeliveries(of: id)
+            #expect(sink.requests("/out").count == 1)
+            let body = sink.requests("/out").first.map { String(decoding: $0.body, as: UTF8.self) } ?? ""
+            #expect(body.contains("postgres"))
+            try await server.stop()
+            try await sink.stop()
+        }
+    }
+}
+
+extension TestDatabase {
+    /// Runs one statement on this test's own database.
+    static func administerOn(_ database: TestDatabase, _ sql: String) async throws {
+        let store = try #require(try await database.open() as? PostgresStore)
+        _ = try await store.run { client, logger in try await client.query(PostgresQuery(unsafeSQL: sql), logger: logger) }
+        try await store.close()
+    }
+}

@@ -1,0 +1,115 @@
+import Foundation
+import Logging
+import PostgresNIO
+
+@testable import Host
+
+/// The storage backends the store suite runs against, and fresh databases for them.
+///
+/// PostgreSQL tests use the server at `HOOKPROXY_TEST_POSTGRES_URL` (default
+/// `postgres://hookproxy:hookproxy@127.0.0.1:5432/hookproxy_test?sslmode=disable`, what `.ci/run` sets up; the role
+/// needs CREATEDB). Each test gets a database of its own, created from that connection and dropped afterwards. When no
+/// server answers, those tests fail and say how to start one; `HOOKPROXY_TEST_POSTGRES_URL=off` leaves them out.
+enum TestBackend: String, CustomStringConvertible, Sendable, CaseIterable {
+    case sqlite
+    case postgres
+
+    var description: String { rawValue }
+
+    static let postgresURL =
+        ProcessInfo.processInfo.environment["HOOKPROXY_TEST_POSTGRES_URL"]
+        ?? "postgres://hookproxy:hookproxy@127.0.0.1:5432/hookproxy_test?sslmode=disable"
+
+    /// The backends to test: both, unless PostgreSQL was turned off.
+    static var enabled: [TestBackend] { postgresURL == "off" ? [.sqlite] : [.sqlite, .postgres] }
+    static var postgresEnabled: Bool { postgresURL != "off" }
+}
+
+/// A database made for one test: its `storage.url`, and how to drop it.
+struct TestDatabase: Sendable {
+    let backend: TestBackend
+    let url: String
+    private let name: String?
+
+    /// A new, empty database.
+    static func make(_ backend: TestBackend) async throws -> TestDatabase {
+        switch backend {
+        case .sqlite:
+            return TestDatabase(backend: backend, url: "sqlite:" + TestPaths.temporaryDirectory("store") + "/hookproxy.sqlite", name: nil)
+        case .postgres:
+            let name = "hookproxy_t_" + UUID().uuidString.prefix(12).lowercased().replacingOccurrences(of: "-", with: "")
+            try await Self.administer("CREATE DATABASE \(name)")
+            var components = URLComponents(string: TestBackend.postgresURL)!
+            components.path = "/" + name
+            return TestDatabase(backend: backend, url: components.string!, name: name)
+        }
+    }
+
+    /// Opens a store on this database (a new instance, on PostgreSQL).
+    func open() async throws -> any EventStore {
+        var storage = StorageConfig(backend: .sqlite(path: ""))
+        switch backend {
+        case .sqlite: storage.backend = .sqlite(path: String(url.dropFirst("sqlite:".count)))
+        case .postgres: storage.backend = .postgres(url: url)
+        }
+        return try await openEventStore(storage, logger: testLogger)
+    }
+
+    /// Drops the database (PostgreSQL); SQLite files stay with the temporary directory.
+    func drop() async {
+        guard let name else { return }
+        try? await Self.administer("DROP DATABASE IF EXISTS \(name) WITH (FORCE)")
+    }
+
+    /// Runs one statement on the server of `HOOKPROXY_TEST_POSTGRES_URL`, on a connection of its own.
+    static func administer(_ sql: String) async throws {
+        let url = try PostgresURL(TestBackend.postgresURL)
+        let configuration = PostgresConnection.Configuration(
+            host: url.host, port: url.port, username: url.username, password: url.password, database: url.database, tls: .disable)
+        let connection: PostgresConnection
+        do {
+            connection = try await PostgresConnection.connect(configuration: configuration, id: 1, logger: testLogger)
+        } catch {
+            throw PostgresUnavailable(reason: PostgresStore.describe(error))
+        }
+        defer { Task { try? await connection.close() } }
+        try await connection.query(PostgresQuery(unsafeSQL: sql), logger: testLogger)
+    }
+}
+
+struct PostgresUnavailable: Error, CustomStringConvertible {
+    var reason: String
+    var description: String {
+        """
+        no PostgreSQL for the tests at \(TestBackend.postgresURL): \(reason). Start one (.ci/run shows how: \
+        pg_ctlcluster, a role hookproxy with CREATEDB, a database hookproxy_test), point HOOKPROXY_TEST_POSTGRES_URL at \
+        yours, or set it to 'off' to leave the PostgreSQL tests out.
+        """
+    }
+}
+
+/// Runs `body` with a fresh database of `backend`, dropped afterwards.
+func withTestDatabase(_ backend: TestBackend, _ body: (TestDatabase) async throws -> Void) async throws {
+    let database = try await TestDatabase.make(backend)
+    do {
+        try await body(database)
+    } catch {
+        await database.drop()
+        throw error
+    }
+    await database.drop()
+}
+
+/// Runs `body` with a store opened on a fresh database of `backend`, closed and dropped afterwards.
+func withTestStore(_ backend: TestBackend, _ body: (any EventStore) async throws -> Void) async throws {
+    try await withTestDatabase(backend) { database in
+        let store = try await database.open()
+        do {
+            try await body(store)
+        } catch {
+            try? await store.close()
+            throw error
+        }
+        try await store.close()
+    }
+}
