@@ -9,21 +9,17 @@ extension PostgresStore {
 
         /// Adds `condition`, in which `?` stands for `value`.
         mutating func add(_ condition: String, _ value: some PostgresDynamicTypeEncodable) {
-            binds.append(value)
-            sql.append(condition.replacingOccurrences(of: "?", with: "$\(binds.count)"))
+            sql.append(condition.replacingOccurrences(of: "?", with: placeholder(value)))
         }
 
-        mutating func add(_ condition: String) { sql.append(condition) }
-
-        /// A placeholder for `value`, for the parts of a query after the conditions.
+        /// Binds `value` and returns its placeholder (`$n`).
         mutating func placeholder(_ value: some PostgresDynamicTypeEncodable) -> String {
             binds.append(value)
             return "$\(binds.count)"
         }
     }
 
-    /// A delivery no replay has superseded.
-    static let current = "NOT EXISTS (SELECT 1 FROM deliveries n WHERE n.replay_of = d.id)"
+    private static let current = RecordFilter.currentDelivery
 
     /// Conditions for `filter` on events `e` and deliveries `d`.
     private static func conditions(_ filter: RecordFilter, deliveries: Bool) -> Conditions {
@@ -31,18 +27,13 @@ extension PostgresStore {
         if let source = filter.source { conditions.add("e.source = ?", source) }
         if let since = filter.since { conditions.add("e.received_at >= ?", since) }
         if let until = filter.until { conditions.add("e.received_at < ?", until) }
+        var delivery = [current]
+        if let destination = filter.destination { delivery.append("d.destination = \(conditions.placeholder(destination))") }
+        if let status = filter.status { delivery.append("d.status = \(conditions.placeholder(status.rawValue))") }
         if deliveries {
-            conditions.add(current)
-            if let destination = filter.destination { conditions.add("d.destination = ?", destination) }
-            if let status = filter.status { conditions.add("d.status = ?", status.rawValue) }
-        } else if filter.destination != nil || filter.status != nil {
-            var inner = Conditions()
-            inner.binds = conditions.binds
-            inner.add(current)
-            if let destination = filter.destination { inner.add("d.destination = ?", destination) }
-            if let status = filter.status { inner.add("d.status = ?", status.rawValue) }
-            conditions.binds = inner.binds
-            conditions.add("EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND \(inner.sql.joined(separator: " AND ")))")
+            conditions.sql += delivery
+        } else if delivery.count > 1 {
+            conditions.sql.append("EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND \(delivery.joined(separator: " AND ")))")
         }
         return conditions
     }
@@ -56,13 +47,6 @@ extension PostgresStore {
         return DeliverySummary(
             id: id, eventID: eventID, source: source, destination: destination, status: DeliveryStatus(rawValue: status) ?? .pending,
             attempts: attempts, nextAttemptAt: next, lastError: lastError, replayOf: replayOf, createdAt: created, updatedAt: updated)
-    }
-
-    /// The first `limit` of `items` (fetched as `limit + 1`: the extra one only says whether there is a next page).
-    private static func page<Item>(_ items: [Item], limit: Int, id: (Item) -> String) -> Page<Item> {
-        guard items.count > limit else { return Page(items: items, nextCursor: nil) }
-        let shown = Array(items.prefix(limit))
-        return Page(items: shown, nextCursor: shown.last.map(id))
     }
 
     func listEvents(_ filter: RecordFilter, cursor: String?, limit: Int) async throws -> Page<EventSummary> {
@@ -93,7 +77,7 @@ extension PostgresStore {
             let summaries = events.map {
                 EventSummary(id: $0.id, source: $0.source, receivedAt: $0.receivedAt, deliveries: byEvent[$0.id] ?? [])
             }
-            return Self.page(summaries, limit: limit, id: \.id)
+            return Page(fetched: summaries, limit: limit, id: \.id)
         }
     }
 
@@ -126,7 +110,7 @@ extension PostgresStore {
                     binds: binds), logger: logger)
             var items: [DeliverySummary] = []
             for try await row in rows { items.append(try Self.deliverySummary(row)) }
-            return Self.page(items, limit: limit, id: \.id)
+            return Page(fetched: items, limit: limit, id: \.id)
         }
     }
 }

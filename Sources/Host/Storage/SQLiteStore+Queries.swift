@@ -2,8 +2,7 @@ import GRDB
 
 /// Listings and replay by filter on SQLite. Pages are ordered by id: ids are UUIDv7, so id order is creation order.
 extension SQLiteStore {
-    /// A delivery no replay has superseded.
-    private static let current = "NOT EXISTS (SELECT 1 FROM deliveries n WHERE n.replay_of = d.id)"
+    private static let current = RecordFilter.currentDelivery
 
     /// SQL conditions (joined with AND) and their arguments for `filter`, on events `e` and deliveries `d`.
     private static func conditions(_ filter: RecordFilter, deliveries: Bool) -> (sql: [String], arguments: StatementArguments) {
@@ -48,13 +47,6 @@ extension SQLiteStore {
             lastError: row["last_error"], replayOf: row["replay_of"], createdAt: row["created_at"], updatedAt: row["updated_at"])
     }
 
-    /// The first `limit` of `items` (fetched as `limit + 1`: the extra one only says whether there is a next page).
-    private static func page<Item>(_ items: [Item], limit: Int, id: (Item) -> String) -> Page<Item> {
-        guard items.count > limit else { return Page(items: items, nextCursor: nil) }
-        let shown = Array(items.prefix(limit))
-        return Page(items: shown, nextCursor: shown.last.map(id))
-    }
-
     func listEvents(_ filter: RecordFilter, cursor: String?, limit: Int) async throws -> Page<EventSummary> {
         try await pool.read { db in
             var (conditions, arguments) = Self.conditions(filter, deliveries: false)
@@ -88,7 +80,7 @@ extension SQLiteStore {
             let summaries = events.map { row in
                 EventSummary(id: row["id"], source: row["source"], receivedAt: row["received_at"], deliveries: byEvent[row["id"]] ?? [])
             }
-            return Self.page(summaries, limit: limit, id: \.id)
+            return Page(fetched: summaries, limit: limit, id: \.id)
         }
     }
 
@@ -132,7 +124,7 @@ extension SQLiteStore {
                 WHERE \(conditions.joined(separator: " AND ")) ORDER BY d.id \(newestFirst ? "DESC" : "") LIMIT ?
                 """,
             arguments: arguments)
-        return page(rows.map(deliverySummary), limit: limit, id: \.id)
+        return Page(fetched: rows.map(deliverySummary), limit: limit, id: \.id)
     }
 
     func replay(deliveries: [DeliverySummary], now: Int64) async throws -> [String] {

@@ -12,6 +12,9 @@ struct RecordFilter: Sendable, Equatable {
     var since: Int64?
     /// Events received before this time (ms).
     var until: Int64?
+
+    /// SQL (both backends) true for a delivery `d` that no replay has superseded.
+    static let currentDelivery = "NOT EXISTS (SELECT 1 FROM deliveries n WHERE n.replay_of = d.id)"
 }
 
 /// One event in a listing, with its current deliveries.
@@ -41,6 +44,22 @@ struct DeliverySummary: Sendable {
 struct Page<Item: Sendable>: Sendable {
     var items: [Item]
     var nextCursor: String?
+
+    init(items: [Item], nextCursor: String?) {
+        self.items = items
+        self.nextCursor = nextCursor
+    }
+
+    /// The first `limit` of `fetched`, which was fetched as `limit + 1`: the extra one only says whether there is a
+    /// next page, whose cursor is the last shown item's `id`.
+    init(fetched: [Item], limit: Int, id: (Item) -> String) {
+        guard fetched.count > limit else {
+            self.init(items: fetched, nextCursor: nil)
+            return
+        }
+        let shown = Array(fetched.prefix(limit))
+        self.init(items: shown, nextCursor: shown.last.map(id))
+    }
 }
 
 extension DeliveryStatus {

@@ -47,11 +47,8 @@ struct TestDatabase: Sendable {
 
     /// Opens a store on this database (a new instance, on PostgreSQL).
     func open() async throws -> any EventStore {
-        var storage = StorageConfig(backend: .sqlite(path: ""))
-        switch backend {
-        case .sqlite: storage.backend = .sqlite(path: String(url.dropFirst("sqlite:".count)))
-        case .postgres: storage.backend = .postgres(url: url)
-        }
+        let storage = StorageConfig(
+            backend: backend == .sqlite ? .sqlite(path: String(url.dropFirst("sqlite:".count))) : .postgres(url: url))
         return try await openEventStore(storage, logger: testLogger)
     }
 
