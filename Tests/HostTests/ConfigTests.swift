@@ -105,7 +105,7 @@ struct ConfigTests {
         #expect(gh.idempotencyKey == .header("x-github-delivery"))
     }
 
-    @Test("storage.url takes sqlite: and postgres:// URLs; a bad one is an error naming the key and what is wrong")
+    @Test("storage.url takes sqlite: and postgres:// URLs, instance_timeout goes with PostgreSQL; a bad one is an error naming the key")
     func storageURL() throws {
         let postgres = try ConfigLoader(environment: ["PGPASSWORD": "s3cret"]).load(
             yaml: "storage:\n  url: \"postgres://hook:${PGPASSWORD}@db.internal:6432/hp?sslmode=require\"\n" + Self.minimal,
@@ -129,6 +129,20 @@ struct ConfigTests {
             #expect(found.first?.contains("storage.url") == true, "\(found)")
             #expect(found.first?.contains(says) == true, "\(url): \(found)")
         }
+
+        let timed = try ConfigLoader().load(
+            yaml: "storage:\n  instance_timeout: 6s\n  url: \"postgres://hook@db/hp\"\n" + Self.minimal, file: "/etc/hookproxy/sources.yaml"
+        )
+        #expect(timed.storage.instanceTimeout == .seconds(6))
+        #expect(postgres.storage.instanceTimeout == .seconds(15))
+        #expect(
+            problems("storage:\n  url: \"postgres://hook@db/hp\"\n  instance_timeout: 1s\n" + Self.minimal) == [
+                "/etc/hookproxy/sources.yaml:3: storage.instance_timeout: must be at least 3s (instances record that they are alive every third of it)"
+            ])
+        #expect(
+            problems("storage:\n  instance_timeout: 10s\n" + Self.minimal) == [
+                "/etc/hookproxy/sources.yaml:2: storage.instance_timeout: applies to a postgres:// storage.url only (one process owns an SQLite file)"
+            ])
     }
 
     @Test("an unknown key is an error at its line, with a suggestion")

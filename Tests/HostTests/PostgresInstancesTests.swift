@@ -95,19 +95,63 @@ struct PostgresInstancesTests {
         }
     }
 
-    @Test("work committed by one instance wakes the others (LISTEN/NOTIFY)")
+    @Test("work committed and destinations suspended by one instance are announced to the others (LISTEN/NOTIFY)")
     func notifications() async throws {
         try await withTestDatabase(.postgres) { database in
             let (a, b) = (try await database.open(), try await database.open())
-            let woken = Atomic<Int>(0)
-            b.onNewWork { woken.add(1, ordering: .sequentiallyConsistent) }
-            // The listener reports once when it starts listening.
-            try await waitUntil("the listener to start", timeout: .seconds(10)) { woken.load(ordering: .sequentiallyConsistent) >= 1 }
-            let before = woken.load(ordering: .sequentiallyConsistent)
+            let work = Atomic<Int>(0)
+            let states = Atomic<Int>(0)
+            b.onChange { change in
+                switch change {
+                case .newWork: work.add(1, ordering: .sequentiallyConsistent)
+                case .destinationStates: states.add(1, ordering: .sequentiallyConsistent)
+                }
+            }
+            // The listener reports both once when it starts listening.
+            try await waitUntil("the listener to start", timeout: .seconds(10)) { states.load(ordering: .sequentiallyConsistent) >= 1 }
+            let (workBefore, statesBefore) = (work.load(ordering: .sequentiallyConsistent), states.load(ordering: .sequentiallyConsistent))
             _ = try await a.insert([StoreContractTests.event("n1")])
-            try await waitUntil("a notification", timeout: .seconds(10)) { woken.load(ordering: .sequentiallyConsistent) > before }
+            try await waitUntil("a work notification", timeout: .seconds(10)) { work.load(ordering: .sequentiallyConsistent) > workBefore }
+            #expect(states.load(ordering: .sequentiallyConsistent) == statesBefore, "an insert announced a destination change")
+
+            try await a.setSuspended(true, destination: "out")
+            try await waitUntil("a destination notification", timeout: .seconds(10)) {
+                states.load(ordering: .sequentiallyConsistent) > statesBefore
+            }
+            #expect(try await b.suspendedDestinations() == ["out"])
             try await a.close()
             try await b.close()
+        }
+    }
+
+    @Test("a destination paused through one instance's admin API is held by every instance until resumed through another")
+    func sharedPause() async throws {
+        try await withTestDatabase(.postgres) { database in
+            let sink = RecordingSink()
+            try await sink.start()
+            let yaml =
+                testServerSection().replacingOccurrences(of: "sqlite:data/hookproxy.sqlite", with: database.url) + """
+                    destinations:
+                      out: { formatter: generic, url: "\(sink.url)/out" }
+                    sources:
+                      app: { destinations: [out] }
+                    """
+            let (a, b) = (try await TestServer.start(yaml: yaml), try await TestServer.start(yaml: yaml))
+            func state(_ server: TestServer) async throws -> String? {
+                let listing = try await send(.GET, server.adminURL + "/admin/destinations").json
+                return listing?["destinations"]?.arrayValue?.first { $0["name"] == "out" }?["state"]?.stringValue
+            }
+            #expect(try await send(.POST, a.adminURL + "/admin/destinations/out/pause").status == 200)
+            // Sooner than B's maintenance pass (5 s): the notification told it.
+            try await waitUntil("B to hold the destination", timeout: .seconds(4)) { try await state(b) == "suspended" }
+            let response = try await b.post("app", json: #"{"while":"paused"}"#)
+            let id = try #require(response.json?["id"]?.stringValue)
+            #expect(try await send(.POST, b.adminURL + "/admin/destinations/out/resume").status == 200)
+            try await waitUntil("A to send again", timeout: .seconds(4)) { try await state(a) == "healthy" }
+            try await a.waitForDeliveries(of: id)
+            try await a.stop()
+            try await b.stop()
+            try await sink.stop()
         }
     }
 
@@ -143,5 +187,16 @@ extension TestDatabase {
         let store = try #require(try await database.open() as? PostgresStore)
         _ = try await store.run { client, logger in try await client.query(PostgresQuery(unsafeSQL: sql), logger: logger) }
         try await store.close()
+    }
+
+    /// The number a `SELECT count(*) …` on this test's own database answers.
+    static func count(_ database: TestDatabase, _ sql: String) async throws -> Int {
+        let store = try #require(try await database.open() as? PostgresStore)
+        let count = try await store.run { client, logger in
+            for try await count in try await client.query(PostgresQuery(unsafeSQL: sql), logger: logger).decode(Int.self) { return count }
+            return 0
+        }
+        try await store.close()
+        return count
     }
 }

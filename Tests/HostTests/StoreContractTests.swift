@@ -220,4 +220,23 @@ struct StoreContractTests {
             try await second.close()
         }
     }
+
+    @Test("destinations suspended by an operator are recorded once and survive a reopen until resumed", arguments: TestBackend.enabled)
+    func suspensions(backend: TestBackend) async throws {
+        try await withTestDatabase(backend) { database in
+            let first = try await database.open()
+            #expect(try await first.suspendedDestinations().isEmpty)
+            try await first.setSuspended(true, destination: "out")
+            try await first.setSuspended(true, destination: "out")
+            try await first.setSuspended(true, destination: "slack")
+            try await first.setSuspended(false, destination: "never-suspended")
+            #expect(try await first.suspendedDestinations() == ["out", "slack"])
+            try await first.close()
+            let second = try await database.open()
+            #expect(try await second.suspendedDestinations() == ["out", "slack"])
+            try await second.setSuspended(false, destination: "out")
+            #expect(try await second.suspendedDestinations() == ["slack"])
+            try await second.close()
+        }
+    }
 }

@@ -118,7 +118,7 @@ enum AdminRoutes {
                     throw APIError.notFound("no destination named '\(name)'")
                 }
                 if !suspend, destination.paused { throw APIError.pausedInConfig(name) }
-                guard let lane = engine.setSuspended(suspend, destination: name) else {
+                guard let lane = try await engine.setSuspended(suspend, destination: name) else {
                     throw APIError.notFound("no destination named '\(name)'")
                 }
                 let depths = try await store.queueDepths()

@@ -46,6 +46,7 @@ enum ConfigJSON {
             "url": .string(url),
             "retention": .string(storage.retention.compactDescription),
             "max_size": storage.maximumSize.map { .int($0) } ?? .null,
+            "instance_timeout": .string(storage.instanceTimeout.compactDescription),
         ]
     }
 

@@ -18,7 +18,9 @@ struct DestinationsCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Print the admin API's JSON instead of a table.")
     var json = false
 
-    @Option(help: "Suspend sending to this destination (a receiver's maintenance) until --resume or a restart.")
+    @Option(
+        help: "Suspend sending to this destination (a receiver's maintenance) until --resume; recorded in the database, for every instance."
+    )
     var pause: String?
 
     @Option(help: "Resume a destination suspended with --pause; its queue is sent.")

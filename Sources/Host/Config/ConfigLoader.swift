@@ -196,7 +196,15 @@ struct ConfigLoader: Sendable {
     }
 
     private static func readStorage(_ node: Node, into storage: inout StorageConfig, reader: ConfigReader, baseDirectory: String) {
-        for (key, _, value) in reader.entries(node, "storage", allowed: ["url", "retention", "max_size"]) ?? [] {
+        var instanceTimeoutNode: Node?
+        defer {
+            if let node = instanceTimeoutNode, case .sqlite = storage.backend {
+                reader.problem(
+                    node, "storage.instance_timeout", "applies to a postgres:// storage.url only (one process owns an SQLite file)")
+            }
+        }
+        let allowed = ["url", "retention", "max_size", "instance_timeout"]
+        for (key, _, value) in reader.entries(node, "storage", allowed: allowed) ?? [] {
             let path = "storage.\(key)"
             switch key {
             case "url":
@@ -231,6 +239,14 @@ struct ConfigLoader: Sendable {
                     continue
                 }
                 storage.maximumSize = bytes
+            case "instance_timeout":
+                instanceTimeoutNode = value
+                guard let timeout = reader.duration(value, path) else { continue }
+                guard timeout >= .seconds(3) else {
+                    reader.problem(value, path, "must be at least 3s (instances record that they are alive every third of it)")
+                    continue
+                }
+                storage.instanceTimeout = timeout
             default: break
             }
         }

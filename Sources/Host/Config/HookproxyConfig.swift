@@ -85,6 +85,8 @@ struct StorageConfig: Sendable {
     var retention: Duration = .seconds(30 * 86_400)
     /// The most the database may grow to, in bytes; past it ingest answers 503 until space is freed (`nil`: the disk).
     var maximumSize: Int?
+    /// PostgreSQL: an instance not seen for this long is taken for dead and its claims are released to the others.
+    var instanceTimeout: Duration = .seconds(15)
 }
 
 /// The `plugins` section.

@@ -41,6 +41,10 @@ final class DeliveryEngine: Service, Sendable {
     private let uncommitted = Atomic<Int>(0)
     /// The lanes, by name and in name order, for the runtime generation they were built from.
     private let lanes = Mutex<(generation: Int, byName: [String: DestinationLane], ordered: [DestinationLane])>((-1, [:], []))
+    /// The destinations an operator suspended, as last read from the store (shared by every instance).
+    private let suspended = Mutex<Set<String>>([])
+    /// Set when the store announced a suspension or resumption, and at each maintenance pass: read them again.
+    private let suspensionsStale = Atomic<Bool>(true)
     private let buckets = RateLimitBuckets()
 
     private let metrics: HookproxyMetrics
@@ -66,16 +70,41 @@ final class DeliveryEngine: Service, Sendable {
         return currentLanes().map { $0.snapshot(now: now) }
     }
 
-    /// Suspends or resumes sending to `destination` for an operator.
-    /// Its state afterwards; nil when no such destination is configured.
-    func setSuspended(_ suspended: Bool, destination: String) -> DestinationLane.Snapshot? {
+    /// Suspends or resumes sending to `destination` for an operator: recorded in the store, so that every instance (and
+    /// this one after a restart) holds it. Its state afterwards; nil when no such destination is configured.
+    func setSuspended(_ suspend: Bool, destination: String) async throws -> DestinationLane.Snapshot? {
         guard let lane = currentLanes().first(where: { $0.name == destination }) else { return nil }
-        lane.setSuspended(suspended)
+        try await store.setSuspended(suspend, destination: destination)
+        suspended.withLock { names in
+            if suspend { names.insert(destination) } else { names.remove(destination) }
+        }
+        lane.setSuspended(suspend)
+        // A read of the suspensions that began before this write may land after it: read them once more.
+        suspensionsStale.store(true, ordering: .sequentiallyConsistent)
         logger.notice(
-            suspended ? "destination suspended by an operator" : "destination resumed by an operator",
+            suspend ? "destination suspended by an operator" : "destination resumed by an operator",
             metadata: ["destination": "\(destination)"])
         wake.signal()
         return lane.snapshot()
+    }
+
+    /// Reads the suspensions again when the store said they changed (or at a maintenance pass), and applies them.
+    private func refreshSuspensions() async {
+        guard suspensionsStale.exchange(false, ordering: .sequentiallyConsistent) else { return }
+        let names: Set<String>
+        do {
+            names = try await store.suspendedDestinations()
+        } catch {
+            suspensionsStale.store(true, ordering: .sequentiallyConsistent)
+            logger.warning("cannot read which destinations are suspended", metadata: ["error": "\(error)"])
+            return
+        }
+        suspended.withLock { $0 = names }
+        for lane in currentLanes() where lane.setSuspended(names.contains(lane.name)) {
+            logger.notice(
+                names.contains(lane.name) ? "destination suspended by an operator" : "destination resumed by an operator",
+                metadata: ["destination": "\(lane.name)"])
+        }
     }
 
     /// The lanes of the destinations configured now, in name order; a lane is kept as long as its destination exists.
@@ -95,6 +124,7 @@ final class DeliveryEngine: Service, Sendable {
                     return lane
                 }
                 let lane = DestinationLane(destination: destination, buckets: buckets, logger: logger)
+                lane.setSuspended(suspended.withLock { $0.contains(destination.name) })
                 lanes.byName[destination.name] = lane
                 return lane
             }
@@ -104,6 +134,11 @@ final class DeliveryEngine: Service, Sendable {
     }
 
     func run() async throws {
+        // Work committed and destinations suspended by other instances (PostgreSQL) are seen at once.
+        store.onChange { [self] change in
+            if change == .destinationStates { suspensionsStale.store(true, ordering: .sequentiallyConsistent) }
+            wake.signal()
+        }
         let released = try await store.releaseAbandonedClaims()
         if released > 0 { logger.info("resuming deliveries left in flight by a stopped process", metadata: ["count": "\(released)"]) }
 
@@ -137,8 +172,10 @@ final class DeliveryEngine: Service, Sendable {
         while !stopping.load(ordering: .sequentiallyConsistent) {
             if clock.now >= nextMaintenance {
                 await releaseExpiredLeases()
+                suspensionsStale.store(true, ordering: .sequentiallyConsistent)
                 nextMaintenance = clock.now + maintenanceInterval
             }
+            await refreshSuspensions()
             let now = Clock.milliseconds()
             var wakeAt = now + Int64(configuration.idlePoll.seconds * 1000)
             var busy = false

@@ -74,7 +74,7 @@ final class DestinationLane: Sendable {
 
     private struct State {
         var settings: Settings
-        /// Suspended by an operator (admin API); kept in memory only, `paused: true` in the file survives restarts.
+        /// Suspended by an operator (admin API): a copy of what the store records, shared by every instance.
         var suspended = false
         var inFlight = 0
         /// One entry per request that still counts against the rate limit: `Int64.max` while it is in flight, then the
@@ -103,8 +103,14 @@ final class DestinationLane: Sendable {
         self.logger = logger
     }
 
-    /// Suspends (true) or resumes (false) sending for an operator, until resumed or the process restarts.
-    func setSuspended(_ suspended: Bool) { state.withLock { $0.suspended = suspended } }
+    /// Suspends (true) or resumes (false) sending, as an operator asked (recorded in the store). True when it changed.
+    @discardableResult
+    func setSuspended(_ suspended: Bool) -> Bool {
+        state.withLock { state in
+            defer { state.suspended = suspended }
+            return state.suspended != suspended
+        }
+    }
 
     /// The ordering in force.
     var ordering: Ordering { state.withLock { $0.settings.ordering } }

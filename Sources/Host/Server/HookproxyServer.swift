@@ -65,8 +65,6 @@ final class HookproxyServer: Sendable {
         clientConfiguration.connectionPool.retryConnectionEstablishment = false
         let httpClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: clientConfiguration)
 
-        // Work committed by other instances (PostgreSQL) wakes this one's engine at once.
-        store.onNewWork { wake.signal() }
         let ingestor = Ingestor(runtime: runtime, writer: writer, wake: wake, logger: logger)
         let alerter = Alerter(runtime: runtime, writer: writer, wake: wake, logger: logger)
         reloader.observe { report in

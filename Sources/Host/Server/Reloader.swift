@@ -78,6 +78,7 @@ final class Reloader: Sendable {
         if old.server.readTimeout != new.server.readTimeout { changed.append("server.read_timeout (idle timeout)") }
         if old.storage.backend != new.storage.backend { changed.append("storage.url") }
         if old.storage.maximumSize != new.storage.maximumSize { changed.append("storage.max_size") }
+        if old.storage.instanceTimeout != new.storage.instanceTimeout { changed.append("storage.instance_timeout") }
         return changed
     }
 }

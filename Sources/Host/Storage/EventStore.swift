@@ -35,9 +35,16 @@ protocol EventStore: Sendable {
     /// How often the engine should look for expired leases (``releaseExpiredLeases(now:)``).
     var maintenanceInterval: Duration { get }
 
-    /// Calls `wake` when work may have been added by another process, as soon as the store can tell (PostgreSQL's
-    /// `LISTEN/NOTIFY`); a store that cannot tell never calls it, and the engine's idle poll finds such work.
-    func onNewWork(_ wake: @escaping @Sendable () -> Void)
+    /// Calls `handler` when another process (or this one) changed what the engine depends on, as soon as the store can
+    /// tell (PostgreSQL's `LISTEN/NOTIFY`): work that may be due, or a destination suspended or resumed. A store that
+    /// cannot tell never calls it; the engine's idle poll and maintenance pass find such changes.
+    func onChange(_ handler: @escaping @Sendable (StoreChange) -> Void)
+
+    /// The destinations an operator suspended (admin API), shared by every instance and kept across restarts.
+    func suspendedDestinations() async throws -> Set<String>
+
+    /// Records that an operator suspended (true) or resumed (false) `destination`.
+    func setSuspended(_ suspended: Bool, destination: String) async throws
 
     /// One event with its deliveries and their attempts; `nil` when it does not exist.
     func eventDetail(id: String) async throws -> EventDetail?
@@ -69,6 +76,14 @@ protocol EventStore: Sendable {
 
     /// Closes connections; further calls fail.
     func close() async throws
+}
+
+/// What changed in the store, as announced to ``EventStore/onChange(_:)``.
+enum StoreChange: String, Sendable {
+    /// Work that may be due was committed.
+    case newWork = "work"
+    /// A destination was suspended or resumed.
+    case destinationStates = "destinations"
 }
 
 /// An event ready to be stored, with one delivery per destination.

@@ -8,19 +8,22 @@ import Synchronization
 ///
 /// Every instance may ingest, deliver, replay and answer the admin API. Work is claimed with
 /// `SELECT … FOR UPDATE SKIP LOCKED`, marked in flight with a lease and the claiming instance's id. Each instance
-/// records that it is alive every few seconds (`instances.seen_at`); the claims of an instance not seen for
-/// ``staleAfter`` go back to pending, as do claims whose lease ran out. `NOTIFY hookproxy_work` at every commit that
-/// adds due work wakes the engines of the other instances, which `LISTEN` on a connection of their own.
+/// records that it is alive every third of ``instanceTimeout`` (`instances.seen_at`); the claims of an instance not
+/// seen for that long go back to pending, as do claims whose lease ran out. `NOTIFY hookproxy_work` at every commit
+/// that adds due work (or suspends or resumes a destination) wakes the engines of the other instances, which `LISTEN`
+/// on a connection of their own.
 ///
 /// A FIFO destination's head is locked (`FOR UPDATE`, without skipping) while an instance claims it: a head in flight
 /// anywhere means nothing is due for that destination on any instance.
 final class PostgresStore: EventStore {
-    /// The channel new work is announced on; the payload is the destination.
+    /// The channel changes are announced on; the payload is a ``StoreChange`` raw value. PostgreSQL folds identical
+    /// notifications of one transaction into one.
     static let workChannel = "hookproxy_work"
-    /// How often an instance records that it is alive.
-    static let heartbeat: Duration = .seconds(5)
-    /// Claims of an instance not seen for this long are released (three missed heartbeats).
-    static let staleAfter: Int64 = 15_000
+    /// Claims of an instance not seen for this long are released; it records that it is alive every third of it.
+    let instanceTimeout: Duration
+    /// How often this instance records that it is alive.
+    var heartbeat: Duration { instanceTimeout / 3 }
+    private var staleAfterMilliseconds: Int64 { Int64(instanceTimeout.seconds * 1000) }
 
     /// This process's id in `instances` and in `deliveries.claimed_by`.
     let instanceID = EventID.make()
@@ -32,17 +35,21 @@ final class PostgresStore: EventStore {
     private let clientTask: Task<Void, Never>
     private let logger: Logger
     private let tasks = Mutex<[Task<Void, Never>]>([])
-    private let wakeHandlers = Mutex<[@Sendable () -> Void]>([])
+    private let changeHandlers = Mutex<[@Sendable (StoreChange) -> Void]>([])
     private let closed = Atomic<Bool>(false)
     /// The longest a store call waits for the database before failing as unavailable.
     let operationTimeout: Duration
 
     /// Connects to `url` (postgres://user:password@host:port/database?sslmode=disable|prefer|require), applies the
     /// migrations (one instance at a time, under an advisory lock) and registers this instance.
-    init(url: String, logger: Logger, maximumConnections: Int = 20, operationTimeout: Duration = .seconds(5)) async throws {
+    init(
+        url: String, logger: Logger, instanceTimeout: Duration = .seconds(15), maximumConnections: Int = 20,
+        operationTimeout: Duration = .seconds(5)
+    ) async throws {
         let parsed = try PostgresURL(url)
         displayURL = parsed.display
         self.logger = logger
+        self.instanceTimeout = instanceTimeout
         self.operationTimeout = operationTimeout
         var configuration = PostgresClient.Configuration(
             host: parsed.host, port: parsed.port, username: parsed.username, password: parsed.password, database: parsed.database,
@@ -131,7 +138,11 @@ final class PostgresStore: EventStore {
                 )
                 """,
             ]
-        )
+        ),
+        (
+            2, "destinations suspended by an operator",
+            ["CREATE TABLE suspended_destinations (destination TEXT PRIMARY KEY, suspended_at BIGINT NOT NULL, suspended_by TEXT NOT NULL)"]
+        ),
     ]
 
     /// An arbitrary constant: the advisory lock that serialises migrations between instances starting together.
@@ -173,9 +184,9 @@ final class PostgresStore: EventStore {
 
     /// Records every ``heartbeat`` that this instance is alive, and forgets instances gone for a day.
     private func startHeartbeat() {
-        let task = Task { [client, instanceID, logger] in
+        let task = Task { [client, instanceID, logger, heartbeat] in
             while !Task.isCancelled {
-                try? await Task.sleep(for: Self.heartbeat)
+                try? await Task.sleep(for: heartbeat)
                 guard !Task.isCancelled else { return }
                 let now = Clock.milliseconds()
                 do {
@@ -191,15 +202,15 @@ final class PostgresStore: EventStore {
     }
 
     /// Claims of a stopped instance are found within a few seconds of its last heartbeat going stale.
-    var maintenanceInterval: Duration { Self.heartbeat }
+    var maintenanceInterval: Duration { heartbeat }
 
     // MARK: Wake-ups
 
-    /// Calls `wake` whenever another instance (or this one) commits work that may be due: `LISTEN hookproxy_work` on a
-    /// dedicated connection, re-established after a failure.
-    func onNewWork(_ wake: @escaping @Sendable () -> Void) {
-        let first = wakeHandlers.withLock { handlers in
-            handlers.append(wake)
+    /// Calls `handler` whenever another instance (or this one) commits work that may be due or suspends or resumes a
+    /// destination: `LISTEN hookproxy_work` on a dedicated connection, re-established after a failure.
+    func onChange(_ handler: @escaping @Sendable (StoreChange) -> Void) {
+        let first = changeHandlers.withLock { handlers in
+            handlers.append(handler)
             return handlers.count == 1
         }
         guard first else { return }
@@ -208,9 +219,12 @@ final class PostgresStore: EventStore {
                 do {
                     try await client.withConnection { connection in
                         try await connection.listen(on: Self.workChannel) { notifications in
-                            // Whatever was committed while not listening is found by the engine's next look.
-                            self.wakeAll()
-                            for try await _ in notifications { self.wakeAll() }
+                            // Whatever was committed while not listening is found by looking again.
+                            self.announce(.newWork)
+                            self.announce(.destinationStates)
+                            for try await notification in notifications {
+                                self.announce(StoreChange(rawValue: notification.payload) ?? .newWork)
+                            }
                         }
                     }
                 } catch {
@@ -223,8 +237,8 @@ final class PostgresStore: EventStore {
         tasks.withLock { $0.append(task) }
     }
 
-    private func wakeAll() {
-        for handler in wakeHandlers.withLock({ $0 }) { handler() }
+    private func announce(_ change: StoreChange) {
+        for handler in changeHandlers.withLock({ $0 }) { handler(change) }
     }
 
     // MARK: Writes
@@ -320,11 +334,14 @@ final class PostgresStore: EventStore {
         }
     }
 
-    /// Announces work for `destinations`, delivered to listeners when the transaction commits.
+    /// Announces work for `destinations` (when there is any), delivered to listeners when the transaction commits.
     private static func notify(_ connection: PostgresConnection, _ destinations: Set<String>, logger: Logger) async throws {
-        for destination in destinations.sorted() {
-            try await connection.query("SELECT pg_notify(\(workChannel), \(destination))", logger: logger)
-        }
+        guard !destinations.isEmpty else { return }
+        try await notify(connection, .newWork, logger: logger)
+    }
+
+    private static func notify(_ connection: PostgresConnection, _ change: StoreChange, logger: Logger) async throws {
+        try await connection.query("SELECT pg_notify(\(workChannel), \(change.rawValue))", logger: logger)
     }
 
     func nextDue(destination: String, fifo: Bool) async throws -> Int64? {
@@ -491,8 +508,8 @@ final class PostgresStore: EventStore {
     }
 
     func releaseExpiredLeases(now: Int64) async throws -> Int {
-        try await transaction { [logger] connection in
-            let stale = now - Self.staleAfter
+        try await transaction { [logger, staleAfterMilliseconds] connection in
+            let stale = now - staleAfterMilliseconds
             let rows = try await connection.query(
                 """
                 UPDATE deliveries SET status = 'pending', lease_until = NULL, claimed_by = NULL, next_attempt_at = \(now), updated_at = \(now)
@@ -648,6 +665,35 @@ final class PostgresStore: EventStore {
                         history: attemptsByDelivery[deliveryID] ?? []))
             }
             return EventDetail(event: event, idempotencyKey: key, deliveries: deliveries)
+        }
+    }
+
+    // MARK: Destination state
+
+    func suspendedDestinations() async throws -> Set<String> {
+        try await run { client, logger in
+            var names = Set<String>()
+            for try await name in try await client.query("SELECT destination FROM suspended_destinations", logger: logger).decode(
+                String.self)
+            {
+                names.insert(name)
+            }
+            return names
+        }
+    }
+
+    func setSuspended(_ suspended: Bool, destination: String) async throws {
+        try await transaction { [logger, instanceID] connection in
+            if suspended {
+                try await connection.query(
+                    """
+                    INSERT INTO suspended_destinations (destination, suspended_at, suspended_by)
+                    VALUES (\(destination), \(Clock.milliseconds()), \(instanceID)) ON CONFLICT (destination) DO NOTHING
+                    """, logger: logger)
+            } else {
+                try await connection.query("DELETE FROM suspended_destinations WHERE destination = \(destination)", logger: logger)
+            }
+            try await Self.notify(connection, .destinationStates, logger: logger)
         }
     }
 

@@ -103,6 +103,10 @@ final class SQLiteStore: EventStore {
         migrator.registerMigration("v4: requests of a multi-request delivery already sent") { db in
             try db.execute(sql: "ALTER TABLE deliveries ADD COLUMN parts_sent INTEGER NOT NULL DEFAULT 0")
         }
+        migrator.registerMigration("v5: destinations suspended by an operator") { db in
+            try db.execute(
+                sql: "CREATE TABLE suspended_destinations (destination TEXT PRIMARY KEY NOT NULL, suspended_at INTEGER NOT NULL)")
+        }
         return migrator
     }
 
@@ -413,7 +417,23 @@ final class SQLiteStore: EventStore {
     var maintenanceInterval: Duration { .seconds(60) }
 
     /// Other processes (`hookproxy replay`) write to the file without telling: the engine's idle poll finds their work.
-    func onNewWork(_ wake: @escaping @Sendable () -> Void) {}
+    func onChange(_ handler: @escaping @Sendable (StoreChange) -> Void) {}
+
+    func suspendedDestinations() async throws -> Set<String> {
+        try await pool.read { db in Set(try String.fetchAll(db, sql: "SELECT destination FROM suspended_destinations")) }
+    }
+
+    func setSuspended(_ suspended: Bool, destination: String) async throws {
+        try await write { db in
+            if suspended {
+                try db.execute(
+                    sql: "INSERT OR IGNORE INTO suspended_destinations (destination, suspended_at) VALUES (?, ?)",
+                    arguments: [destination, Clock.milliseconds()])
+            } else {
+                try db.execute(sql: "DELETE FROM suspended_destinations WHERE destination = ?", arguments: [destination])
+            }
+        }
+    }
 
     func ping() async throws {
         do {
