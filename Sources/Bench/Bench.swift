@@ -2,7 +2,8 @@ import Foundation
 import Histogram
 import NIOCore
 
-/// The scenarios. Each starts its own hookproxy (a fresh database) unless it shares ingest's, and stops it after.
+/// The scenarios. Each starts its own hookproxy (a fresh database) unless it shares ingest's, and stops it after. With
+/// `--instances N` (PostgreSQL), ingest, pipeline and drain start N of them on one database and spread the load.
 final class Bench {
     private let hookproxy: String
     private let work: String
@@ -10,9 +11,10 @@ final class Bench {
     private let group: any EventLoopGroup
     private let sink: Sink
     private let plugins: String
+    private let databases: BenchDatabases
     private var instances = 0
-    /// The ingest scenario's server and result, which the ceiling scenario reuses.
-    private var ingestServer: Server?
+    /// The ingest scenario's servers and result, which the ceiling scenario reuses.
+    private var ingestServers: [Server] = []
     private var ingestThroughput: Double?
 
     struct Server {
@@ -20,6 +22,7 @@ final class Bench {
         var ingestPort: Int
         var adminPort: Int
         var config: String
+        /// Its `storage.url`.
         var database: String
         var ready: Double
 
@@ -36,13 +39,14 @@ final class Bench {
         }
     }
 
-    init(directory: String, work: String, sizes: Sizes, group: any EventLoopGroup) async throws {
+    init(directory: String, work: String, sizes: Sizes, databases: BenchDatabases, group: any EventLoopGroup) async throws {
         hookproxy = directory + "/hookproxy"
         guard FileManager.default.isExecutableFile(atPath: hookproxy) else {
             throw BenchError("no hookproxy executable at \(hookproxy): build it first (scripts/benchmark does)")
         }
         self.work = work
         self.sizes = sizes
+        self.databases = databases
         self.group = group
         // The bundled plugins load from beside the executable; this directory stays empty.
         plugins = work + "/plugins"
@@ -52,9 +56,10 @@ final class Bench {
     }
 
     func finish() async {
-        ingestServer?.stop()
-        ingestServer = nil
+        for server in ingestServers { server.stop() }
+        ingestServers = []
         await sink.stop()
+        await databases.dropAll()
     }
 
     func run(_ scenario: Scenario) async throws -> [Row] {
@@ -68,10 +73,11 @@ final class Bench {
         }
     }
 
-    /// Starts hookproxy on a new database (or `database`) and waits until it is ready.
-    private func start(_ name: String, paused: Bool = false, database: String? = nil) throws -> Server {
+    /// Starts hookproxy on a new database (or the store `database`) and waits until it is ready.
+    private func start(_ name: String, paused: Bool = false, database given: String? = nil) async throws -> Server {
         instances += 1
-        let database = database ?? "\(work)/\(name)-\(instances).sqlite"
+        let database: String
+        if let given { database = given } else { database = try await databases.make(name) }
         let config = "\(work)/\(name)-\(instances).yaml"
         let ingestPort = unusedPort()
         let adminPort = unusedPort()
@@ -83,29 +89,42 @@ final class Bench {
         return Server(process: process, ingestPort: ingestPort, adminPort: adminPort, config: config, database: database, ready: ready)
     }
 
+    /// `sizes.instances` servers on one new database, started one after another.
+    private func startInstances(_ name: String) async throws -> [Server] {
+        var servers = [try await start(name)]
+        while servers.count < sizes.instances { servers.append(try await start(name, database: servers[0].database)) }
+        return servers
+    }
+
+    /// The highest peak RSS of `servers`.
+    private func peakMemory(_ servers: [Server]) -> Int { servers.map { $0.process.memory().peak }.max() ?? 0 }
+
+    /// " on N instances" when there are several.
+    private var acrossInstances: String { sizes.instances > 1 ? ", \(sizes.instances) instances" : "" }
+
     private func writeConfig(_ path: String, ingestPort: Int, adminPort: Int, database: String, paused: Bool) throws {
         let text = Workload.config(
-            ingestPort: ingestPort, adminPort: adminPort, sinkPort: sink.port, database: database, pluginsDirectory: plugins,
+            ingestPort: ingestPort, adminPort: adminPort, sinkPort: sink.port, storageURL: database, pluginsDirectory: plugins,
             paused: paused, maxConcurrency: sizes.maxConcurrency)
         try text.write(toFile: path, atomically: true, encoding: .utf8)
     }
 
-    private func load(_ server: Server, path: String = "/webhooks/\(Workload.source)", shape: LoadShape, connections: Int? = nil)
+    private func load(_ servers: [Server], path: String = "/webhooks/\(Workload.source)", shape: LoadShape, connections: Int? = nil)
         async throws -> LoadResult
     {
         try await LoadGenerator.run(
-            port: server.ingestPort, connections: connections ?? sizes.connections, shape: shape, group: group,
+            ports: servers.map(\.ingestPort), connections: connections ?? sizes.connections, shape: shape, group: group,
             request: Workload.fixedBody(path: path))
     }
 
     // MARK: - Scenarios
 
     private func startup() async throws -> [Row] {
-        let database = "\(work)/startup.sqlite"
+        let database = try await databases.make("startup")
         var times: [Double] = []
         var idle = 0
         for index in 0..<sizes.startups {
-            let server = try start("startup", database: database)
+            let server = try await start("startup", database: database)
             times.append(server.ready)
             if index == sizes.startups - 1 {
                 try await Task.sleep(for: .seconds(3))
@@ -126,50 +145,53 @@ final class Bench {
     }
 
     private func ingest() async throws -> [Row] {
-        let server = try start("ingest")
-        ingestServer = server
-        try server.admin("POST", "/admin/destinations/chat/pause")
-        _ = try await load(server, shape: .closedLoop(count: nil, seconds: sizes.seconds / 5))
-        let meter = try CPUMeter(server.process, instructions: sizes.instructions, work: work)
-        let result = try await load(server, shape: .closedLoop(count: nil, seconds: sizes.seconds))
+        let servers = try await startInstances("ingest")
+        ingestServers = servers
+        // One pause holds every instance: it is recorded in the database.
+        try servers[0].admin("POST", "/admin/destinations/chat/pause")
+        _ = try await load(servers, shape: .closedLoop(count: nil, seconds: sizes.seconds / 5))
+        let meter = try CPUMeter(
+            servers.map(\.process), instructions: sizes.instructions, database: databases.isPostgres, work: work)
+        let result = try await load(servers, shape: .closedLoop(count: nil, seconds: sizes.seconds))
         let perRequest = meter.perUnit(result.answered)
         ingestThroughput = result.throughput
-        let memory = server.process.memory()
         return [
             Row(
-                "ingest: \(sizes.connections) connections, delivery paused, \(seconds(sizes.seconds)) s",
-                "\(rate(result.throughput)) req/s; \(latencies(result.latency)); \(result.errorSummary); server CPU \(perRequest)/req; peak RSS \(mb(memory.peak))",
+                "ingest: \(sizes.connections) connections, delivery paused, \(seconds(sizes.seconds)) s\(acrossInstances)",
+                "\(rate(result.throughput)) req/s; \(latencies(result.latency)); \(result.errorSummary); server CPU \(perRequest)/req; peak RSS \(mb(peakMemory(servers)))",
                 target: "≥ 10,000 req/s, p99 ≤ 25 ms",
                 met: result.throughput >= 10_000 && millis(result.latency.valueAtPercentile(99)) <= 25 && result.errors == 0)
         ]
     }
 
     private func ceiling() async throws -> [Row] {
-        let server = try ingestServer ?? start("ceiling")
+        let servers = ingestServers.isEmpty ? [try await start("ceiling")] : ingestServers
         defer {
-            server.stop()
-            ingestServer = nil
+            for server in servers { server.stop() }
+            ingestServers = []
         }
-        _ = try await load(server, path: "/_bench/noop", shape: .closedLoop(count: nil, seconds: sizes.seconds / 5))
-        let meter = try CPUMeter(server.process, instructions: sizes.instructions, work: work)
-        let result = try await load(server, path: "/_bench/noop", shape: .closedLoop(count: nil, seconds: sizes.seconds))
+        _ = try await load(servers, path: "/_bench/noop", shape: .closedLoop(count: nil, seconds: sizes.seconds / 5))
+        let meter = try CPUMeter(
+            servers.map(\.process), instructions: sizes.instructions, database: databases.isPostgres, work: work)
+        let result = try await load(servers, path: "/_bench/noop", shape: .closedLoop(count: nil, seconds: sizes.seconds))
         let perRequest = meter.perUnit(result.answered)
         let ratio = ingestThroughput.map { String(format: "; ingest is %.0f%% of it", 100 * $0 / result.throughput) } ?? ""
         return [
             Row(
-                "ceiling: no-op route, same server and load",
+                "ceiling: no-op route, same server and load\(acrossInstances)",
                 "\(rate(result.throughput)) req/s; \(latencies(result.latency)); \(result.errorSummary); server CPU \(perRequest)/req\(ratio)"
             )
         ]
     }
 
     private func pipeline() async throws -> [Row] {
-        let server = try start("pipeline")
-        defer { server.stop() }
+        let servers = try await startInstances("pipeline")
+        defer { for server in servers { server.stop() } }
         let count = Int(sizes.rate * sizes.pipelineSeconds)
         try await sink.reset(expecting: count)
         let result = try await LoadGenerator.run(
-            port: server.ingestPort, connections: sizes.connections, shape: .constantRate(rate: sizes.rate, seconds: sizes.pipelineSeconds),
+            ports: servers.map(\.ingestPort), connections: sizes.connections,
+            shape: .constantRate(rate: sizes.rate, seconds: sizes.pipelineSeconds),
             group: group, request: Workload.numberedBodies(path: "/webhooks/\(Workload.source)"))
         let deadline = Date().addingTimeInterval(30)
         while try await sink.counts().received < count, Date() < deadline { try await Task.sleep(for: .milliseconds(20)) }
@@ -191,7 +213,7 @@ final class Bench {
         let p99 = millis(endToEnd.valueAtPercentile(99))
         return [
             Row(
-                "pipeline: ingest answers at \(rate(sizes.rate))/s constant for \(seconds(sizes.pipelineSeconds)) s",
+                "pipeline: ingest answers at \(rate(sizes.rate))/s constant for \(seconds(sizes.pipelineSeconds)) s\(acrossInstances)",
                 "\(latencies(result.latency)); \(result.errorSummary)"),
             Row(
                 "pipeline: end to end (intended send -> sink received), one Discord destination",
@@ -201,17 +223,18 @@ final class Bench {
     }
 
     private func drain() async throws -> [Row] {
-        let server = try start("drain")
-        defer { server.stop() }
-        try server.admin("POST", "/admin/destinations/chat/pause")
-        let filled = try await load(server, shape: .closedLoop(count: sizes.drainCount, seconds: nil))
+        let servers = try await startInstances("drain")
+        defer { for server in servers { server.stop() } }
+        try servers[0].admin("POST", "/admin/destinations/chat/pause")
+        let filled = try await load(servers, shape: .closedLoop(count: sizes.drainCount, seconds: nil))
         guard filled.accepted == sizes.drainCount else {
             throw BenchError("drain: only \(filled.accepted) of \(sizes.drainCount) accepted")
         }
         try await sink.reset(expecting: 0)
         let started = Date()
-        let meter = try CPUMeter(server.process, instructions: sizes.instructions, work: work)
-        try server.admin("POST", "/admin/destinations/chat/resume")
+        let meter = try CPUMeter(
+            servers.map(\.process), instructions: sizes.instructions, database: databases.isPostgres, work: work)
+        try servers[0].admin("POST", "/admin/destinations/chat/resume")
         let deadline = started.addingTimeInterval(600)
         while try await sink.counts().received < sizes.drainCount, Date() < deadline { try await Task.sleep(for: .milliseconds(5)) }
         let seconds = Date().timeIntervalSince(started)
@@ -220,22 +243,22 @@ final class Bench {
         let perDelivery = meter.perUnit(received)
         return [
             Row(
-                "drain: \(count(sizes.drainCount)) queued deliveries, then the destination resumes",
-                "\(rate(perSecond)) deliveries/s (\(count(received)) in \(String(format: "%.1f", seconds)) s); server CPU \(perDelivery)/delivery; peak RSS \(mb(server.process.memory().peak))",
+                "drain: \(count(sizes.drainCount)) queued deliveries, then the destination resumes\(acrossInstances)",
+                "\(rate(perSecond)) deliveries/s (\(count(received)) in \(String(format: "%.1f", seconds)) s); server CPU \(perDelivery)/delivery; peak RSS \(mb(peakMemory(servers)))",
                 target: "≥ 5,000 deliveries/s", met: perSecond >= 5000 && received >= sizes.drainCount)
         ]
     }
 
     private func backlog() async throws -> [Row] {
-        let first = try start("backlog", paused: true)
-        let filled = try await load(first, shape: .closedLoop(count: sizes.backlogCount, seconds: nil))
+        let first = try await start("backlog", paused: true)
+        let filled = try await load([first], shape: .closedLoop(count: sizes.backlogCount, seconds: nil))
         let afterIngest = first.process.memory()
         first.stop()
         guard filled.accepted == sizes.backlogCount else {
             throw BenchError("backlog: only \(filled.accepted) of \(sizes.backlogCount) accepted")
         }
         // The same database, a new process: what does holding the backlog cost?
-        let second = try start("backlog", paused: true, database: first.database)
+        let second = try await start("backlog", paused: true, database: first.database)
         defer { second.stop() }
         try await Task.sleep(for: .seconds(3))
         let idle = second.process.memory().resident
@@ -249,12 +272,14 @@ final class Bench {
             draining = max(draining, second.process.memory().resident)
         }
         let drained = try await sink.counts().received
-        let size = (try? FileManager.default.attributesOfItem(atPath: first.database)[.size] as? Int) ?? 0
+        let file = first.database.hasPrefix("sqlite:") ? String(first.database.dropFirst("sqlite:".count)) : nil
+        let size = file.map { (try? FileManager.default.attributesOfItem(atPath: $0)[.size] as? Int) ?? 0 }
         let worst = max(afterIngest.peak, draining)
         return [
             Row(
                 "backlog: fill \(count(sizes.backlogCount)) events, delivery paused",
-                "\(rate(filled.throughput)) req/s into a growing database (\(mb(size)) file); \(latencies(filled.latency))"),
+                "\(rate(filled.throughput)) req/s into a growing database\(size.map { " (\(mb($0)) file)" } ?? ""); \(latencies(filled.latency))"
+            ),
             Row(
                 "backlog: RSS holding \(count(sizes.backlogCount)) queued events",
                 "after filling \(mb(afterIngest.resident)) (peak \(mb(afterIngest.peak))); restarted on it: ready in \(ms(second.ready)), idle \(mb(idle)); draining for 10 s (\(count(drained)) sent): up to \(mb(draining))",

@@ -40,6 +40,16 @@ struct BenchCommand: AsyncParsableCommand {
     @Flag(help: "Also count the server's instructions per request and per delivery with perf stat (Debian's linux-perf).")
     var instructions = false
 
+    @Option(
+        help: """
+            Store events in PostgreSQL instead of SQLite: postgres://USER:PASSWORD@HOST:PORT/DATABASE?sslmode=disable. \
+            Each server start gets a new database created through this URL (the role needs CREATEDB), dropped at the end.
+            """)
+    var postgres: String?
+
+    @Option(help: "hookproxy instances on one PostgreSQL database for ingest, ceiling, pipeline and drain (needs --postgres).")
+    var instances = 1
+
     @Option(help: "Where hookproxy and its plugins are (default: beside this program).")
     var binaries: String?
 
@@ -51,13 +61,23 @@ struct BenchCommand: AsyncParsableCommand {
             guard let scenario = Scenario(rawValue: String(name)) else { throw ValidationError("unknown scenario '\(name)'") }
             return scenario
         }
+        guard instances >= 1 else { throw ValidationError("--instances must be at least 1") }
+        if instances > 1 {
+            guard postgres != nil else { throw ValidationError("--instances \(instances) needs --postgres: SQLite has one process") }
+            let single = scenarios.filter { [.startup, .backlog].contains($0) }
+            guard single.isEmpty else {
+                throw ValidationError(
+                    "--instances applies to ingest, ceiling, pipeline and drain; leave out \(single.map(\.rawValue).joined(separator: ","))"
+                )
+            }
+        }
         var sizes = Sizes(
             connections: connections, seconds: seconds, rate: rate, pipelineSeconds: pipelineSeconds, drainCount: drainCount,
-            backlogCount: backlogCount, startups: 5, maxConcurrency: maxConcurrency, instructions: instructions)
+            backlogCount: backlogCount, startups: 5, maxConcurrency: maxConcurrency, instructions: instructions, instances: instances)
         if quick {
             sizes = Sizes(
                 connections: 4, seconds: 0.5, rate: 100, pipelineSeconds: 1, drainCount: 200, backlogCount: 500, startups: 2,
-                maxConcurrency: maxConcurrency, instructions: instructions)
+                maxConcurrency: maxConcurrency, instructions: instructions, instances: instances)
         }
         let directory =
             binaries ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
@@ -66,8 +86,10 @@ struct BenchCommand: AsyncParsableCommand {
         defer { if workDirectory == nil { try? FileManager.default.removeItem(atPath: work) } }
 
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let bench = try await Bench(directory: directory, work: work, sizes: sizes, group: group)
-        print(Machine.describe(binaries: directory, work: work, sizes: sizes, quick: quick))
+        let databases = try BenchDatabases(postgres: postgres, work: work)
+        let database = try await databases.serverVersion()
+        let bench = try await Bench(directory: directory, work: work, sizes: sizes, databases: databases, group: group)
+        print(Machine.describe(binaries: directory, work: work, sizes: sizes, database: database, quick: quick))
         print("")
         var rows: [Row] = []
         for scenario in scenarios {
@@ -97,6 +119,8 @@ struct Sizes {
     var startups: Int
     var maxConcurrency: Int
     var instructions: Bool
+    /// hookproxy processes sharing one PostgreSQL database in the scenarios that allow several.
+    var instances: Int
 }
 
 /// One line of the result table.

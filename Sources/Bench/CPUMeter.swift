@@ -1,26 +1,31 @@
 import Foundation
 
-/// The server's CPU time over a stretch of a run and, with `--instructions`, the instructions its threads retired
+/// The servers' CPU time over a stretch of a run and, with `--instructions`, the instructions their threads retired
 /// (`perf stat`). On a shared machine the time per request varies by tens of percent from run to run; the instruction
-/// count varies by a few, so it is what to compare when judging a change.
+/// count varies by a few, so it is what to compare when judging a change. With `database`, the CPU time of this
+/// machine's PostgreSQL processes is measured too.
 final class CPUMeter {
-    private let server: ServerProcess
+    private let servers: [ServerProcess]
     private let startSeconds: Double
+    private let database: Bool
+    private let startDatabase: [Int32: Double]
     private let perf: Process?
     private let perfInput = Pipe()
     private let output: String
 
-    /// Starts measuring now. `instructions` attaches `perf stat` to the server (from Debian's linux-perf).
-    init(_ server: ServerProcess, instructions: Bool, work: String) throws {
-        self.server = server
-        output = work + "/perf-\(server.pid)-\(UUID().uuidString.prefix(8)).csv"
+    /// Starts measuring now. `instructions` attaches `perf stat` to the servers (from Debian's linux-perf).
+    init(_ servers: [ServerProcess], instructions: Bool, database: Bool = false, work: String) throws {
+        self.servers = servers
+        self.database = database
+        output = work + "/perf-\(servers[0].pid)-\(UUID().uuidString.prefix(8)).csv"
         if instructions {
             let perf = Process()
             perf.executableURL = URL(fileURLWithPath: "/usr/bin/env")
             // perf counts the server while `cat` runs; closing its input stops both. (A signal would not do: children of
             // Foundation's Process start with every signal blocked.)
             perf.arguments = [
-                "perf", "stat", "-x", ",", "-e", "instructions,task-clock", "-o", output, "-p", String(server.pid), "--", "cat",
+                "perf", "stat", "-x", ",", "-e", "instructions,task-clock", "-o", output, "-p",
+                servers.map { String($0.pid) }.joined(separator: ","), "--", "cat",
             ]
             perf.standardInput = perfInput
             perf.standardOutput = FileHandle.nullDevice
@@ -40,15 +45,35 @@ final class CPUMeter {
         } else {
             perf = nil
         }
-        startSeconds = server.cpuSeconds()
+        startSeconds = servers.map { $0.cpuSeconds() }.reduce(0, +)
+        startDatabase = database ? Self.postgresProcesses() : [:]
+    }
+
+    /// CPU seconds of every process named `postgres` on this machine (the server and its backends), by pid.
+    private static func postgresProcesses() -> [Int32: Double] {
+        var found: [Int32: Double] = [:]
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+            guard let pid = Int32(entry),
+                let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                let open = stat.firstIndex(of: "("), let close = stat.lastIndex(of: ")"),
+                stat[stat.index(after: open)..<close].hasPrefix("postgres")
+            else { continue }
+            found[pid] = ServerProcess.cpuSeconds(stat: stat)
+        }
+        return found
     }
 
     /// Stops measuring and describes the cost of each of `units` (answered requests or deliveries), for example
     /// "190 µs" or "190 µs, 1.52 M instructions".
     func perUnit(_ units: Int) -> String {
-        let seconds = server.cpuSeconds() - startSeconds
+        let seconds = servers.map { $0.cpuSeconds() }.reduce(0, +) - startSeconds
         let divisor = Double(max(1, units))
         var text = String(format: "%.0f µs", seconds * 1e6 / divisor)
+        if database {
+            // Backends that exited meanwhile are not counted; the pools keep theirs open.
+            let used = Self.postgresProcesses().map { pid, total in total - (startDatabase[pid] ?? 0) }.reduce(0, +)
+            text += String(format: " + PostgreSQL %.0f µs", used * 1e6 / divisor)
+        }
         if let perf {
             try? perfInput.fileHandleForWriting.close()
             perf.waitUntilExit()

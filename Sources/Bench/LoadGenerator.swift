@@ -44,10 +44,10 @@ enum LoadShape: Sendable {
 /// An HTTP/1.1 load generator with keep-alive connections on one event loop: raw request bytes out, status and
 /// `Content-Length` in. It costs little CPU, which matters on a machine it shares with the server it measures.
 enum LoadGenerator {
-    /// Runs `shape` against `127.0.0.1:port` over `connections` connections. `request(i)` gives the complete bytes of
-    /// request number `i` (0-based); `sent(i, ns)` is told the intended send time of each request.
+    /// Runs `shape` against `127.0.0.1` over `connections` connections, spread over `ports` in turn (several instances
+    /// behind no balancer). `request(i)` gives the complete bytes of request number `i` (0-based).
     static func run(
-        port: Int, connections: Int, shape: LoadShape, group: any EventLoopGroup,
+        ports: [Int], connections: Int, shape: LoadShape, group: any EventLoopGroup,
         request: @escaping @Sendable (Int) -> ByteBuffer
     ) async throws -> LoadResult {
         let loop = group.next()
@@ -64,7 +64,7 @@ enum LoadGenerator {
                                 onClose: { run.closed(slot: index) }))
                     }
                 }
-                .connect(host: "127.0.0.1", port: port).get()
+                .connect(host: "127.0.0.1", port: ports[index % ports.count]).get()
             channels.append(channel)
         }
         let connected = channels

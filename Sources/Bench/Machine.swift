@@ -2,7 +2,8 @@ import Foundation
 
 /// What every run prints first: the machine, the build and the configuration, so numbers are never read without them.
 enum Machine {
-    static func describe(binaries: String, work: String, sizes: Sizes, quick: Bool) -> String {
+    /// `database`: the PostgreSQL server's description, or nil for SQLite.
+    static func describe(binaries: String, work: String, sizes: Sizes, database: String?, quick: Bool) -> String {
         let cpu =
             (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8))?.split(separator: "\n")
             .first { $0.hasPrefix("model name") }?.split(separator: ":", maxSplits: 1).last?.trimmingCharacters(in: .whitespaces)
@@ -15,9 +16,12 @@ enum Machine {
             "# hookproxy-bench \(ISO8601DateFormatter().string(from: Date()))\(quick ? " (--quick: a smoke run, the numbers mean nothing)" : "")",
             "machine: \(ProcessInfo.processInfo.activeProcessorCount) cores (\(cpu)), \(memory >> 30) GiB RAM, Linux \(kernel); "
                 + "load generator, sink and server share them",
-            "disk: \(filesystem(of: work)) (databases in \(work))",
+            "disk: \(filesystem(of: work)) (\(database == nil ? "databases in \(work)" : "work files in \(work)"))",
             "build: release, \(version(binaries))",
-            "server: SQLite WAL, synchronous=FULL, group commit; every 202 is on disk; log level warning",
+            database.map { database in
+                "server: \(sizes.instances) instance\(sizes.instances == 1 ? "" : "s") on \(database) (same machine, its defaults: fsync and "
+                    + "synchronous_commit on), group commit; every 202 is committed; log level warning"
+            } ?? "server: SQLite WAL, synchronous=FULL, group commit; every 202 is on disk; log level warning",
             "workload: \(Workload.bodySize) B JSON push, GitHub HMAC-SHA256 signature checked, 4 mapped fields, idempotency key, "
                 + "1 Discord destination (sink on loopback answering 204)",
             "sizes: \(sizes.connections) connections × \(seconds(sizes.seconds)) s (max throughput), \(Int(sizes.rate))/s × "

@@ -54,9 +54,13 @@ final class ServerProcess {
 
     /// CPU time the process has used so far (user + system), in seconds.
     func cpuSeconds() -> Double {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-            let end = stat.lastIndex(of: ")")
-        else { return 0 }
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return 0 }
+        return Self.cpuSeconds(stat: stat)
+    }
+
+    /// User + system CPU seconds from the text of a `/proc/PID/stat`.
+    static func cpuSeconds(stat: String) -> Double {
+        guard let end = stat.lastIndex(of: ")") else { return 0 }
         // After "pid (comm) ": state is field 3; utime and stime are fields 14 and 15.
         let fields = stat[stat.index(after: end)...].split(separator: " ")
         guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }

@@ -60,7 +60,7 @@ enum Workload {
 
     /// The server's `sources.yaml`.
     static func config(
-        ingestPort: Int, adminPort: Int, sinkPort: Int, database: String, pluginsDirectory: String, paused: Bool,
+        ingestPort: Int, adminPort: Int, sinkPort: Int, storageURL: String, pluginsDirectory: String, paused: Bool,
         maxConcurrency: Int
     ) -> String {
         """
@@ -69,7 +69,7 @@ enum Workload {
           listen: "127.0.0.1:\(ingestPort)"
           admin_listen: "127.0.0.1:\(adminPort)"
         storage:
-          url: "sqlite:\(database)"
+          url: "\(storageURL)"
         plugins:
           directory: "\(pluginsDirectory)"
         destinations:

@@ -27,4 +27,28 @@ struct BenchmarkSmokeTests {
         #expect(output.contains("100 sent, 0 missing, 0 duplicates, 0 errors at ingest"), "\(output)")
         #expect(!output.contains("no answer"), "\(output)")
     }
+
+    @Test(
+        "hookproxy-bench --quick --postgres --instances 2 runs the scale-out scenarios on one database, then drops it",
+        .enabled(if: TestBackend.postgresEnabled))
+    func quickRunOnPostgres() async throws {
+        let directory = PluginLoader.executableDirectory
+        let bench = directory + "/hookproxy-bench"
+        guard FileManager.default.isExecutableFile(atPath: bench) else {
+            Issue.record("no hookproxy-bench at \(bench) (run swift build first)")
+            return
+        }
+        let (status, output) = try await shell(
+            "'\(bench)' --quick --binaries '\(directory)' --postgres '\(TestBackend.postgresURL)' --instances 2 --only ingest,pipeline,drain 2>&1"
+        )
+        #expect(status == 0, "\(output)")
+        #expect(output.contains("server: 2 instances on PostgreSQL"), "\(output)")
+        for scenario in ["ingest:", "pipeline: end to end", "drain:"] {
+            #expect(output.contains("| \(scenario)"), "no row '\(scenario)' in:\n\(output)")
+        }
+        #expect(output.contains("2 instances |"), "\(output)")
+        #expect(output.contains("+ PostgreSQL"), "the database's CPU is not reported:\n\(output)")
+        #expect(output.contains("100 sent, 0 missing, 0 duplicates, 0 errors at ingest"), "\(output)")
+        #expect(output.contains("200 queued deliveries"), "\(output)")
+    }
 }
