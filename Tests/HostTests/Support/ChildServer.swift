@@ -33,6 +33,11 @@ final class ChildServer: Sendable {
         }
     }
 
+    /// A test that failed before stopping its server leaves no process behind.
+    deinit {
+        if process.isRunning { Foundation.kill(process.processIdentifier, SIGKILL) }
+    }
+
     /// SIGKILL: no shutdown of any kind. Waits for the process to be gone.
     func kill() async throws {
         Foundation.kill(process.processIdentifier, SIGKILL)
