@@ -7,14 +7,19 @@ import Testing
 /// runs against the debug build at tiny sizes, so the program cannot rot unnoticed.
 @Suite("Benchmark smoke run")
 struct BenchmarkSmokeTests {
+    /// The debug build's hookproxy-bench.
+    static func bench(in directory: String) throws -> String {
+        let bench = directory + "/hookproxy-bench"
+        guard FileManager.default.isExecutableFile(atPath: bench) else {
+            throw Missing(description: "no hookproxy-bench at \(bench) (run swift build first)")
+        }
+        return bench
+    }
+
     @Test("hookproxy-bench --quick runs every scenario and prints its table with the machine")
     func quickRun() async throws {
         let directory = PluginLoader.executableDirectory
-        let bench = directory + "/hookproxy-bench"
-        guard FileManager.default.isExecutableFile(atPath: bench) else {
-            Issue.record("no hookproxy-bench at \(bench) (run swift build first)")
-            return
-        }
+        let bench = try Self.bench(in: directory)
         let (status, output) = try await shell("'\(bench)' --quick --binaries '\(directory)' 2>&1")
         #expect(status == 0, "\(output)")
         #expect(output.contains("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores"), "\(output)")
@@ -33,11 +38,7 @@ struct BenchmarkSmokeTests {
         .enabled(if: TestBackend.postgresEnabled))
     func quickRunOnPostgres() async throws {
         let directory = PluginLoader.executableDirectory
-        let bench = directory + "/hookproxy-bench"
-        guard FileManager.default.isExecutableFile(atPath: bench) else {
-            Issue.record("no hookproxy-bench at \(bench) (run swift build first)")
-            return
-        }
+        let bench = try Self.bench(in: directory)
         let (status, output) = try await shell(
             "'\(bench)' --quick --binaries '\(directory)' --postgres '\(TestBackend.postgresURL)' --instances 2 --only ingest,pipeline,drain 2>&1"
         )
@@ -51,4 +52,8 @@ struct BenchmarkSmokeTests {
         #expect(output.contains("100 sent, 0 missing, 0 duplicates, 0 errors at ingest"), "\(output)")
         #expect(output.contains("200 queued deliveries"), "\(output)")
     }
+}
+
+struct Missing: Error, CustomStringConvertible {
+    var description: String
 }

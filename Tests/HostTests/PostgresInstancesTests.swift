@@ -129,13 +129,7 @@ struct PostgresInstancesTests {
         try await withTestDatabase(.postgres) { database in
             let sink = RecordingSink()
             try await sink.start()
-            let yaml =
-                testServerSection().replacingOccurrences(of: "sqlite:data/hookproxy.sqlite", with: database.url) + """
-                    destinations:
-                      out: { formatter: generic, url: "\(sink.url)/out" }
-                    sources:
-                      app: { destinations: [out] }
-                    """
+            let yaml = oneDestinationConfig(storageURL: database.url, sink: sink)
             let (a, b) = (try await TestServer.start(yaml: yaml), try await TestServer.start(yaml: yaml))
             func state(_ server: TestServer) async throws -> String? {
                 let listing = try await send(.GET, server.adminURL + "/admin/destinations").json
@@ -160,13 +154,7 @@ struct PostgresInstancesTests {
         try await withTestDatabase(.postgres) { database in
             let sink = RecordingSink()
             try await sink.start()
-            let yaml =
-                testServerSection().replacingOccurrences(of: "sqlite:data/hookproxy.sqlite", with: database.url) + """
-                    destinations:
-                      out: { formatter: generic, url: "\(sink.url)/out" }
-                    sources:
-                      app: { destinations: [out] }
-                    """
+            let yaml = oneDestinationConfig(storageURL: database.url, sink: sink)
             let server = try await TestServer.start(yaml: yaml)
             let response = try await server.post("app", json: #"{"hello":"postgres"}"#)
             #expect(response.status == 202)

@@ -117,26 +117,13 @@ struct ScaleOutTests {
 
     @Test("a database crash: ingest answers 503 while it is down, recovers by itself, and no acknowledged event is lost")
     func databaseRestart() async throws {
-        let cluster = try await PrivateCluster.start()
-        do {
-            try await crashAndRestart(cluster)
-        } catch {
-            await cluster.remove()
-            throw error
-        }
-        await cluster.remove()
+        try await PrivateCluster.with { cluster in try await crashAndRestart(cluster) }
     }
 
     private func crashAndRestart(_ cluster: PrivateCluster) async throws {
         let sink = RecordingSink()
         try await sink.start()
-        let yaml =
-            testServerSection().replacingOccurrences(of: "sqlite:data/hookproxy.sqlite", with: cluster.url) + """
-                destinations:
-                  out: { formatter: generic, url: "\(sink.url)/out", options: { mode: envelope } }
-                sources:
-                  app: { destinations: [out] }
-                """
+        let yaml = oneDestinationConfig(storageURL: cluster.url, sink: sink)
         let server = try await TestServer.start(yaml: yaml)
         // Suspended, so the events wait in the database through the crash.
         #expect(try await send(.POST, server.adminURL + "/admin/destinations/out/pause").status == 200)

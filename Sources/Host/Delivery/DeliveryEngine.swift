@@ -95,7 +95,7 @@ final class DeliveryEngine: Service, Sendable {
         do {
             names = try await store.suspendedDestinations()
         } catch {
-            suspensionsStale.store(true, ordering: .sequentiallyConsistent)
+            // Tried again at the next maintenance pass, not on every pass while the store is unreachable.
             logger.warning("cannot read which destinations are suspended", metadata: ["error": "\(error)"])
             return
         }

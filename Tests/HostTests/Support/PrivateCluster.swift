@@ -31,6 +31,18 @@ struct PrivateCluster: Sendable {
         return cluster
     }
 
+    /// Runs `body` with a new cluster, stopped and deleted afterwards.
+    static func with(_ body: (PrivateCluster) async throws -> Void) async throws {
+        let cluster = try await start()
+        do {
+            try await body(cluster)
+        } catch {
+            await cluster.remove()
+            throw error
+        }
+        await cluster.remove()
+    }
+
     /// Starts the server on its data directory again and waits until it accepts connections.
     func resume() async throws {
         try await run(
@@ -50,7 +62,11 @@ struct PrivateCluster: Sendable {
     func remove() async {
         try? await run("pg_ctl", ["-D", directory, "-m", "immediate", "-w", "stop"])
         try? FileManager.default.removeItem(atPath: directory)
+        try? FileManager.default.removeItem(atPath: toolLog)
     }
+
+    /// What initdb and pg_ctl printed (a failure's message quotes its end).
+    private var toolLog: String { NSTemporaryDirectory() + "hookproxy-pg-\(port).log" }
 
     /// Runs one of the PostgreSQL tools and waits for it to exit.
     ///
@@ -61,7 +77,7 @@ struct PrivateCluster: Sendable {
         // From /tmp, a directory the postgres user may enter.
         let user = getuid() == 0 ? ["/usr/sbin/runuser", "-u", "postgres", "--"] : []
         let command = user + ["/bin/sh", "-c", #"cd /tmp && exec "$0" "$@""#, binDirectory + "/" + tool] + arguments
-        let log = NSTemporaryDirectory() + "hookproxy-pg-\(port).log"
+        let log = toolLog
         let status = try await Task.detached { try Self.spawnAndWait(command, log: log) }.value
         guard status == 0 else {
             let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""

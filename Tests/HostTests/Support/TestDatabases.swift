@@ -110,3 +110,14 @@ func withTestStore(_ backend: TestBackend, _ body: (any EventStore) async throws
         try await store.close()
     }
 }
+
+/// A test server's `sources.yaml` on the store `storageURL`: source `app` routed to one generic destination `out` at
+/// the sink's `/out`, which receives the event document (`mode: envelope`: `id`, `payload`, …).
+func oneDestinationConfig(storageURL: String, sink: RecordingSink) -> String {
+    testServerSection().replacingOccurrences(of: "sqlite:data/hookproxy.sqlite", with: storageURL) + """
+        destinations:
+          out: { formatter: generic, url: "\(sink.url)/out", options: { mode: envelope } }
+        sources:
+          app: { destinations: [out] }
+        """
+}
