@@ -3,7 +3,7 @@ import Histogram
 import NIOCore
 
 /// The scenarios. Each starts its own hookproxy (a fresh database) unless it shares ingest's, and stops it after. With
-/// `--instances N` (PostgreSQL), ingest, pipeline and drain start N of them on one database and spread the load.
+/// `--instances N` (PostgreSQL), ingest, ceiling, pipeline and drain start N of them on one database and spread the load.
 final class Bench {
     private let hookproxy: String
     private let work: String
@@ -12,7 +12,8 @@ final class Bench {
     private let sink: Sink
     private let plugins: String
     private let databases: BenchDatabases
-    private var instances = 0
+    /// Servers started so far, which numbers their files.
+    private var started = 0
     /// The ingest scenario's servers and result, which the ceiling scenario reuses.
     private var ingestServers: [Server] = []
     private var ingestThroughput: Double?
@@ -75,10 +76,10 @@ final class Bench {
 
     /// Starts hookproxy on a new database (or the store `database`) and waits until it is ready.
     private func start(_ name: String, paused: Bool = false, database given: String? = nil) async throws -> Server {
-        instances += 1
+        started += 1
         let database: String
         if let given { database = given } else { database = try await databases.make(name) }
-        let config = "\(work)/\(name)-\(instances).yaml"
+        let config = "\(work)/\(name)-\(started).yaml"
         let ingestPort = unusedPort()
         let adminPort = unusedPort()
         try writeConfig(config, ingestPort: ingestPort, adminPort: adminPort, database: database, paused: paused)
@@ -99,7 +100,7 @@ final class Bench {
     /// The highest peak RSS of `servers`.
     private func peakMemory(_ servers: [Server]) -> Int { servers.map { $0.process.memory().peak }.max() ?? 0 }
 
-    /// " on N instances" when there are several.
+    /// ", N instances" for the row titles when there are several.
     private var acrossInstances: String { sizes.instances > 1 ? ", \(sizes.instances) instances" : "" }
 
     private func writeConfig(_ path: String, ingestPort: Int, adminPort: Int, database: String, paused: Bool) throws {

@@ -114,6 +114,20 @@ struct PostgresInstancesTests {
             try await waitUntil("a work notification", timeout: .seconds(10)) { work.load(ordering: .sequentiallyConsistent) > workBefore }
             #expect(states.load(ordering: .sequentiallyConsistent) == statesBefore, "an insert announced a destination change")
 
+            // An attempt that will be retried is work again, for any instance; a delivered one is not.
+            let now = Clock.milliseconds()
+            _ = try await a.insert([StoreContractTests.event("n2")])
+            try await waitUntil("the second insert's notification", timeout: .seconds(10)) {
+                work.load(ordering: .sequentiallyConsistent) > workBefore + 1
+            }
+            let claimed = try await a.claimDue(destination: "out", fifo: false, now: now + 1, limit: 2, leaseUntil: now + 60_000)
+            #expect(claimed.count == 2)
+            let beforeRetry = work.load(ordering: .sequentiallyConsistent)
+            try await a.record([StoreContractTests.outcome("n1-out", .retrying, next: now + 1000, error: "HTTP 503")])
+            try await waitUntil("a retry's notification", timeout: .seconds(10)) {
+                work.load(ordering: .sequentiallyConsistent) > beforeRetry
+            }
+
             try await a.setSuspended(true, destination: "out")
             try await waitUntil("a destination notification", timeout: .seconds(10)) {
                 states.load(ordering: .sequentiallyConsistent) > statesBefore

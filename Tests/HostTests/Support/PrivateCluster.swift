@@ -78,7 +78,10 @@ struct PrivateCluster: Sendable {
         let user = getuid() == 0 ? ["/usr/sbin/runuser", "-u", "postgres", "--"] : []
         let command = user + ["/bin/sh", "-c", #"cd /tmp && exec "$0" "$@""#, binDirectory + "/" + tool] + arguments
         let log = toolLog
-        let status = try await Task.detached { try Self.spawnAndWait(command, log: log) }.value
+        // waitpid blocks: on a thread of its own, not one of the few the concurrency runtime has.
+        let status = try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global().async { continuation.resume(with: Result { try Self.spawnAndWait(command, log: log) }) }
+        }
         guard status == 0 else {
             let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
             throw PostgresUnavailable(reason: "\(tool) exited with \(status): \(text.suffix(2000))")
