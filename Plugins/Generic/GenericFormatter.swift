@@ -19,7 +19,7 @@ struct GenericFormatter: FormatterPlugin {
 
     init(options: JSONValue) throws {
         let options = try PluginOptions(options, plugin: Self.name, known: ["mode", "template", "content_type", "headers"])
-        mode = Mode(rawValue: try options.choice("mode", ["raw", "envelope", "template"]) ?? "raw")!
+        mode = try options.choice("mode", ["raw", "envelope", "template"]).flatMap(Mode.init(rawValue:)) ?? .raw
         contentType = try options.string("content_type")
         headers = try options.stringPairs("headers").map { (name: $0.0, value: $0.1) }
         if mode == .template {
@@ -50,7 +50,8 @@ struct GenericFormatter: FormatterPlugin {
                     body: event.document.serializedBytes(), contentType: contentType ?? "application/json",
                     headers: headers))
         case .template:
-            let rendered = template!.render(event.document)
+            guard let template else { throw PluginError.permanent("generic: mode 'template' has no template") }
+            let rendered = template.render(event.document)
             return .send(
                 OutboundRequest(body: rendered.serializedBytes(), contentType: contentType ?? "application/json", headers: headers))
         }

@@ -287,7 +287,7 @@ struct JSONParser {
                 position += 2
                 let second = try parseHex4()
                 if (0xDC00..<0xE000).contains(second) {
-                    return Unicode.Scalar(0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00))!
+                    return Unicode.Scalar(0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00)) ?? "\u{FFFD}"
                 }
                 position = save
             }

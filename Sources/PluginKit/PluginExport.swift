@@ -185,17 +185,21 @@ private final class InstanceBox: Sendable {
 private final class OutputStorage {
     private var allocations: [UnsafeMutableRawPointer] = []
 
-    deinit { for allocation in allocations { free(allocation) } }
+    deinit { for allocation in allocations { allocation.deallocate() } }
 
+    /// Swift's own allocator, which ends the process when memory is exhausted, as any Swift allocation would: there is
+    /// no way to go on without the output (in an isolated worker, that ends the worker and fails the one call).
     private func allocate(_ count: Int) -> UnsafeMutableRawPointer {
-        let pointer = malloc(max(count, 1))!
+        let pointer = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1), alignment: 16)
         allocations.append(pointer)
         return pointer
     }
 
     func copy(_ bytes: [UInt8]) -> UnsafePointer<UInt8> {
         let pointer = allocate(bytes.count)
-        bytes.withUnsafeBytes { pointer.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        bytes.withUnsafeBytes { source in
+            if let base = source.baseAddress { pointer.copyMemory(from: base, byteCount: source.count) }
+        }
         return UnsafePointer(pointer.assumingMemoryBound(to: UInt8.self))
     }
 

@@ -150,7 +150,7 @@ struct ConfigTests {
         let yaml = Self.minimal.replacingOccurrences(of: "    url:", with: "    timout: 5s\n    url:")
         #expect(
             problems(yaml) == [
-                "/etc/hookproxy/sources.yaml:4: destinations.chat.timout: unknown key (did you mean 'timeout'?); allowed here: formatter, url, options, headers, timeout, retry, rate_limit, max_concurrency, ordering, circuit_breaker, signing_secret, allow_insecure, paused"
+                "/etc/hookproxy/sources.yaml:4: destinations.chat.timout: unknown key (did you mean 'timeout'?); allowed here: formatter, url, options, headers, timeout, retry, rate_limit, max_concurrency, ordering, circuit_breaker, signing_secret, allow_insecure, paused, max_retry_after"
             ])
     }
 
@@ -174,7 +174,7 @@ struct ConfigTests {
         let duration = "defaults:\n  timeout: soon\n" + Self.minimal
         #expect(
             problems(duration) == [
-                "/etc/hookproxy/sources.yaml:2: defaults.timeout: must be a duration such as 500ms, 15s, 5m, 2h or 30d, not 'soon'"
+                "/etc/hookproxy/sources.yaml:2: defaults.timeout: must be a duration such as 500ms, 15s, 5m, 2h or 30d (at most 36500d), not 'soon'"
             ])
     }
 

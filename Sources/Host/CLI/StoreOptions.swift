@@ -67,7 +67,7 @@ struct FilterOptions: ParsableArguments {
 
     static func time(_ text: String, option: String, now: Int64) throws -> Int64 {
         if let milliseconds = Clock.parse(rfc3339: text) { return milliseconds }
-        if let ago = DurationParsing.parse(text) { return now - Int64(ago.seconds * 1000) }
+        if let ago = DurationParsing.parse(text) { return now.subtractingSaturated(ago.wholeMilliseconds) }
         throw ValidationError("\(option) must be an RFC 3339 time (2026-11-21T12:00:00Z) or a duration ago (90m, 2h, 7d), not '\(text)'")
     }
 }

@@ -36,8 +36,11 @@ struct ConfigLoader: Sendable {
         let reader = ConfigReader(file: file, substitution: EnvironmentSubstitution(environment: environment))
         let baseDirectory = URL(fileURLWithPath: file).deletingLastPathComponent().path
         let config = Self.read(root, reader: reader, baseDirectory: baseDirectory)
-        if !reader.problems.isEmpty { throw ConfigError(reader.problems) }
-        return config!
+        guard let config, reader.problems.isEmpty else {
+            throw ConfigError(
+                reader.problems.isEmpty ? [ConfigProblem(file: file, line: nil, key: "", message: "must be a mapping")] : reader.problems)
+        }
+        return config
     }
 
     private static func syntaxProblem(_ error: YamlError, file: String) -> ConfigProblem {
@@ -252,15 +255,21 @@ struct ConfigLoader: Sendable {
         }
     }
 
-    /// `123`, `64KB`, `512MB`, `20GB` (binary multiples) as bytes.
+    /// The largest size `parseSize` accepts: a petabyte.
+    static let maximumSize = 1 << 50
+
+    /// `123`, `64KB`, `512MB`, `20GB` (binary multiples) as bytes; nil for anything else, or beyond ``maximumSize``.
     static func parseSize(_ text: String) -> Int? {
         let trimmed = text.trimmingCharacters(in: .whitespaces).uppercased()
         for (suffix, scale) in [("KB", 1 << 10), ("MB", 1 << 20), ("GB", 1 << 30), ("TB", 1 << 40), ("B", 1)]
         where trimmed.hasSuffix(suffix) {
-            guard let value = Double(trimmed.dropLast(suffix.count).trimmingCharacters(in: .whitespaces)), value > 0 else { return nil }
-            return Int(value * Double(scale))
+            // Refuses NaN, infinities and sizes beyond a petabyte before converting (a conversion that cannot trap).
+            guard let value = Double(trimmed.dropLast(suffix.count).trimmingCharacters(in: .whitespaces)), value > 0,
+                value * Double(scale) <= Double(maximumSize)
+            else { return nil }
+            return Int(finite: value * Double(scale))
         }
-        return Int(trimmed)
+        return Int(trimmed).flatMap { $0 <= maximumSize ? $0 : nil }
     }
 
     /// The `defaults` section: what destinations inherit.
@@ -269,15 +278,17 @@ struct ConfigLoader: Sendable {
         var retry = RetryPolicy()
         var maxConcurrency = 8
         var circuitBreaker = CircuitBreakerPolicy()
+        var maxRetryAfter = DestinationConfig.defaultMaxRetryAfter
     }
 
     private static func readDefaults(_ node: Node, into defaults: inout DeliveryDefaults, reader: ConfigReader) {
-        let allowed = ["timeout", "retry", "max_concurrency", "circuit_breaker"]
+        let allowed = ["timeout", "retry", "max_concurrency", "circuit_breaker", "max_retry_after"]
         for (key, _, value) in reader.entries(node, "defaults", allowed: allowed) ?? [] {
             switch key {
             case "timeout": reader.duration(value, "defaults.timeout").map { defaults.timeout = $0 }
             case "retry": defaults.retry = readRetry(value, "defaults.retry", base: defaults.retry, reader: reader)
             case "max_concurrency": reader.integer(value, "defaults.max_concurrency", range: 1...1024).map { defaults.maxConcurrency = $0 }
+            case "max_retry_after": readMaxRetryAfter(value, "defaults.max_retry_after", reader: reader).map { defaults.maxRetryAfter = $0 }
             case "circuit_breaker":
                 defaults.circuitBreaker = readCircuitBreaker(
                     value, "defaults.circuit_breaker", base: defaults.circuitBreaker, reader: reader)
@@ -354,6 +365,16 @@ struct ConfigLoader: Sendable {
         return policy
     }
 
+    /// `max_retry_after`: at least a second (a shorter clamp would make every 429 a busy loop).
+    private static func readMaxRetryAfter(_ node: Node, _ key: String, reader: ConfigReader) -> Duration? {
+        guard let value = reader.duration(node, key) else { return nil }
+        guard value >= .seconds(1) else {
+            reader.problem(node, key, "must be at least 1s")
+            return nil
+        }
+        return value
+    }
+
     private static func readRateLimit(_ node: Node, _ key: String, reader: ConfigReader) -> RateLimit? {
         guard let text = reader.string(node, key) else { return nil }
         let parts = text.split(separator: "/", maxSplits: 1)
@@ -388,7 +409,7 @@ struct ConfigLoader: Sendable {
 
     private static let destinationKeys = [
         "formatter", "url", "options", "headers", "timeout", "retry", "rate_limit", "max_concurrency", "ordering", "circuit_breaker",
-        "signing_secret", "allow_insecure", "paused",
+        "signing_secret", "allow_insecure", "paused", "max_retry_after",
     ]
 
     private static func readDestination(
@@ -410,6 +431,7 @@ struct ConfigLoader: Sendable {
         var signingSecrets: [[UInt8]] = []
         var allowInsecure = false
         var paused = false
+        var maxRetryAfter = defaults.maxRetryAfter
         var urlNode: Node?
         for (field, fieldKey, value) in entries {
             let path = "\(key).\(field)"
@@ -447,6 +469,7 @@ struct ConfigLoader: Sendable {
             case "signing_secret": signingSecrets = readSigningSecrets(value, path, reader: reader)
             case "allow_insecure": reader.bool(value, path).map { allowInsecure = $0 }
             case "paused": reader.bool(value, path).map { paused = $0 }
+            case "max_retry_after": readMaxRetryAfter(value, path, reader: reader).map { maxRetryAfter = $0 }
             default: break
             }
         }
@@ -467,7 +490,8 @@ struct ConfigLoader: Sendable {
         return DestinationConfig(
             name: name, formatter: formatter, options: options, url: url, headers: headers, timeout: timeout, retry: retry,
             rateLimit: rateLimit, maxConcurrency: ordering == .fifo ? 1 : maxConcurrency, ordering: ordering,
-            circuitBreaker: circuitBreaker, signingSecrets: signingSecrets, paused: paused, location: formatterLocation)
+            circuitBreaker: circuitBreaker, signingSecrets: signingSecrets, paused: paused, maxRetryAfter: maxRetryAfter,
+            location: formatterLocation)
     }
 
     /// 127.0.0.0/8, ::1 and localhost.

@@ -112,7 +112,7 @@ final class ConfigReader {
     func duration(_ node: Node, _ key: String) -> Duration? {
         guard let text = string(node, key) else { return nil }
         guard let value = DurationParsing.parse(text) else {
-            problem(node, key, "must be a duration such as 500ms, 15s, 5m, 2h or 30d, not '\(text)'")
+            problem(node, key, "must be a duration such as 500ms, 15s, 5m, 2h or 30d (at most 36500d), not '\(text)'")
             return nil
         }
         return value

@@ -128,13 +128,16 @@ struct RetryPolicy: Sendable, Equatable {
         let base: Duration
         switch backoff {
         case .schedule(let delays):
-            base = delays[max(0, attempt - 1)]
+            // `attempt < maximumAttempts` (delays.count + 1) keeps the index in range.
+            base = delays[min(delays.count - 1, max(0, attempt - 1))]
         case .exponential(let initial, let multiplier, let maximum, _):
+            // `initial * multiplier^n` overflows to infinity for long schedules, and `0 * infinity` is NaN: both mean
+            // the cap.
             let seconds = initial.seconds * pow(multiplier, Double(max(0, attempt - 1)))
-            base = seconds >= maximum.seconds ? maximum : .milliseconds(Int64(seconds * 1000))
+            base = Duration(untrustedSeconds: seconds, atMost: maximum) ?? maximum
         }
-        let factor = 1 + jitter * max(-1, min(1, random))
-        return .milliseconds(Int64(max(0, base.seconds * factor * 1000)))
+        let factor = 1 + jitter * max(-1, min(1, random.isFinite ? random : 0))
+        return .milliseconds(Int64(finite: max(0, base.seconds * factor * 1000)) ?? base.wholeMilliseconds)
     }
 }
 
@@ -186,7 +189,12 @@ struct DestinationConfig: Sendable {
     var signingSecrets: [[UInt8]]
     /// `paused: true`: nothing is sent; deliveries wait (without spending attempts) until it is unset and reloaded.
     var paused = false
+    /// The longest wait a destination's answer (`Retry-After`, `X-RateLimit-Reset-After`, `retry_after`) is honoured
+    /// for; a longer one is logged and clamped to this.
+    var maxRetryAfter: Duration = DestinationConfig.defaultMaxRetryAfter
     var location: ConfigLocation
+
+    static let defaultMaxRetryAfter: Duration = .seconds(3600)
 }
 
 /// One field of a source's declarative `mapping`.
@@ -231,7 +239,7 @@ struct SourceConfig: Sendable {
 extension Duration {
     /// As `sources.yaml` writes it: `500ms`, `2s`, `5m`, `2h`, `30d`.
     var compactDescription: String {
-        let milliseconds = Int64((seconds * 1000).rounded())
+        let milliseconds = wholeMilliseconds
         for (unit, size) in [("d", Int64(86_400_000)), ("h", 3_600_000), ("m", 60_000), ("s", 1000)]
         where milliseconds % size == 0 && milliseconds >= size {
             return "\(milliseconds / size)\(unit)"

@@ -177,7 +177,7 @@ final class DeliveryEngine: Service, Sendable {
             }
             await refreshSuspensions()
             let now = Clock.milliseconds()
-            var wakeAt = now + Int64(configuration.idlePoll.seconds * 1000)
+            var wakeAt = now.addingSaturated(configuration.idlePoll.wholeMilliseconds)
             var busy = false
             let runtime = self.runtime.runtime
             let lanes = currentLanes()
@@ -211,7 +211,7 @@ final class DeliveryEngine: Service, Sendable {
                         let limit = fifo ? 1 : admission.slots - ready.count + extra
                         let claimed = try await store.claimDue(
                             destination: lane.name, fifo: fifo, now: now, limit: limit,
-                            leaseUntil: now + Int64(configuration.lease.seconds * 1000))
+                            leaseUntil: now.addingSaturated(configuration.lease.wholeMilliseconds))
                         ready += claimed
                         if claimed.isEmpty, ready.isEmpty {
                             if let due = try await store.nextDue(destination: lane.name, fifo: fifo), due > now {

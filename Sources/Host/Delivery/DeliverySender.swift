@@ -56,11 +56,13 @@ struct DeliverySender: Sendable {
                 return dead("\(reason) (gave up after \(number) attempts)", attempt, feedback)
             }
             let wait = max(delay, notBefore ?? .zero)
-            let next = Clock.milliseconds() + Int64(wait.seconds * 1000)
-            if let maximumAge = policy.maximumAge, next - delivery.event.receivedAt > Int64(maximumAge.seconds * 1000) {
+            let next = Clock.milliseconds().addingSaturated(wait.wholeMilliseconds)
+            if let maximumAge = policy.maximumAge, next.subtractingSaturated(delivery.event.receivedAt) > maximumAge.wholeMilliseconds {
                 return dead("\(reason) (the event is older than max_age \(maximumAge) by the next retry)", attempt, feedback)
             }
-            logger.info("delivery will be retried", metadata: ["attempt": "\(number)", "error": "\(reason)", "retry_in": "\(wait)"])
+            logger.info(
+                "delivery will be retried",
+                metadata: ["attempt": "\(number)", "error": "\(reason)", "retry_in": "\(wait.compactDescription)"])
             return Result(
                 outcome: DeliveryOutcome(deliveryID: delivery.id, status: .retrying, nextAttemptAt: next, attempt: attempt, error: reason),
                 feedback: feedback, window: window)
@@ -113,7 +115,7 @@ struct DeliverySender: Sendable {
             var responseBody: [UInt8] = []
             do {
                 let response = try await httpClient.execute(
-                    requests[index], deadline: .now() + .milliseconds(Int64(destination.timeout.seconds * 1000)))
+                    requests[index], deadline: .now() + .milliseconds(destination.timeout.wholeMilliseconds))
                 status = Int(response.status.code)
                 responseHeaders = response.headers.map { ($0.name, $0.value) }
                 for try await chunk in response.body {
@@ -129,9 +131,10 @@ struct DeliverySender: Sendable {
                 return progress(retry(reason, record(error: reason), policy: destination.retry))
             }
 
-            let attempt = record(status: status, body: responseBody)
+            var attempt = record(status: status, body: responseBody)
             let now = Clock.milliseconds()
-            let window = RetryAfter.announcedWindow(headers: responseHeaders).map { now + Int64($0.seconds * 1000) }
+            let window = honour(AnnouncedWait.window(headers: responseHeaders), destination: destination, logger: logger)
+                .map { now.addingSaturated($0.wait.wholeMilliseconds) }
             let bucket = responseHeaders.first { $0.name.lowercased() == "x-ratelimit-bucket" }?.value
             var result: Result
             switch status {
@@ -146,30 +149,65 @@ struct DeliverySender: Sendable {
                 result = delivered
             case 429:
                 // A rate-limit wait is not a failed attempt: the delivery waits out the window and keeps its place.
-                let wait =
-                    RetryAfter.parse(headers: responseHeaders, body: responseBody) ?? destination.retry.delay(afterAttempt: 1, random: 0)
-                    ?? .seconds(1)
-                let until = now + Int64(wait.seconds * 1000)
-                logger.info("destination rate limited", metadata: ["attempt": "\(number)", "wait": "\(wait)"])
+                let announced = honour(
+                    AnnouncedWait.parse(headers: responseHeaders, body: responseBody), destination: destination, logger: logger)
+                let wait = announced?.wait ?? destination.retry.delay(afterAttempt: 1, random: 0) ?? .seconds(1)
+                // A clamped wait shows in the attempt log as well as in the delivery's last error.
+                if let announced, announced.clamped { attempt.error = announced.note }
+                let until = now.addingSaturated(wait.wholeMilliseconds)
+                logger.info("destination rate limited", metadata: ["attempt": "\(number)", "wait": "\(wait.compactDescription)"])
                 result = progress(
                     Result(
                         outcome: DeliveryOutcome(
                             deliveryID: delivery.id, status: .retrying, nextAttemptAt: until, attempt: attempt,
-                            error: "\(part)destination answered HTTP 429 (rate limited for \(wait))", countsAsAttempt: false),
+                            error:
+                                "\(part)destination answered HTTP 429 (\(announced?.note ?? "rate limited for \(wait.compactDescription)"))",
+                            countsAsAttempt: false),
                         feedback: .rateLimited(until: until), window: window))
             case 400..<500 where !destination.retry.retryableStatuses.contains(status):
                 result = progress(dead("\(part)destination answered HTTP \(status)", attempt))
             default:
-                let wait = status == 503 ? RetryAfter.parse(headers: responseHeaders, body: responseBody) : nil
+                let announced =
+                    status == 503
+                    ? honour(AnnouncedWait.parse(headers: responseHeaders, body: responseBody), destination: destination, logger: logger)
+                    : nil
+                if let announced, announced.clamped { attempt.error = announced.note }
+                let reason =
+                    "\(part)destination answered HTTP \(status)" + (announced?.clamped == true ? " (\(announced?.note ?? ""))" : "")
                 result = progress(
-                    retry("\(part)destination answered HTTP \(status)", attempt, policy: destination.retry, notBefore: wait, window: window)
-                )
+                    retry(reason, attempt, policy: destination.retry, notBefore: announced?.wait, window: window))
             }
             result.bucket = bucket
             return result
         }
         // Not reached: the last request's answer returns above.
         return Self.released(delivery)
+    }
+
+    /// A wait a destination announced, as kept: at most the destination's `max_retry_after`.
+    struct HonouredWait {
+        var wait: Duration
+        /// True when the destination asked for longer.
+        var clamped: Bool
+        /// For the attempt's error: `rate limited for 2s`, or what was asked and what is kept instead.
+        var note: String
+    }
+
+    /// Clamps an announced wait to `max_retry_after`, logging a longer request: a receiver's word never holds a
+    /// delivery (or the process, in `now + wait`) beyond what the operator allows.
+    private func honour(_ announced: AnnouncedWait?, destination: DestinationConfig, logger: Logger) -> HonouredWait? {
+        guard let announced else { return nil }
+        let maximum = destination.maxRetryAfter
+        let wait = announced.honoured(atMost: maximum)
+        guard announced.exceeds(maximum) else {
+            return HonouredWait(wait: wait, clamped: false, note: "rate limited for \(wait.compactDescription)")
+        }
+        logger.warning(
+            "destination asked to wait longer than max_retry_after; waiting max_retry_after",
+            metadata: ["announced": "\(announced)", "max_retry_after": "\(maximum.compactDescription)"])
+        return HonouredWait(
+            wait: wait, clamped: true,
+            note: "it asked to wait \(announced), longer than max_retry_after; waiting \(maximum.compactDescription)")
     }
 
     /// One request to send and its body.

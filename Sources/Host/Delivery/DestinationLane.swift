@@ -69,7 +69,7 @@ final class DestinationLane: Sendable {
         }
 
         /// The rate limit's window in milliseconds.
-        var rateWindow: Int64 { Int64(((rateLimit?.per.seconds ?? 0) * 1000).rounded(.up)) }
+        var rateWindow: Int64 { rateLimit?.per.wholeMilliseconds ?? 0 }
     }
 
     private struct State {
@@ -242,7 +242,7 @@ final class DestinationLane: Sendable {
                 state.failures += 1
                 let breaker = state.settings.breaker
                 guard breaker.enabled else { break }
-                let until = now + Int64(breaker.cooldown.seconds * 1000)
+                let until = now.addingSaturated(breaker.cooldown.wholeMilliseconds)
                 if wasProbe {
                     state.circuit = .open(until: until)
                     message = (.warning, "circuit open again: the probe failed; paused for \(breaker.cooldown)")

@@ -28,7 +28,7 @@ final class IngestLimits: Sendable {
 
     /// Counts one request for `source` under `limit` at `now`; when over, the seconds until a slot frees.
     func admit(source: String, limit: RateLimit, now: Int64 = Clock.milliseconds()) -> Int? {
-        let window = Int64((limit.per.seconds * 1000).rounded(.up))
+        let window = limit.per.wholeMilliseconds
         return windows.withLock { windows in
             var starts = windows[source, default: []]
             starts.removeAll { $0 <= now - window }

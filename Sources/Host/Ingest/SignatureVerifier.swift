@@ -95,11 +95,29 @@ struct SignatureVerifier: Sendable {
         return "no signature matches"
     }
 
+    /// Checks a sender's Unix timestamp (seconds; milliseconds are recognised by their size) against `tolerance`.
+    /// The text is the sender's and unsigned until the MAC is checked: only a plain decimal of a plausible size is a
+    /// timestamp (no NaN, infinity, sign, exponent or 20-digit number reaches a conversion), and the skew is computed
+    /// in integers.
     private func checkTimestamp(_ text: String, now: Date) -> String? {
-        guard var seconds = Double(text.trimmingBlanks()) else { return "the timestamp is not a number" }
-        if seconds > 100_000_000_000 { seconds /= 1000 }
-        let skew = abs(now.timeIntervalSince1970 - seconds)
-        return skew <= config.tolerance.seconds ? nil : "the timestamp is \(Int(skew)) s from now, beyond the tolerance"
+        guard let seconds = Self.unixSeconds(text) else { return "the timestamp is not a Unix time in seconds" }
+        let current = Int64(finite: now.timeIntervalSince1970) ?? 0
+        let skew = seconds > current ? seconds - current : current - seconds
+        return Double(skew) <= config.tolerance.seconds ? nil : "the timestamp is \(skew) s from now, beyond the tolerance"
+    }
+
+    /// `1700000000` or `1700000000123` (milliseconds) or `1700000000.5` as whole seconds; nil for anything else.
+    static func unixSeconds(_ text: String) -> Int64? {
+        let trimmed = text.trimmingBlanks()
+        let parts = trimmed.split(separator: ".", maxSplits: 1, omittingEmptySubsequences: false)
+        let digits = parts[0]
+        // 1 to 13 digits: up to the year 2286 in seconds or 2001–2286 in milliseconds, so the value fits any integer.
+        guard (1...13).contains(digits.utf8.count), digits.utf8.allSatisfy({ (0x30...0x39).contains($0) }) else { return nil }
+        if parts.count == 2 {
+            guard (1...9).contains(parts[1].utf8.count), parts[1].utf8.allSatisfy({ (0x30...0x39).contains($0) }) else { return nil }
+        }
+        guard let value = Int64(digits) else { return nil }
+        return value > 100_000_000_000 ? value / 1000 : value
     }
 
     private func hmac(_ algorithm: VerifyConfig.Algorithm, _ key: [UInt8], _ message: [UInt8]) -> [UInt8] {

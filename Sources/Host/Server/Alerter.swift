@@ -72,7 +72,7 @@ final class Alerter: Sendable {
 
     /// Whether the alert goes out now; if so, how many like it were held back since the last one.
     private func admit(_ alert: Alert, config: AlertsConfig, now: Int64) -> Int? {
-        let window = Int64(config.rateLimit.per.seconds * 1000)
+        let window = config.rateLimit.per.wholeMilliseconds
         let key = alert.kind.rawValue + "|" + alert.subject
         return state.withLock { state in
             state.sentAt.removeAll { $0 <= now - window }

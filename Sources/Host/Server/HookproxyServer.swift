@@ -91,7 +91,7 @@ final class HookproxyServer: Sendable {
                 configuration: .init(
                     // Twice the read timeout: a body still arriving is answered 408 by the read deadline first; a
                     // connection that sends nothing at all is closed.
-                    idleTimeout: .milliseconds(Int64(config.server.readTimeout.seconds * 2000)), httpDecoderConfiguration: decoder)),
+                    idleTimeout: .milliseconds((config.server.readTimeout * 2).wholeMilliseconds), httpDecoderConfiguration: decoder)),
             configuration: .init(address: .hostname(config.server.listen.host, port: config.server.listen.port), serverName: nil),
             onServerRunning: { channel in ports.bound(.ingest, port: channel.localAddress?.port ?? 0) },
             logger: logger)

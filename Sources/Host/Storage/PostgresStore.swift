@@ -23,7 +23,7 @@ final class PostgresStore: EventStore {
     let instanceTimeout: Duration
     /// How often this instance records that it is alive.
     var heartbeat: Duration { instanceTimeout / 3 }
-    private var staleAfterMilliseconds: Int64 { Int64(instanceTimeout.seconds * 1000) }
+    private var staleAfterMilliseconds: Int64 { instanceTimeout.wholeMilliseconds }
 
     /// This process's id in `instances` and in `deliveries.claimed_by`.
     let instanceID = EventID.make()

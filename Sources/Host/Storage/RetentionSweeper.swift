@@ -26,7 +26,7 @@ struct RetentionSweeper: Service {
     @discardableResult
     func sweep() async -> Int {
         let retention = runtime.runtime.config.storage.retention
-        let cutoff = Clock.milliseconds() - Int64(retention.seconds * 1000)
+        let cutoff = Clock.milliseconds().subtractingSaturated(retention.wholeMilliseconds)
         var total = 0
         do {
             while !Task.isShuttingDownGracefully, !Task.isCancelled {

@@ -5,7 +5,7 @@ enum EventID {
     /// Written straight into the string's storage: this runs for every event and every delivery.
     static func make(milliseconds: Int64 = Clock.milliseconds()) -> String {
         var generator = SystemRandomNumberGenerator()
-        let time = UInt64(milliseconds)
+        let time = UInt64(clamping: milliseconds)
         // 48 bits of time, version 7, 12 random bits; variant 0b10, 62 random bits.
         let high = (time << 16) | 0x7000 | (generator.next() & 0x0FFF as UInt64)
         let low = (generator.next() & 0x3FFF_FFFF_FFFF_FFFF as UInt64) | 0x8000_0000_0000_0000
