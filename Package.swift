@@ -42,12 +42,15 @@ let package = Package(
     ],
     targets: [
         .target(name: "PluginABI", path: "Sources/PluginABI", cSettings: [.unsafeFlags(["-Wall", "-Werror"])]),
+        // The host's own C: starting worker processes, preparing them, recording which plugin call a crash was in.
+        .target(name: "HostShims", path: "Sources/HostShims", cSettings: [.unsafeFlags(["-Wall", "-Werror"])]),
         .target(name: "PluginKit", dependencies: ["PluginABI"], path: "Sources/PluginKit", swiftSettings: strict),
         .executableTarget(
             name: "Host",
             dependencies: [
                 "PluginABI",
                 "PluginKit",
+                "HostShims",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

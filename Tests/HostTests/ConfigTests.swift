@@ -27,7 +27,7 @@ struct ConfigTests {
         """
 
     @Test("the shipped example loads with nothing set in the environment, and all its plugins are found")
-    func exampleLoads() throws {
+    func exampleLoads() async throws {
         let config = try ConfigLoader(environment: [:]).load(file: TestPaths.packageRoot + "/examples/sources.yaml")
         #expect(config.sources.keys.sorted() == ["github", "inbox"])
         #expect(config.destinations["ops-discord"]?.url == "http://127.0.0.1:8080/webhooks/inbox")
@@ -38,8 +38,9 @@ struct ConfigTests {
         #expect(github.routes[2].overridesFormatter && github.routes[2].options == ["mode": "envelope"])
         #expect(github.mapping.map(\.name) == ["repo", "action", "actor"])
         #expect(github.requiresJSON)
-        let runtime = try Runtime.make(config: config, logger: testLogger)
+        let runtime = try await Runtime.make(config: config, logger: testLogger)
         #expect(runtime.instances.formatter(source: "github", destination: "audit") != nil)
+        runtime.plugins.shutdown()
     }
 
     @Test("a full file sets every section, with defaults inherited by destinations")
@@ -150,7 +151,7 @@ struct ConfigTests {
         let yaml = Self.minimal.replacingOccurrences(of: "    url:", with: "    timout: 5s\n    url:")
         #expect(
             problems(yaml) == [
-                "/etc/hookproxy/sources.yaml:4: destinations.chat.timout: unknown key (did you mean 'timeout'?); allowed here: formatter, url, options, headers, timeout, retry, rate_limit, max_concurrency, ordering, circuit_breaker, signing_secret, allow_insecure, paused, max_retry_after"
+                "/etc/hookproxy/sources.yaml:4: destinations.chat.timout: unknown key (did you mean 'timeout'?); allowed here: formatter, url, options, headers, timeout, retry, rate_limit, max_concurrency, ordering, circuit_breaker, signing_secret, allow_insecure, paused, max_retry_after, max_crashes"
             ])
     }
 
@@ -248,7 +249,7 @@ struct ConfigTests {
     }
 
     @Test("an unknown plugin, a plugin without the capability and rejected options are errors at the formatter's line")
-    func pluginProblems() throws {
+    func pluginProblems() async throws {
         let yaml = """
             destinations:
               a:
@@ -267,8 +268,9 @@ struct ConfigTests {
                     options: { mode: sideways }
             """
         let config = try ConfigLoader(environment: [:]).load(yaml: yaml, file: "/etc/hookproxy/sources.yaml")
-        let catalog = PluginLoader.discover(directory: TestPaths.temporaryDirectory("empty"), logger: testLogger)
-        guard case .failure(let error) = PluginInstances.make(config: config, catalog: catalog) else {
+        let host = PluginHost(config: config.plugins, catalog: await shippedPlugins(), journal: nil, metrics: nil, logger: testLogger)
+        defer { host.shutdown() }
+        guard case .failure(let error) = await PluginInstances.make(config: config, host: host) else {
             Issue.record("expected plugin problems")
             return
         }

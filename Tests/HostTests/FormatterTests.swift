@@ -8,10 +8,8 @@ import Testing
 /// The shipped formatters, loaded from their `.so` files and called through the ABI exactly as the server does.
 @Suite("Formatter plugins")
 struct FormatterTests {
-    static let catalog = PluginLoader.discover(directory: TestPaths.temporaryDirectory("empty"), logger: testLogger)
-
-    func instance(_ name: String, _ options: JSONValue = [:]) throws -> PluginInstance {
-        try PluginInstance(plugin: try #require(Self.catalog.plugins[name]), options: options)
+    func instance(_ name: String, _ options: JSONValue = [:]) async throws -> PluginInstance {
+        try await pluginInstance(try #require(await shippedPlugins().plugins[name]), options: options)
     }
 
     struct Sent {
@@ -21,10 +19,10 @@ struct FormatterTests {
         var json: JSONValue { (try? JSONValue(parsing: body)) ?? .null }
     }
 
-    func format(_ instance: PluginInstance, _ document: JSONValue, body: [UInt8] = [], contentType: String = "application/json") throws
-        -> Sent
+    func format(_ instance: PluginInstance, _ document: JSONValue, body: [UInt8] = [], contentType: String = "application/json")
+        async throws -> Sent
     {
-        switch instance.format(document: document.serializedBytes(), body: body, contentType: contentType) {
+        switch await instance.format(document: document.serializedBytes(), body: body, contentType: contentType) {
         case .send(let body, let type, let headers):
             // Valid UTF-8 and valid JSON by an independent reader, whatever the formatter.
             if type == "application/json" || type == OutboundRequest.sequenceContentType {
@@ -38,6 +36,10 @@ struct FormatterTests {
             throw TimedOut(what: "a request, got skip: \(reason)")
         case .failed(let message, _):
             throw TimedOut(what: "a request, got failure: \(message)")
+        case .aborted(let reason):
+            throw TimedOut(what: "a request, got a crash: \(reason)")
+        case .cancelled:
+            throw TimedOut(what: "a request, got a cancellation")
         }
     }
 
@@ -51,14 +53,14 @@ struct FormatterTests {
     // MARK: Discord
 
     @Test("discord: an embed with title, description, url, fields, timestamp and colour, and no mentions allowed")
-    func discordRepresentative() throws {
-        let discord = try instance(
+    func discordRepresentative() async throws {
+        let discord = try await instance(
             "discord",
             [
                 "username": "Deploys", "color": "#ff0000", "title": "{{fields.repo}}: {{fields.action}}",
                 "description": "by {{fields.actor}}", "url": "{{fields.link}}",
             ])
-        let message = try format(
+        let message = try await format(
             discord, Self.event(fields: ["repo": "acme/api", "action": "opened", "actor": "@everyone", "link": "https://example.com/pr/1"])
         ).json
         #expect(message["username"] == "Deploys")
@@ -74,23 +76,23 @@ struct FormatterTests {
     }
 
     @Test("discord: bad options are refused with the option's name")
-    func discordBadOptions() throws {
-        #expect(throws: PluginInstanceError.self) { try instance("discord", ["colour": "red"]) }
+    func discordBadOptions() async throws {
+        await #expect(throws: PluginInstanceError.self) { try await instance("discord", ["colour": "red"]) }
         do {
-            _ = try instance("discord", ["colour": "red"])
+            _ = try await instance("discord", ["colour": "red"])
         } catch let error as PluginInstanceError {
             #expect(error.message == "discord: unknown option 'colour' (did you mean 'color'?)")
         }
         do {
-            _ = try instance("discord", ["color": "crimson"])
+            _ = try await instance("discord", ["color": "crimson"])
         } catch let error as PluginInstanceError {
             #expect(error.message.contains("option 'color'"))
         }
     }
 
     @Test("discord: long, multi-line and non-ASCII input always fits every Discord limit, cut between characters")
-    func discordLimits() throws {
-        let discord = try instance(
+    func discordLimits() async throws {
+        let discord = try await instance(
             "discord",
             ["title": "{{fields.title}}", "description": "{{fields.body}}", "content": "{{fields.body}}", "footer": "{{fields.body}}"])
         var generator = SystemRandomNumberGenerator()
@@ -102,7 +104,7 @@ struct FormatterTests {
                 fields["f\(index)-" + RandomText.make(maximumLength: 3, using: &generator)] = .string(
                     RandomText.make(maximumLength: 700, using: &generator))
             }
-            let message = try format(discord, Self.event(fields: .object(fields))).json
+            let message = try await format(discord, Self.event(fields: .object(fields))).json
             let embed = try #require(message["embeds"]?.arrayValue?.first)
             func length(_ value: JSONValue?) -> Int { value?.stringValue?.utf16.count ?? 0 }
             #expect(length(message["content"]) <= 2000)
@@ -127,8 +129,8 @@ struct FormatterTests {
     }
 
     @Test("discord: several embeds, author, thumbnail, image, colour by a field's value, thread name")
-    func discordComplete() throws {
-        let discord = try instance(
+    func discordComplete() async throws {
+        let discord = try await instance(
             "discord",
             [
                 "username": "CI", "thread_name": "{{fields.repo}} builds",
@@ -143,8 +145,8 @@ struct FormatterTests {
                     ["description": "second embed for {{fields.repo}}", "color": "#0000ff", "timestamp": false],
                 ],
             ])
-        func message(status: String) throws -> JSONValue {
-            try format(
+        func message(status: String) async throws -> JSONValue {
+            try await format(
                 discord,
                 Self.event(fields: [
                     "title": "Build 7", "actor": "octocat", "avatar": "https://avatars.example/o.png", "n": 7, "branch": "main",
@@ -152,7 +154,7 @@ struct FormatterTests {
                 ])
             ).json
         }
-        let failed = try message(status: "failed")
+        let failed = try await message(status: "failed")
         #expect(failed["thread_name"] == "acme/api builds")
         let embeds = try #require(failed["embeds"]?.arrayValue)
         #expect(embeds.count == 2)
@@ -166,49 +168,51 @@ struct FormatterTests {
         #expect(embeds[1]["description"] == "second embed for acme/api")
         #expect(embeds[1]["color"] == .int(0x0000FF))
         #expect(embeds[1]["timestamp"] == nil)
-        #expect(try message(status: "passed")["embeds"]?.arrayValue?.first?["color"] == .int(0x00FF00))
-        #expect(try message(status: "odd")["embeds"]?.arrayValue?.first?["color"] == .int(0x999999))
+        #expect(try await message(status: "passed")["embeds"]?.arrayValue?.first?["color"] == .int(0x00FF00))
+        #expect(try await message(status: "odd")["embeds"]?.arrayValue?.first?["color"] == .int(0x999999))
         // Without any colour option, a mapped `status` picks the palette colour.
-        let plain = try format(try instance("discord"), Self.event(fields: ["title": "x", "status": "failure"])).json
+        let plain = try await format(try await instance("discord"), Self.event(fields: ["title": "x", "status": "failure"])).json
         #expect(plain["embeds"]?.arrayValue?.first?["color"] == .int(0xE74C3C))
-        #expect(throws: PluginInstanceError.self) { try instance("discord", ["embeds": [["title": "a"]], "title": "b"]) }
-        #expect(throws: PluginInstanceError.self) { try instance("discord", ["color_by": ["colors": ["a": "#fff"]]]) }
-        #expect(throws: PluginInstanceError.self) { try instance("discord", ["author": ["url": "https://x"]]) }
+        await #expect(throws: PluginInstanceError.self) { try await instance("discord", ["embeds": [["title": "a"]], "title": "b"]) }
+        await #expect(throws: PluginInstanceError.self) { try await instance("discord", ["color_by": ["colors": ["a": "#fff"]]]) }
+        await #expect(throws: PluginInstanceError.self) { try await instance("discord", ["author": ["url": "https://x"]]) }
     }
 
     @Test("discord: mentions come from the options only; payload text in content cannot ping")
-    func discordMentions() throws {
-        let discord = try instance(
+    func discordMentions() async throws {
+        let discord = try await instance(
             "discord",
             ["content": "deploy by {{fields.actor}}", "mentions": ["users": ["80351110224678912"], "roles": ["41771983423143936"]]])
-        let message = try format(discord, Self.event(fields: ["actor": "@everyone <@1234>"])).json
+        let message = try await format(discord, Self.event(fields: ["actor": "@everyone <@1234>"])).json
         #expect(message["content"] == .string("<@80351110224678912> <@&41771983423143936> deploy by @\u{200B}everyone <@\u{200B}1234>"))
         #expect(message["allowed_mentions"] == ["parse": [], "users": ["80351110224678912"], "roles": ["41771983423143936"]])
-        let everyone = try format(try instance("discord", ["mentions": ["everyone": true]]), Self.event(fields: [:])).json
+        let everyone = try await format(try await instance("discord", ["mentions": ["everyone": true]]), Self.event(fields: [:])).json
         #expect(everyone["content"] == "@everyone")
         #expect(everyone["allowed_mentions"] == ["parse": ["everyone"]])
-        #expect(throws: PluginInstanceError.self) { try instance("discord", ["mentions": ["users": ["@bob"]]]) }
+        await #expect(throws: PluginInstanceError.self) { try await instance("discord", ["mentions": ["users": ["@bob"]]]) }
     }
 
     @Test("discord: overflow split keeps a long description whole across further embeds")
-    func discordSplit() throws {
-        let discord = try instance("discord", ["overflow": "split", "description": "{{fields.log}}", "fields": false])
+    func discordSplit() async throws {
+        let discord = try await instance("discord", ["overflow": "split", "description": "{{fields.log}}", "fields": false])
         var generator = SystemRandomNumberGenerator()
         var log = ""
         while log.utf16.count < 5000 { log += RandomText.make(maximumLength: 40, using: &generator) + "\n" }
-        let message = try format(discord, Self.event(fields: ["log": .string(log)])).json
+        let message = try await format(discord, Self.event(fields: ["log": .string(log)])).json
         let embeds = try #require(message["embeds"]?.arrayValue)
         #expect(embeds.count == 2)
         #expect(embeds.compactMap { $0["description"]?.stringValue }.joined() == log, "text was lost or changed in the split")
-        let truncated = try format(try instance("discord", ["description": "{{fields.log}}"]), Self.event(fields: ["log": .string(log)]))
-            .json
+        let truncated = try await format(
+            try await instance("discord", ["description": "{{fields.log}}"]), Self.event(fields: ["log": .string(log)])
+        )
+        .json
         #expect(truncated["embeds"]?.arrayValue?.count == 1)
         #expect(truncated["embeds"]?.arrayValue?.first?["description"]?.stringValue?.hasSuffix("…") == true)
     }
 
     @Test("discord: with several embeds and split overflow, random input still fits every limit of the whole message")
-    func discordMessageLimits() throws {
-        let discord = try instance(
+    func discordMessageLimits() async throws {
+        let discord = try await instance(
             "discord",
             [
                 "overflow": "split", "content": "{{fields.body}}", "username": "{{fields.title}}",
@@ -229,7 +233,7 @@ struct FormatterTests {
             for index in 0..<Int.random(in: 0...60, using: &generator) {
                 fields["f\(index)"] = .string(RandomText.make(maximumLength: 900, using: &generator))
             }
-            let sent = try format(discord, Self.event(fields: .object(fields)))
+            let sent = try await format(discord, Self.event(fields: .object(fields)))
             // Several messages come as one sequence document; each must be a valid Discord message on its own.
             let messages: [JSONValue] =
                 sent.contentType == OutboundRequest.sequenceContentType
@@ -266,10 +270,12 @@ struct FormatterTests {
     // MARK: Slack
 
     @Test("slack: a text fallback and header, section, fields and context blocks with mrkdwn escaped")
-    func slackRepresentative() throws {
-        let slack = try instance("slack", ["title": "{{fields.repo}}", "description": "<{{fields.link}}|open> by {{fields.actor}}"])
-        let message = try format(slack, Self.event(fields: ["repo": "acme/api", "actor": "<!channel> & co", "link": "https://x.test/1"]))
-            .json
+    func slackRepresentative() async throws {
+        let slack = try await instance("slack", ["title": "{{fields.repo}}", "description": "<{{fields.link}}|open> by {{fields.actor}}"])
+        let message = try await format(
+            slack, Self.event(fields: ["repo": "acme/api", "actor": "<!channel> & co", "link": "https://x.test/1"])
+        )
+        .json
         #expect(message["text"] == "acme/api")
         let blocks = try #require(message["blocks"]?.arrayValue)
         #expect(blocks.map { $0["type"]?.stringValue ?? "" } == ["header", "section", "section", "context"])
@@ -280,8 +286,8 @@ struct FormatterTests {
     }
 
     @Test("slack: long and non-ASCII input always fits Slack's Block Kit limits")
-    func slackLimits() throws {
-        let slack = try instance("slack", ["title": "{{fields.title}}", "description": "{{fields.body}}", "text": "{{fields.body}}"])
+    func slackLimits() async throws {
+        let slack = try await instance("slack", ["title": "{{fields.title}}", "description": "{{fields.body}}", "text": "{{fields.body}}"])
         var generator = SystemRandomNumberGenerator()
         for round in 0..<40 {
             var fields = JSONObject()
@@ -291,7 +297,7 @@ struct FormatterTests {
             for index in 0..<(round == 0 ? 520 : Int.random(in: 0...30, using: &generator)) {
                 fields["k\(index)"] = .string(RandomText.make(maximumLength: round % 5 == 0 ? 1200 : 8, using: &generator))
             }
-            let message = try format(slack, Self.event(fields: .object(fields))).json
+            let message = try await format(slack, Self.event(fields: .object(fields))).json
             let blocks = try #require(message["blocks"]?.arrayValue)
             #expect(blocks.count <= 50)
             for block in blocks {
@@ -325,48 +331,51 @@ struct FormatterTests {
     }
 
     @Test("slack: the link to the mapped url, and the legacy colour bar by a field's value")
-    func slackLinkAndColour() throws {
-        let slack = try instance("slack", ["link_text": "View run", "color_by": "status"])
-        let message = try format(slack, Self.event(fields: ["title": "CI failed", "url": "https://ci.example/1", "status": "failure"])).json
+    func slackLinkAndColour() async throws {
+        let slack = try await instance("slack", ["link_text": "View run", "color_by": "status"])
+        let message = try await format(
+            slack, Self.event(fields: ["title": "CI failed", "url": "https://ci.example/1", "status": "failure"])
+        ).json
         let attachment = try #require(message["attachments"]?.arrayValue?.first)
         #expect(attachment["color"] == "#e74c3c")
         let section = try #require(attachment["blocks"]?.arrayValue?.first { $0["type"] == "section" && $0["text"] != nil })
         #expect(section["text"]?["text"] == "<https://ci.example/1|View run>")
         #expect(message["text"] == "CI failed")
         // Without a colour option, no attachment: plain blocks.
-        let plain = try format(try instance("slack"), Self.event(fields: ["title": "x", "status": "failure"])).json
+        let plain = try await format(try await instance("slack"), Self.event(fields: ["title": "x", "status": "failure"])).json
         #expect(plain["attachments"] == nil && plain["blocks"] != nil)
-        #expect(throws: PluginInstanceError.self) { try instance("slack", ["color": "blue"]) }
+        await #expect(throws: PluginInstanceError.self) { try await instance("slack", ["color": "blue"]) }
     }
 
     // MARK: Generic
 
     @Test("generic raw: the original body and content type, byte for byte, even when not UTF-8")
-    func genericRaw() throws {
-        let generic = try instance("generic")
+    func genericRaw() async throws {
+        let generic = try await instance("generic")
         let body: [UInt8] = [0xFF, 0x00, 0xC3, 0x28, 0x7B]
-        let sent = try format(generic, Self.event(fields: [:]), body: body, contentType: "application/octet-stream; x=1")
+        let sent = try await format(generic, Self.event(fields: [:]), body: body, contentType: "application/octet-stream; x=1")
         #expect(sent.body == body)
         #expect(sent.contentType == "application/octet-stream; x=1")
     }
 
     @Test("generic envelope: the event document; template: valid JSON whatever the field contents")
-    func genericEnvelopeAndTemplate() throws {
+    func genericEnvelopeAndTemplate() async throws {
         let document = Self.event(fields: ["repo": "a\"b\n😀\\", "n": 5])
-        let envelope = try format(try instance("generic", ["mode": "envelope", "headers": ["X-Env": "prod"]]), document)
+        let envelope = try await format(try await instance("generic", ["mode": "envelope", "headers": ["X-Env": "prod"]]), document)
         #expect(envelope.json == document)
         #expect(envelope.headers.map { "\($0.name)=\($0.value)" } == ["X-Env=prod"])
-        let template = try instance("generic", ["mode": "template", "template": ["text": "repo {{fields.repo}}", "n": "{{fields.n}}"]])
-        let rendered = try format(template, document).json
+        let template = try await instance(
+            "generic", ["mode": "template", "template": ["text": "repo {{fields.repo}}", "n": "{{fields.n}}"]])
+        let rendered = try await format(template, document).json
         #expect(rendered["text"] == .string("repo a\"b\n😀\\"))
         #expect(rendered["n"] == .number("5"))
-        #expect(throws: PluginInstanceError.self) { try instance("generic", ["mode": "template"]) }
-        #expect(throws: PluginInstanceError.self) { try instance("generic", ["mode": "sideways"]) }
+        await #expect(throws: PluginInstanceError.self) { try await instance("generic", ["mode": "template"]) }
+        await #expect(throws: PluginInstanceError.self) { try await instance("generic", ["mode": "sideways"]) }
     }
 
     @Test("generic template: random field contents (quotes, newlines, controls, emoji, combining marks) always give valid JSON")
-    func genericTemplateProperty() throws {
-        let template = try instance(
+    func genericTemplateProperty() async throws {
+        let template = try await instance(
             "generic",
             [
                 "mode": "template",
@@ -377,20 +386,21 @@ struct FormatterTests {
             let a = RandomText.make(maximumLength: 200, using: &generator)
             let b = RandomText.make(maximumLength: 50, using: &generator)
             // format() checks the body with an independent JSON parser.
-            let rendered = try format(template, Self.event(fields: ["a": .string(a), "b": .string(b)])).json
+            let rendered = try await format(template, Self.event(fields: ["a": .string(a), "b": .string(b)])).json
             #expect(rendered["text"] == .string(a + " and " + b))
             #expect(rendered["raw"] == .string(a))
         }
     }
 
     @Test("one template renders the same text in all three formatters")
-    func templatesAgree() throws {
+    func templatesAgree() async throws {
         let template = "{{fields.repo}} {{payload.a.b}} {{source}} {{id}}"
         let document = Self.event(fields: ["repo": "acme/api"])
         let expected = "acme/api deep github 0193aaaa-bbbb-7ccc-8ddd-eeeeffff0000"
-        let discord = try format(try instance("discord", ["title": .string(template)]), document).json
-        let slack = try format(try instance("slack", ["title": .string(template)]), document).json
-        let generic = try format(try instance("generic", ["mode": "template", "template": ["t": .string(template)]]), document).json
+        let discord = try await format(try await instance("discord", ["title": .string(template)]), document).json
+        let slack = try await format(try await instance("slack", ["title": .string(template)]), document).json
+        let generic = try await format(try await instance("generic", ["mode": "template", "template": ["t": .string(template)]]), document)
+            .json
         #expect(discord["embeds"]?.arrayValue?.first?["title"] == .string(expected))
         #expect(slack["blocks"]?.arrayValue?.first?["text"]?["text"] == .string(expected))
         #expect(generic["t"] == .string(expected))

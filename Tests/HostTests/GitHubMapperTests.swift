@@ -16,25 +16,25 @@ struct GitHubMapperTests {
         ("check_run", "check_run"),
     ]
 
-    static func mapper(options: JSONValue = [:]) throws -> PluginInstance {
-        let catalog = PluginLoader.discover(directory: TestPaths.temporaryDirectory("no-plugins"), logger: testLogger)
-        let plugin = try #require(catalog.plugins["github"], "libhookproxy-github.so beside the executable (run swift build)")
-        return try PluginInstance(plugin: plugin, options: options)
+    static func mapper(options: JSONValue = [:]) async throws -> PluginInstance {
+        let plugin = try #require(
+            await shippedPlugins().plugins["github"], "libhookproxy-github.so beside the executable (run swift build)")
+        return try await pluginInstance(plugin, options: options)
     }
 
-    static func map(_ instance: PluginInstance, event: String, payload: [UInt8]) throws -> PluginInstance.MapOutcome {
+    static func map(_ instance: PluginInstance, event: String, payload: [UInt8]) async throws -> PluginInstance.MapOutcome {
         let document: JSONValue = [
             "source": "github", "headers": ["x-github-event": .string(event)], "payload": try JSONValue(parsing: payload),
         ]
-        return instance.map(document: document.serializedBytes(), body: payload, contentType: "application/json")
+        return await instance.map(document: document.serializedBytes(), body: payload, contentType: "application/json")
     }
 
     @Test("each event type maps to its golden fields", arguments: fixtures.map(\.file))
-    func golden(file: String) throws {
+    func golden(file: String) async throws {
         let event = try #require(Self.fixtures.first { $0.file == file }?.event)
         let directory = TestPaths.fixtures + "/github/"
         let payload = try #require(FileManager.default.contents(atPath: directory + file + ".json"))
-        guard case .fields(let fields) = try Self.map(try Self.mapper(), event: event, payload: Array(payload)) else {
+        guard case .fields(let fields) = try await Self.map(try await Self.mapper(), event: event, payload: Array(payload)) else {
             Issue.record("the mapper failed on \(file)")
             return
         }
@@ -48,25 +48,25 @@ struct GitHubMapperTests {
     }
 
     @Test("a payload without the event header, or not JSON, is a permanent mapping failure; unknown events get a title")
-    func failures() throws {
-        let instance = try Self.mapper()
+    func failures() async throws {
+        let instance = try await Self.mapper()
         let document: JSONValue = ["source": "github", "headers": [:], "payload": ["zen": "x"]]
-        guard case .failed(let message, let permanent) = instance.map(document: document.serializedBytes(), body: [], contentType: "")
+        guard case .failed(let message, let permanent) = await instance.map(document: document.serializedBytes(), body: [], contentType: "")
         else {
             Issue.record("no failure without X-GitHub-Event")
             return
         }
         #expect(permanent && message.contains("X-GitHub-Event"))
         guard
-            case .fields(let fields) = try Self.map(
+            case .fields(let fields) = try await Self.map(
                 instance, event: "deployment_status", payload: Array(#"{"action":"created","repository":{"full_name":"acme/api"}}"#.utf8))
         else {
             Issue.record("an unknown event failed")
             return
         }
         #expect(fields["title"] == "acme/api: deployment status created")
-        #expect(throws: (any Error).self) { try Self.mapper(options: ["max_commits": 0]) }
-        #expect(throws: (any Error).self) { try Self.mapper(options: ["commits": 3]) }
+        await #expect(throws: (any Error).self) { try await Self.mapper(options: ["max_commits": 0]) }
+        await #expect(throws: (any Error).self) { try await Self.mapper(options: ["commits": 3]) }
     }
 
     @Test("mapper: github with Discord and Slack destinations: good messages end to end with no mapping written")

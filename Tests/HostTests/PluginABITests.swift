@@ -19,7 +19,7 @@ func compileCPlugin(into directory: String, file: String = "libminimal.so", defi
 struct PluginABITests {
     @Test("the four shipped plugins load from beside the executable with their declared names and capabilities")
     func shippedPluginsLoad() async throws {
-        let catalog = PluginLoader.discover(directory: TestPaths.temporaryDirectory("empty"), logger: testLogger)
+        let catalog = await shippedPlugins()
         for name in ["discord", "slack", "generic", "github"] {
             let plugin = try #require(catalog.plugins[name], "plugin \(name) not found; refusals: \(catalog.refusals)")
             #expect(name == "github" ? plugin.isMapper && !plugin.isFormatter : plugin.isFormatter)
@@ -34,33 +34,37 @@ struct PluginABITests {
     func cFormatterLoadsAndFormats() async throws {
         let directory = TestPaths.temporaryDirectory("cplugin")
         _ = try await compileCPlugin(into: directory)
-        let catalog = PluginLoader.discover(directory: directory, logger: testLogger)
+        let catalog = await discoverPlugins(directory)
         let plugin = try #require(catalog.plugins["minimal"])
         #expect(plugin.capabilityNames == ["formatter"])
-        let instance = try PluginInstance(plugin: plugin, options: [:])
-        let document: JSONValue = ["id": "e1", "source": "s", "fields": ["a": "b"]]
-        guard
-            case .send(let body, let contentType, let headers) = instance.format(
-                document: document.serializedBytes(), body: [1, 2], contentType: "x/y")
-        else {
-            Issue.record("the C plugin did not send")
-            return
+        for isolation in PluginIsolation.allCases {
+            let instance = try await pluginInstance(plugin, isolation: isolation)
+            let document: JSONValue = ["id": "e1", "source": "s", "fields": ["a": "b"]]
+            guard
+                case .send(let body, let contentType, let headers) = await instance.format(
+                    document: document.serializedBytes(), body: [1, 2], contentType: "x/y")
+            else {
+                Issue.record("the C plugin did not send (\(isolation))")
+                return
+            }
+            #expect(String(decoding: body, as: UTF8.self) == "minimal:" + document.serialized())
+            #expect(contentType == "text/plain")
+            #expect(headers.map { "\($0.name)=\($0.value)" } == ["X-Minimal=1"])
         }
-        #expect(String(decoding: body, as: UTF8.self) == "minimal:" + document.serialized())
-        #expect(contentType == "text/plain")
-        #expect(headers.map { "\($0.name)=\($0.value)" } == ["X-Minimal=1"])
     }
 
     @Test("a plugin that rejects its options fails instance creation with its own message")
     func rejectedOptions() async throws {
         let directory = TestPaths.temporaryDirectory("cplugin")
         _ = try await compileCPlugin(into: directory, defines: ["PLUGIN_NAME=\"picky\""])
-        let plugin = try #require(PluginLoader.discover(directory: directory, logger: testLogger).plugins["picky"])
-        #expect(throws: PluginInstanceError.self) { try PluginInstance(plugin: plugin, options: ["reject": true]) }
-        do {
-            _ = try PluginInstance(plugin: plugin, options: ["reject": true])
-        } catch {
-            #expect(error.message == "minimal: option 'reject' is set")
+        let plugin = try #require(await discoverPlugins(directory).plugins["picky"])
+        for isolation in PluginIsolation.allCases {
+            do {
+                _ = try await pluginInstance(plugin, options: ["reject": true], isolation: isolation)
+                Issue.record("the options were accepted (\(isolation))")
+            } catch {
+                #expect(error.message == "minimal: option 'reject' is set")
+            }
         }
     }
 
@@ -69,7 +73,7 @@ struct PluginABITests {
         let directory = TestPaths.temporaryDirectory("cplugin")
         let file = try await compileCPlugin(
             into: directory, file: "libfuture.so", defines: ["TABLE_ABI_VERSION=99", "PLUGIN_NAME=\"future\""])
-        let catalog = PluginLoader.discover(directory: directory, logger: testLogger)
+        let catalog = await discoverPlugins(directory)
         #expect(catalog.plugins["future"] == nil)
         let refusal = try #require(catalog.refusals.first { $0.file.hasSuffix("/libfuture.so") })
         #expect(
@@ -82,7 +86,7 @@ struct PluginABITests {
     func missingEntryRefused() async throws {
         let directory = TestPaths.temporaryDirectory("cplugin")
         _ = try await compileCPlugin(into: directory, file: "libnotaplugin.so", defines: ["NO_ENTRY"])
-        let catalog = PluginLoader.discover(directory: directory, logger: testLogger)
+        let catalog = await discoverPlugins(directory)
         let refusal = try #require(catalog.refusals.first { $0.file.hasSuffix("/libnotaplugin.so") })
         #expect(refusal.reason == "it does not export the entry symbol 'hookproxy_plugin_entry' (is it a hookproxy plugin?)")
     }
@@ -92,7 +96,7 @@ struct PluginABITests {
         let directory = TestPaths.temporaryDirectory("cplugin")
         _ = try await compileCPlugin(into: directory, file: "liba.so", defines: ["PLUGIN_NAME=\"twin\""])
         _ = try await compileCPlugin(into: directory, file: "libb.so", defines: ["PLUGIN_NAME=\"twin\""])
-        let catalog = PluginLoader.discover(directory: directory, logger: testLogger)
+        let catalog = await discoverPlugins(directory)
         #expect(catalog.plugins["twin"]?.file.hasSuffix("/liba.so") == true)
         let refusal = try #require(catalog.refusals.first { $0.file.hasSuffix("/libb.so") })
         #expect(refusal.reason.hasPrefix("duplicate plugin name 'twin' (already loaded from "))
@@ -102,7 +106,7 @@ struct PluginABITests {
     func garbageFileRefused() async throws {
         let directory = TestPaths.temporaryDirectory("cplugin")
         try "not an ELF file".write(toFile: directory + "/libjunk.so", atomically: true, encoding: .utf8)
-        let catalog = PluginLoader.discover(directory: directory, logger: testLogger)
+        let catalog = await discoverPlugins(directory)
         let refusal = try #require(catalog.refusals.first { $0.file.hasSuffix("/libjunk.so") })
         #expect(refusal.reason.hasPrefix("cannot be loaded: "))
         #expect(catalog.plugins["discord"] != nil)

@@ -24,6 +24,8 @@ struct StorageFailureTests {
         // Another connection takes the write lock and holds it longer than the store's busy timeout (5 s).
         var configuration = GRDB.Configuration()
         configuration.allowsUnsafeTransactions = true
+        // The server may be in a short write of its own (a claim) at this moment: wait for it.
+        configuration.busyMode = .timeout(5)
         let locker = try DatabaseQueue(path: path, configuration: configuration)
         try await locker.writeWithoutTransaction { db in try db.execute(sql: "BEGIN IMMEDIATE") }
 

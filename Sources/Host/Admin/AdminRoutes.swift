@@ -86,16 +86,19 @@ enum AdminRoutes {
                 body: .init(byteBuffer: ByteBuffer(bytes: metrics.render())))
         }
         protected.get("/admin/plugins") { _, _ -> JSONResponse in
-            JSONResponse(body: EventJSON.plugins(runtime.runtime.catalog))
+            let current = runtime.runtime
+            return JSONResponse(
+                body: EventJSON.plugins(current.catalog, settings: current.plugins.settings(for:), health: current.plugins.health()))
         }
         protected.get("/admin/config") { _, _ -> JSONResponse in
             JSONResponse(body: ConfigJSON.render(runtime.runtime.config))
         }
         protected.post("/admin/reload") { _, _ -> JSONResponse in
             let report: Reloader.Report
-            switch Result(catching: { () throws(ConfigError) in try reloader.reload() }) {
-            case .success(let value): report = value
-            case .failure(let error): throw APIError.invalidConfig(error)
+            do throws(ConfigError) {
+                report = try await reloader.reload()
+            } catch {
+                throw APIError.invalidConfig(error)
             }
             wake.signal()
             return JSONResponse(
@@ -286,17 +289,38 @@ enum EventJSON {
         ]
     }
 
-    static func plugins(_ catalog: PluginLoader.Catalog) -> JSONValue {
+    /// The plugins found, each with how it runs (`isolation`, `call_timeout`, `memory_limit`, `workers`) and, for those
+    /// a running configuration uses, the health of its workers or threads; and the files refused.
+    static func plugins(
+        _ catalog: PluginLoader.Catalog, settings: (String) -> PluginSettings, health: [String: PluginHealth]
+    ) -> JSONValue {
         [
             "plugins": .array(
-                catalog.plugins.values.sorted { $0.name < $1.name }.map {
-                    [
-                        "name": .string($0.name), "version": .string($0.version),
-                        "capabilities": .array($0.capabilityNames.map(JSONValue.string)), "abi_version": .int($0.abiVersion),
-                        "file": .string($0.file),
+                catalog.plugins.values.sorted { $0.name < $1.name }.map { plugin in
+                    let configured = settings(plugin.name)
+                    return [
+                        "name": .string(plugin.name), "version": .string(plugin.version),
+                        "capabilities": .array(plugin.capabilityNames.map(JSONValue.string)), "abi_version": .int(plugin.abiVersion),
+                        "file": .string(plugin.file),
+                        "isolation": .string(configured.isolation.rawValue),
+                        "call_timeout": .string(configured.callTimeout.compactDescription),
+                        "memory_limit": configured.isolation == .process ? .int(configured.memoryLimit) : .null,
+                        "workers": .int(configured.workers),
+                        "health": health[plugin.name].map(Self.health) ?? .null,
                     ]
                 }),
             "refused": .array(catalog.refusals.map { ["file": .string($0.file), "reason": .string($0.reason)] }),
+        ]
+    }
+
+    static func health(_ health: PluginHealth) -> JSONValue {
+        [
+            "state": .string(health.state), "running": .int(health.running), "busy": .int(health.busy), "queued": .int(health.queued),
+            "crashes": .int(health.crashes), "timeouts": .int(health.timeouts), "restarts": .int(health.restarts),
+            "stuck": .int(health.stuck),
+            "last_failure": health.lastFailure.map { ["at": .string(Clock.rfc3339(milliseconds: $0.at)), "reason": .string($0.reason)] }
+                ?? .null,
+            "restarting_until": health.restartingUntil.map { .string(Clock.rfc3339(milliseconds: $0)) } ?? .null,
         ]
     }
 

@@ -13,7 +13,7 @@ struct HookproxyCommand: AsyncParsableCommand {
         version: HookproxyVersion.current,
         subcommands: [
             ServeCommand.self, CheckCommand.self, PluginsCommand.self, EventsCommand.self, ShowCommand.self, DeliveriesCommand.self,
-            ReplayCommand.self, PreviewCommand.self, DestinationsCommand.self,
+            ReplayCommand.self, PreviewCommand.self, DestinationsCommand.self, PluginWorkerCommand.self,
         ])
 
     static func main() async {
@@ -97,9 +97,9 @@ struct GlobalOptions: ParsableArguments {
     }
 
     /// Loads the configuration and plugins, or fails with every problem (exit 2).
-    func loadRuntime(logger: Logger) throws -> Runtime {
+    func loadRuntime(logger: Logger) async throws -> Runtime {
         do {
-            return try Runtime.load(file: configFile, logger: logger)
+            return try await Runtime.load(file: configFile, logger: logger)
         } catch {
             throw CLIFailure.usage(error.description)
         }

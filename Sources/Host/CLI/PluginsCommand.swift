@@ -3,11 +3,14 @@ import Foundation
 import Logging
 import PluginKit
 
-/// `hookproxy plugins`: lists the plugins hookproxy finds, and the files it refuses.
+/// `hookproxy plugins`: lists the plugins hookproxy finds, how each runs (isolation, deadline, memory, workers), the
+/// health of their workers when a server is running, and the files it refuses.
 struct PluginsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "plugins",
-        abstract: "List discovered plugins: name, version, capabilities, ABI version, file (and refused files).")
+        abstract:
+            "List plugins: name, version, capabilities, ABI version, isolation and worker health (from a running server), file; and refused files."
+    )
 
     @OptionGroup var options: GlobalOptions
 
@@ -18,25 +21,55 @@ struct PluginsCommand: AsyncParsableCommand {
         var logger = options.bootstrapLogging()
         logger.logLevel = .error
         // The plugins directory comes from the configuration when there is one; else ./plugins.
-        let directory: String
+        var pluginsConfig = PluginsConfig(directory: ConfigLoader.resolvePath("plugins", base: FileManager.default.currentDirectoryPath))
+        var server: ServerConfig?
         if FileManager.default.fileExists(atPath: options.configFile) {
-            directory = try options.loadConfig().plugins.directory
-        } else {
-            directory = ConfigLoader.resolvePath("plugins", base: FileManager.default.currentDirectoryPath)
+            let config = try options.loadConfig()
+            pluginsConfig = config.plugins
+            server = config.server
         }
-        let catalog = PluginLoader.discover(directory: directory, logger: logger)
-        let plugins = catalog.plugins.values.sorted { $0.name < $1.name }
+        // A running server knows its workers' health; without one, the plugins are discovered here.
+        var listing: JSONValue?
+        if let server { listing = try? await AdminClient(server: server).get("/admin/plugins") }
+        let fromServer = listing != nil
+        if listing == nil {
+            let catalog = await PluginLoader.discover(
+                directory: pluginsConfig.directory, memoryLimit: pluginsConfig.defaults.memoryLimit, logger: logger)
+            listing = EventJSON.plugins(catalog, settings: pluginsConfig.settings(for:), health: [:])
+        }
+        let body = listing ?? [:]
         if json {
-            let list = EventJSON.plugins(catalog)
-            print(list.serialized())
+            print(body.serialized())
             return
         }
+        let plugins = body["plugins"]?.arrayValue ?? []
         let rows =
-            [["NAME", "VERSION", "CAPABILITIES", "ABI", "FILE"]]
-            + plugins.map { [$0.name, $0.version, $0.capabilityNames.joined(separator: ","), String($0.abiVersion), $0.file] }
+            [["NAME", "VERSION", "CAPABILITIES", "ABI", "ISOLATION", "WORKERS", "STATE", "CRASHES", "TIMEOUTS", "RESTARTS", "FILE"]]
+            + plugins.map { plugin in
+                let health = plugin["health"]
+                let workers = health.map { "\($0["running"]?.textValue ?? "0")/\(plugin["workers"]?.textValue ?? "")" } ?? "-"
+                let state = health?["state"]?.textValue ?? (fromServer ? "unused" : "-")
+                return [
+                    plugin["name"]?.textValue ?? "", plugin["version"]?.textValue ?? "",
+                    (plugin["capabilities"]?.arrayValue ?? []).map(\.textValue).joined(separator: ","),
+                    plugin["abi_version"]?.textValue ?? "",
+                    plugin["isolation"]?.textValue ?? "", workers, state, health?["crashes"]?.textValue ?? "-",
+                    health?["timeouts"]?.textValue ?? "-", health?["restarts"]?.textValue ?? "-", plugin["file"]?.textValue ?? "",
+                ]
+            }
         print(TextTable.render(rows))
-        if plugins.isEmpty { print("(no plugins found in \(directory) or beside the executable)") }
-        for refusal in catalog.refusals { print("refused: \(refusal.file): \(refusal.reason)") }
+        if plugins.isEmpty { print("(no plugins found in \(pluginsConfig.directory) or beside the executable)") }
+        for plugin in plugins {
+            if let failure = plugin["health"]?["last_failure"], !failure.isNull {
+                print(
+                    "last failure of \(plugin["name"]?.textValue ?? ""): \(failure["at"]?.textValue ?? "") \(failure["reason"]?.textValue ?? "")"
+                )
+            }
+        }
+        for refusal in body["refused"]?.arrayValue ?? [] {
+            print("refused: \(refusal["file"]?.textValue ?? ""): \(refusal["reason"]?.textValue ?? "")")
+        }
+        if !fromServer, server != nil { print("(no server answered on the admin listener: worker health is not shown)") }
     }
 }
 

@@ -42,7 +42,8 @@ struct PreviewCommand: AsyncParsableCommand {
     func run() async throws {
         var logger = options.bootstrapLogging()
         logger.logLevel = .warning
-        let runtime = try options.loadRuntime(logger: logger)
+        let runtime = try await options.loadRuntime(logger: logger)
+        defer { runtime.plugins.shutdown() }
         guard let sourceConfig = runtime.config.sources[source] else {
             throw CLIFailure.usage("no source named '\(source)' in \(runtime.config.file)")
         }
@@ -62,7 +63,7 @@ struct PreviewCommand: AsyncParsableCommand {
         }
         let prepared: NewEvent
         do {
-            prepared = try Ingestor.prepare(
+            prepared = try await Ingestor.prepare(
                 runtime: runtime, source: source, headers: requestHeaders + [("Content-Type", contentType)], body: body,
                 contentType: contentType, requestID: "preview", verify: false, logger: logger)
         } catch {
@@ -80,7 +81,7 @@ struct PreviewCommand: AsyncParsableCommand {
             let delivery = ClaimedDelivery(id: EventID.make(), destination: route.destination, attempts: 0, event: prepared.event)
             let redactedHeaders = Set(destinationConfig.headers.map { $0.name.lowercased() })
             let head: [(String, JSONValue)] = [("destination", .string(route.destination)), ("formatter", .string(formatter.plugin.name))]
-            switch DeliverySender.prepare(delivery, destination: destinationConfig, formatter: formatter, attempt: 1) {
+            switch await DeliverySender.prepare(delivery, destination: destinationConfig, formatter: formatter, attempt: 1) {
             case .send(let parts):
                 // One entry per request (a formatter may send several for one event).
                 for (index, part) in parts.enumerated() {
@@ -108,6 +109,11 @@ struct PreviewCommand: AsyncParsableCommand {
             case .failed(let message, let permanent):
                 previews.append(
                     .object(JSONObject(head + [("action", "fail"), ("reason", .string(message)), ("permanent", .bool(permanent))])))
+            case .aborted(let reason):
+                previews.append(
+                    .object(JSONObject(head + [("action", "fail"), ("reason", .string(reason)), ("permanent", .bool(false))])))
+            case .cancelled:
+                throw CLIFailure.runtime("preview was interrupted")
             }
         }
         let fields = (try? JSONValue(parsing: prepared.event.fieldsJSON)) ?? [:]

@@ -11,14 +11,17 @@ struct ServeCommand: AsyncParsableCommand {
 
     func run() async throws {
         let logger = options.bootstrapLogging()
-        let runtime = try options.loadRuntime(logger: logger)
+        let config = try options.loadConfig()
         let server: HookproxyServer
         do {
             var configuration = HookproxyServer.Configuration()
             configuration.benchNoopRoute = ProcessInfo.processInfo.environment["HOOKPROXY_BENCH_NOOP_ROUTE"] == "1"
-            server = try await HookproxyServer(runtime: runtime, logger: logger, configuration: configuration)
+            server = try await HookproxyServer(config: config, logger: logger, configuration: configuration)
         } catch {
-            throw CLIFailure.runtime("hookproxy: \(error)")
+            switch error {
+            case .config(let problems): throw CLIFailure.usage(problems.description)
+            case .runtime(let message): throw CLIFailure.runtime("hookproxy: \(message)")
+            }
         }
         do {
             try await server.run()

@@ -65,6 +65,7 @@ struct ConfigLoader: Sendable {
         else { return nil }
         var server = ServerConfig()
         var storage = StorageConfig(backend: .sqlite(path: resolvePath("data/hookproxy.sqlite", base: baseDirectory)))
+        storage.baseDirectory = baseDirectory
         var plugins = PluginsConfig(directory: resolvePath("plugins", base: baseDirectory))
         var defaults = DeliveryDefaults()
         var destinationsNode: (Node, Node)?
@@ -74,12 +75,7 @@ struct ConfigLoader: Sendable {
             switch name {
             case "server": readServer(value, into: &server, reader: reader)
             case "storage": readStorage(value, into: &storage, reader: reader, baseDirectory: baseDirectory)
-            case "plugins":
-                for (key, _, node) in reader.entries(value, "plugins", allowed: ["directory"]) ?? [] where key == "directory" {
-                    if let path = reader.string(node, "plugins.directory") {
-                        plugins.directory = resolvePath(path, base: baseDirectory)
-                    }
-                }
+            case "plugins": readPlugins(value, into: &plugins, reader: reader, baseDirectory: baseDirectory)
             case "defaults": readDefaults(value, into: &defaults, reader: reader)
             case "destinations": destinationsNode = (keyNode, value)
             case "sources": sourcesNode = (keyNode, value)
@@ -206,7 +202,7 @@ struct ConfigLoader: Sendable {
                     node, "storage.instance_timeout", "applies to a postgres:// storage.url only (one process owns an SQLite file)")
             }
         }
-        let allowed = ["url", "retention", "max_size", "instance_timeout"]
+        let allowed = ["url", "retention", "max_size", "instance_timeout", "journal"]
         for (key, _, value) in reader.entries(node, "storage", allowed: allowed) ?? [] {
             let path = "storage.\(key)"
             switch key {
@@ -235,6 +231,9 @@ struct ConfigLoader: Sendable {
                 }
             case "retention":
                 reader.duration(value, path).map { storage.retention = $0 }
+            case "journal":
+                guard let file = reader.string(value, path), !file.isEmpty else { continue }
+                storage.journal = resolvePath(file, base: baseDirectory)
             case "max_size":
                 guard let text = reader.string(value, path) else { continue }
                 guard let bytes = Self.parseSize(text), bytes >= 65_536 else {
@@ -258,10 +257,82 @@ struct ConfigLoader: Sendable {
     /// The largest size `parseSize` accepts: a petabyte.
     static let maximumSize = 1 << 50
 
+    private static func readPlugins(_ node: Node, into plugins: inout PluginsConfig, reader: ConfigReader, baseDirectory: String) {
+        let settingKeys = ["isolation", "call_timeout", "memory_limit", "workers"]
+        for (key, _, value) in reader.entries(node, "plugins", allowed: ["directory", "overrides"] + settingKeys) ?? [] {
+            let path = "plugins.\(key)"
+            switch key {
+            case "directory":
+                if let directory = reader.string(value, path) { plugins.directory = resolvePath(directory, base: baseDirectory) }
+            case "overrides":
+                for (name, nameNode, entry) in reader.entries(value, path) ?? [] {
+                    let entryPath = "\(path).\(name)"
+                    var override = PluginOverride(location: reader.location(nameNode, entryPath))
+                    for (field, _, fieldValue) in reader.entries(entry, entryPath, allowed: settingKeys) ?? [] {
+                        readPluginSetting(field, fieldValue, "\(entryPath).\(field)", reader: reader) { setting in
+                            switch setting {
+                            case .isolation(let isolation): override.isolation = isolation
+                            case .callTimeout(let timeout): override.callTimeout = timeout
+                            case .memoryLimit(let limit): override.memoryLimit = limit
+                            case .workers(let workers): override.workers = workers
+                            }
+                        }
+                    }
+                    plugins.overrides[name] = override
+                }
+            default:
+                readPluginSetting(key, value, path, reader: reader) { setting in
+                    switch setting {
+                    case .isolation(let isolation): plugins.defaults.isolation = isolation
+                    case .callTimeout(let timeout): plugins.defaults.callTimeout = timeout
+                    case .memoryLimit(let limit): plugins.defaults.memoryLimit = limit
+                    case .workers(let workers): plugins.defaults.workers = workers
+                    }
+                }
+            }
+        }
+    }
+
+    private enum PluginSetting {
+        case isolation(PluginIsolation)
+        case callTimeout(Duration)
+        case memoryLimit(Int)
+        case workers(Int)
+    }
+
+    /// One of `isolation`, `call_timeout`, `memory_limit`, `workers` (in `plugins` or an override).
+    private static func readPluginSetting(
+        _ key: String, _ node: Node, _ path: String, reader: ConfigReader, apply: (PluginSetting) -> Void
+    ) {
+        switch key {
+        case "isolation": reader.choice(node, path, as: PluginIsolation.self).map { apply(.isolation($0)) }
+        case "call_timeout":
+            guard let timeout = reader.duration(node, path) else { return }
+            guard timeout >= .milliseconds(10), timeout <= .seconds(3600) else {
+                reader.problem(node, path, "must be from 10ms to 1h")
+                return
+            }
+            apply(.callTimeout(timeout))
+        case "memory_limit":
+            guard let text = reader.string(node, path) else { return }
+            guard let bytes = parseSize(text), bytes >= 64 << 20 else {
+                reader.problem(node, path, "must be a size of at least 64MB, such as 256MB or 1GB, not '\(text)'")
+                return
+            }
+            apply(.memoryLimit(bytes))
+        case "workers": reader.integer(node, path, range: 1...64).map { apply(.workers($0)) }
+        default: break
+        }
+    }
+
     /// `123`, `64KB`, `512MB`, `20GB` (binary multiples) as bytes; nil for anything else, or beyond ``maximumSize``.
     static func parseSize(_ text: String) -> Int? {
         let trimmed = text.trimmingCharacters(in: .whitespaces).uppercased()
-        for (suffix, scale) in [("KB", 1 << 10), ("MB", 1 << 20), ("GB", 1 << 30), ("TB", 1 << 40), ("B", 1)]
+        let units = [
+            ("KIB", 1 << 10), ("MIB", 1 << 20), ("GIB", 1 << 30), ("TIB", 1 << 40),
+            ("KB", 1 << 10), ("MB", 1 << 20), ("GB", 1 << 30), ("TB", 1 << 40), ("B", 1),
+        ]
+        for (suffix, scale) in units
         where trimmed.hasSuffix(suffix) {
             // Refuses NaN, infinities and sizes beyond a petabyte before converting (a conversion that cannot trap).
             guard let value = Double(trimmed.dropLast(suffix.count).trimmingCharacters(in: .whitespaces)), value > 0,
@@ -279,16 +350,18 @@ struct ConfigLoader: Sendable {
         var maxConcurrency = 8
         var circuitBreaker = CircuitBreakerPolicy()
         var maxRetryAfter = DestinationConfig.defaultMaxRetryAfter
+        var maxCrashes = DestinationConfig.defaultMaxCrashes
     }
 
     private static func readDefaults(_ node: Node, into defaults: inout DeliveryDefaults, reader: ConfigReader) {
-        let allowed = ["timeout", "retry", "max_concurrency", "circuit_breaker", "max_retry_after"]
+        let allowed = ["timeout", "retry", "max_concurrency", "circuit_breaker", "max_retry_after", "max_crashes"]
         for (key, _, value) in reader.entries(node, "defaults", allowed: allowed) ?? [] {
             switch key {
             case "timeout": reader.duration(value, "defaults.timeout").map { defaults.timeout = $0 }
             case "retry": defaults.retry = readRetry(value, "defaults.retry", base: defaults.retry, reader: reader)
             case "max_concurrency": reader.integer(value, "defaults.max_concurrency", range: 1...1024).map { defaults.maxConcurrency = $0 }
             case "max_retry_after": readMaxRetryAfter(value, "defaults.max_retry_after", reader: reader).map { defaults.maxRetryAfter = $0 }
+            case "max_crashes": reader.integer(value, "defaults.max_crashes", range: 1...100).map { defaults.maxCrashes = $0 }
             case "circuit_breaker":
                 defaults.circuitBreaker = readCircuitBreaker(
                     value, "defaults.circuit_breaker", base: defaults.circuitBreaker, reader: reader)
@@ -409,7 +482,7 @@ struct ConfigLoader: Sendable {
 
     private static let destinationKeys = [
         "formatter", "url", "options", "headers", "timeout", "retry", "rate_limit", "max_concurrency", "ordering", "circuit_breaker",
-        "signing_secret", "allow_insecure", "paused", "max_retry_after",
+        "signing_secret", "allow_insecure", "paused", "max_retry_after", "max_crashes",
     ]
 
     private static func readDestination(
@@ -432,6 +505,7 @@ struct ConfigLoader: Sendable {
         var allowInsecure = false
         var paused = false
         var maxRetryAfter = defaults.maxRetryAfter
+        var maxCrashes = defaults.maxCrashes
         var urlNode: Node?
         for (field, fieldKey, value) in entries {
             let path = "\(key).\(field)"
@@ -470,6 +544,7 @@ struct ConfigLoader: Sendable {
             case "allow_insecure": reader.bool(value, path).map { allowInsecure = $0 }
             case "paused": reader.bool(value, path).map { paused = $0 }
             case "max_retry_after": readMaxRetryAfter(value, path, reader: reader).map { maxRetryAfter = $0 }
+            case "max_crashes": reader.integer(value, path, range: 1...100).map { maxCrashes = $0 }
             default: break
             }
         }
@@ -491,7 +566,7 @@ struct ConfigLoader: Sendable {
             name: name, formatter: formatter, options: options, url: url, headers: headers, timeout: timeout, retry: retry,
             rateLimit: rateLimit, maxConcurrency: ordering == .fifo ? 1 : maxConcurrency, ordering: ordering,
             circuitBreaker: circuitBreaker, signingSecrets: signingSecrets, paused: paused, maxRetryAfter: maxRetryAfter,
-            location: formatterLocation)
+            maxCrashes: maxCrashes, location: formatterLocation)
     }
 
     /// 127.0.0.0/8, ::1 and localhost.

@@ -87,12 +87,63 @@ struct StorageConfig: Sendable {
     var maximumSize: Int?
     /// PostgreSQL: an instance not seen for this long is taken for dead and its claims are released to the others.
     var instanceTimeout: Duration = .seconds(15)
+    /// The in-flight journal (``CallJournal``); nil: the default, beside the SQLite file, or `data/hookproxy.inflight`
+    /// beside the configuration for PostgreSQL.
+    var journal: String?
+    /// The directory relative defaults are anchored at (the configuration file's).
+    var baseDirectory = "."
+
+    /// Where the in-flight journal is.
+    var journalPath: String {
+        if let journal { return journal }
+        switch backend {
+        case .sqlite(let path): return path + ".inflight"
+        case .postgres: return ConfigLoader.resolvePath("data/hookproxy.inflight", base: baseDirectory)
+        }
+    }
 }
 
 /// The `plugins` section.
 struct PluginsConfig: Sendable {
     /// Absolute path of the directory scanned for `.so` files (it need not exist).
     var directory: String
+    /// How every plugin runs unless `overrides` says otherwise.
+    var defaults = PluginSettings()
+    /// Per plugin (by declared name): settings that differ from `defaults`.
+    var overrides: [String: PluginOverride] = [:]
+
+    static let defaultMemoryLimit = 256 << 20
+
+    /// The settings of plugin `name`.
+    func settings(for name: String) -> PluginSettings {
+        guard let override = overrides[name] else { return defaults }
+        var settings = defaults
+        if let isolation = override.isolation { settings.isolation = isolation }
+        if let timeout = override.callTimeout { settings.callTimeout = timeout }
+        if let limit = override.memoryLimit { settings.memoryLimit = limit }
+        if let workers = override.workers { settings.workers = workers }
+        return settings
+    }
+}
+
+/// How one plugin's calls run.
+struct PluginSettings: Sendable, Equatable {
+    var isolation = PluginIsolation.process
+    /// A format or map call must answer within this; past it the worker is killed (in process: the call is abandoned).
+    var callTimeout: Duration = .seconds(2)
+    /// A worker's data segment cap in bytes: an allocation past it fails inside the worker.
+    var memoryLimit = PluginsConfig.defaultMemoryLimit
+    /// Worker processes (in process: threads) per plugin.
+    var workers = 2
+}
+
+/// One entry of `plugins.overrides`: what differs for that plugin.
+struct PluginOverride: Sendable {
+    var isolation: PluginIsolation?
+    var callTimeout: Duration?
+    var memoryLimit: Int?
+    var workers: Int?
+    var location: ConfigLocation
 }
 
 /// When to try a failed delivery again.
@@ -192,9 +243,12 @@ struct DestinationConfig: Sendable {
     /// The longest wait a destination's answer (`Retry-After`, `X-RateLimit-Reset-After`, `retry_after`) is honoured
     /// for; a longer one is logged and clamped to this.
     var maxRetryAfter: Duration = DestinationConfig.defaultMaxRetryAfter
+    /// A delivery that was being attempted during this many abnormal exits of the process in a row is quarantined.
+    var maxCrashes = DestinationConfig.defaultMaxCrashes
     var location: ConfigLocation
 
     static let defaultMaxRetryAfter: Duration = .seconds(3600)
+    static let defaultMaxCrashes = 3
 }
 
 /// One field of a source's declarative `mapping`.

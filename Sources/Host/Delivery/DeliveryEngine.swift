@@ -49,13 +49,17 @@ final class DeliveryEngine: Service, Sendable {
 
     private let metrics: HookproxyMetrics
     private let alerter: Alerter?
+    /// Where attempts in progress are noted, and what the previous run left there.
+    private let journal: CallJournal?
 
     init(
         store: any EventStore, runtime: RuntimeHolder, httpClient: HTTPClient, wake: WakeSignal, logger: Logger,
-        metrics: HookproxyMetrics = HookproxyMetrics(), alerter: Alerter? = nil, configuration: Configuration = Configuration()
+        metrics: HookproxyMetrics = HookproxyMetrics(), alerter: Alerter? = nil, journal: CallJournal? = nil,
+        configuration: Configuration = Configuration()
     ) {
         self.store = store
         self.alerter = alerter
+        self.journal = journal
         self.runtime = runtime
         self.metrics = metrics
         self.sender = DeliverySender(httpClient: httpClient, logger: logger, metrics: metrics)
@@ -139,6 +143,7 @@ final class DeliveryEngine: Service, Sendable {
             if change == .destinationStates { suspensionsStale.store(true, ordering: .sequentiallyConsistent) }
             wake.signal()
         }
+        await recoverFromAbnormalExit()
         let released = try await store.releaseAbandonedClaims()
         if released > 0 { logger.info("resuming deliveries left in flight by a stopped process", metadata: ["count": "\(released)"]) }
 
@@ -250,9 +255,93 @@ final class DeliveryEngine: Service, Sendable {
         }
     }
 
+    /// Before anything is claimed: what the journal says was in flight when the previous run ended abnormally. The
+    /// delivery a crashing in-process plugin was formatting is quarantined at once; every other delivery that was
+    /// being attempted counts one abnormal exit, and is quarantined after its destination's `max_crashes` in a row; a
+    /// body that crashed an in-process mapper is remembered and refused from now on. Retried until the store takes it:
+    /// nothing is resumed before that (so nothing is resumed into the same crash).
+    private func recoverFromAbnormalExit() async {
+        guard let journal, let previous = journal.previousRun else { return }
+        let destinations = runtime.runtime.config.destinations
+        var crashes: [CrashRecord] = []
+        var culprit: String?
+        if let (entry, signal) = previous.crashed {
+            let what = signal == 0 ? "called exit()" : "crashed hookproxy (\(WorkerExit.signalName(signal)))"
+            switch entry.kind {
+            case .format where !entry.id.isEmpty:
+                culprit = entry.id
+                crashes.append(
+                    CrashRecord(
+                        deliveryID: entry.id, quarantineAt: 1,
+                        reason: "poison event: plugin \(entry.plugin) \(what) formatting this event (isolation: in_process); "
+                            + "quarantined at the next start; replay it once the plugin is fixed or isolated"))
+            case .map:
+                journal.recordPoison(.init(source: entry.name, plugin: entry.plugin, digest: entry.digest))
+                logger.error(
+                    "an in-process mapper crashed hookproxy on a request body; that body is refused from now on",
+                    metadata: ["plugin": "\(entry.plugin)", "source": "\(entry.name)", "signal": "\(signal)"])
+            default:
+                logger.error(
+                    "an in-process plugin crashed hookproxy", metadata: ["plugin": "\(entry.plugin)", "signal": "\(signal)"])
+            }
+        }
+        for entry in previous.entries where entry.kind == .attempt && !entry.id.isEmpty && entry.id != culprit {
+            let maximum = destinations[entry.name]?.maxCrashes ?? DestinationConfig.defaultMaxCrashes
+            crashes.append(
+                CrashRecord(
+                    deliveryID: entry.id, quarantineAt: maximum,
+                    reason: "poison event: in flight during \(maximum) abnormal exits of hookproxy in a row; quarantined; "
+                        + "replay it once the cause is fixed"))
+        }
+        logger.warning(
+            "the previous run ended abnormally",
+            metadata: [
+                "pid": "\(previous.pid)", "attempts_in_flight": "\(crashes.count - (culprit == nil ? 0 : 1))",
+                "crashed_in_plugin": "\(previous.crashed.map { $0.entry.plugin } ?? "-")",
+            ])
+        var logged = false
+        while !stopping.load(ordering: .sequentiallyConsistent) {
+            do {
+                let quarantined = try await store.recordCrashes(crashes)
+                for delivery in quarantined { quarantine(delivery) }
+                return
+            } catch {
+                if !logged {
+                    logger.error("cannot record the previous run's crash; delivery waits until it can", metadata: ["error": "\(error)"])
+                    logged = true
+                }
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+    }
+
+    /// Tells operators about a delivery quarantined at start.
+    private func quarantine(_ delivery: QuarantinedDelivery) {
+        logger.error(
+            "delivery quarantined",
+            metadata: [
+                "event_id": "\(delivery.eventID)", "delivery_id": "\(delivery.deliveryID)", "destination": "\(delivery.destination)",
+                "reason": "\(delivery.reason)",
+            ])
+        metrics.increment("hookproxy_deliveries_quarantined_total", [("destination", delivery.destination)])
+        guard let alerter, delivery.source != AlertsConfig.source else { return }
+        alerter.raise(
+            .init(
+                kind: .deliveryDead, subject: delivery.destination,
+                title: "Delivery quarantined: \(delivery.source) → \(delivery.destination)",
+                summary: "\(delivery.reason). Event \(delivery.eventID); replay: hookproxy replay \(delivery.eventID)",
+                details: [
+                    ("destination", .string(delivery.destination)), ("event_id", .string(delivery.eventID)),
+                    ("delivery_id", .string(delivery.deliveryID)), ("source", .string(delivery.source)),
+                ]))
+    }
+
     private func deliver(
         _ delivery: ClaimedDelivery, runtime: Runtime, lane: DestinationLane, outcomes: GroupCommitter<DeliveryOutcome, Void>
     ) async {
+        // Noted until the outcome is recorded: if the process dies meanwhile, the next start counts it.
+        let note = journal?.begin(.init(kind: .attempt, id: delivery.id, name: delivery.destination))
+        defer { journal?.end(note) }
         let result: DeliverySender.Result
         if await waitForOpenWindow(lane) {
             result = await sender.attempt(delivery, runtime: runtime)

@@ -76,16 +76,15 @@ struct DeliverySender: Sendable {
         }
 
         let requests: [HTTPClientRequest]
-        let formatStart = clock.now
-        let prepared = Self.prepare(delivery, destination: destination, formatter: formatter, attempt: number)
+        // The executor measures the call itself (its duration and slowness), not its wait for a worker.
+        let prepared = await Self.prepare(
+            delivery, destination: destination, formatter: formatter, attempt: number,
+            subject: .delivery(id: delivery.id, destination: delivery.destination))
         let plugin = [("plugin", formatter.plugin.name)]
-        let formatTime = clock.now - formatStart
-        metrics.record("hookproxy_plugin_format_duration_seconds", plugin, duration: formatTime)
-        if formatTime > PluginInstance.slowCall {
-            metrics.increment("hookproxy_plugin_slow_calls_total", plugin + [("operation", "format")])
-            logger.warning("formatter slow", metadata: ["plugin": "\(formatter.plugin.name)", "took": "\(formatTime)"])
+        switch prepared {
+        case .failed, .aborted: metrics.increment("hookproxy_plugin_errors_total", plugin + [("operation", "format")])
+        default: break
         }
-        if case .failed = prepared { metrics.increment("hookproxy_plugin_errors_total", plugin + [("operation", "format")]) }
         switch prepared {
         case .send(let parts): requests = parts.map(\.request)
         case .skip(let reason):
@@ -99,6 +98,18 @@ struct DeliverySender: Sendable {
             let reason = "formatter '\(formatter.plugin.name)' failed: \(message)"
             return permanent
                 ? dead(reason, record(error: reason)) : retry(reason, record(error: reason), policy: destination.retry, feedback: .neutral)
+        case .aborted(let reason):
+            // The plugin crashed or hung on this event. Once is retried on the schedule (a worker can die for other
+            // reasons); the same delivery again is a poison event: dead at once, so it never takes a worker down again.
+            let strikes = delivery.pluginFailures + 1
+            var result =
+                strikes >= Self.poisonStrikes
+                ? dead("poison event: \(reason) (\(strikes) times); quarantined, replay it once the plugin is fixed", record(error: reason))
+                : retry(reason, record(error: reason), policy: destination.retry, feedback: .neutral)
+            result.outcome.pluginFailures = strikes
+            return result
+        case .cancelled:
+            return Self.released(delivery)
         }
 
         // Several requests for one event are sent in order; earlier attempts may have delivered the first ones.
@@ -216,22 +227,31 @@ struct DeliverySender: Sendable {
         var body: [UInt8]
     }
 
+    /// Format calls that crash their plugin or miss their deadline on one delivery before it is dead as a poison event.
+    static let poisonStrikes = 2
+
     /// What the formatter made of a delivery: the requests to send (usually one), or why nothing is sent.
     enum Prepared {
         case send([Part])
         case skip(reason: String)
         case failed(message: String, permanent: Bool)
+        /// The format call crashed its worker or missed its deadline.
+        case aborted(reason: String)
+        /// Shutdown stopped the wait.
+        case cancelled
     }
 
     /// Formats `delivery` with `formatter` and builds its requests: the destination's static headers, the plugin's
     /// headers, Content-Type, User-Agent, and the Standard Webhooks `webhook-id` (`<delivery id>`, then `-1`, `-2` for
     /// further requests of one event), `webhook-timestamp` and (with a signing secret) `webhook-signature`. Sends
     /// nothing; `hookproxy preview` shows exactly this.
-    static func prepare(_ delivery: ClaimedDelivery, destination: DestinationConfig, formatter: PluginInstance, attempt number: Int)
-        -> Prepared
-    {
+    static func prepare(
+        _ delivery: ClaimedDelivery, destination: DestinationConfig, formatter: PluginInstance, attempt number: Int,
+        subject: CallSubject = .none
+    ) async -> Prepared {
         let document = EventDocument.bytes(event: delivery.event, destination: delivery.destination, attempt: number)
-        let formatted = formatter.format(document: document, body: delivery.event.body, contentType: delivery.event.contentType)
+        let formatted = await formatter.format(
+            document: document, body: delivery.event.body, contentType: delivery.event.contentType, subject: subject)
         let outputs: [OutboundRequest]
         switch formatted {
         case .send(let body, let type, let headers):
@@ -245,6 +265,8 @@ struct DeliverySender: Sendable {
             }
         case .skip(let reason): return .skip(reason: reason)
         case .failed(let message, let permanent): return .failed(message: message, permanent: permanent)
+        case .aborted(let reason): return .aborted(reason: reason)
+        case .cancelled: return .cancelled
         }
         let timestamp = Clock.milliseconds() / 1000
         return .send(

@@ -43,7 +43,7 @@ enum IngestRoutes {
                 metrics.increment(
                     "hookproxy_ingest_requests_total",
                     [("source", sourceConfig != nil ? source : "_unknown"), ("status", String(error.status.code))])
-                if error.errorCode == "mapper_failed", let mapper = sourceConfig?.mapper {
+                if error.errorCode == "mapper_failed" || error.errorCode == "mapper_crashed", let mapper = sourceConfig?.mapper {
                     metrics.increment("hookproxy_plugin_errors_total", [("plugin", mapper.name), ("operation", "map")])
                 }
                 throw error

@@ -1,3 +1,4 @@
+import Crypto
 import Logging
 import PluginKit
 
@@ -11,6 +12,8 @@ struct Ingestor: Sendable {
     let writer: GroupCommitter<NewEvent, InsertResult>
     let wake: WakeSignal
     let logger: Logger
+    /// Where request bodies that crashed an in-process mapper are remembered.
+    var journal: CallJournal? = nil
 
     /// Headers never stored with an event: they carry credentials.
     static let unstoredHeaders: Set<String> = ["authorization", "cookie", "proxy-authorization"]
@@ -26,9 +29,9 @@ struct Ingestor: Sendable {
         runtime: Runtime, source name: String, headers: [(name: String, value: String)], body: [UInt8], contentType: String,
         requestID: String
     ) async throws(APIError) -> Accepted {
-        let new = try Self.prepare(
+        let new = try await Self.prepare(
             runtime: runtime, source: name, headers: headers, body: body, contentType: contentType, requestID: requestID,
-            logger: logger)
+            logger: logger, journal: journal)
         let event = new.event
         let deliveries = new.deliveries
         let result: InsertResult
@@ -58,8 +61,8 @@ struct Ingestor: Sendable {
     /// validate. Returns the event and its deliveries, ready to store.
     static func prepare(
         runtime: Runtime, source name: String, headers: [(name: String, value: String)], body: [UInt8], contentType: String,
-        requestID: String, verify: Bool = true, logger: Logger
-    ) throws(APIError) -> NewEvent {
+        requestID: String, verify: Bool = true, logger: Logger, journal: CallJournal? = nil
+    ) async throws(APIError) -> NewEvent {
         guard let source = runtime.config.sources[name] else { throw APIError.unknownSource(name) }
 
         if verify, let verify = source.verify {
@@ -104,19 +107,31 @@ struct Ingestor: Sendable {
         var fields = JSONObject()
         if let mapper = runtime.instances.mapper(source: name) {
             let document: JSONValue = ["source": .string(name), "headers": .object(headerObject), "payload": payload ?? .null]
-            let clock = ContinuousClock()
-            let started = clock.now
-            let outcome = mapper.map(document: document.serializedBytes(), body: body, contentType: contentType)
-            if clock.now - started > PluginInstance.slowCall {
-                logger.warning(
-                    "mapper slow",
-                    metadata: ["plugin": "\(mapper.plugin.name)", "took": "\(clock.now - started)", "request_id": "\(requestID)"])
+            // In process, a body that once crashed the whole process in this mapper is refused, not mapped again; the
+            // journal notes the body's digest while the mapper runs, for the next start to remember it.
+            var subject = CallSubject.none
+            if let journal, mapper.executor.isolation == .inProcess {
+                let digest = Array(SHA256.hash(data: body))
+                if let poisoned = journal.poisoned(source: name, digest: digest) {
+                    logger.warning(
+                        "request refused: this body crashed the process in an in-process mapper before",
+                        metadata: ["source": "\(name)", "plugin": "\(poisoned.plugin)", "request_id": "\(requestID)"])
+                    throw APIError.mapperCrashed(
+                        "plugin \(poisoned.plugin) crashed hookproxy mapping this request body before (isolation: in_process); "
+                            + "it is refused until the plugin is isolated or fixed and hookproxy restarted")
+                }
+                subject = .payload(source: name, digest: digest)
             }
+            // The executor reports a slow call (in the log and hookproxy_plugin_slow_calls_total).
+            let outcome = await mapper.map(document: document.serializedBytes(), body: body, contentType: contentType, subject: subject)
             switch outcome {
             case .fields(let mapped): fields = mapped
             case .failed(let message, let permanent):
                 logger.warning("mapper failed", metadata: ["source": "\(name)", "request_id": "\(requestID)", "error": "\(message)"])
                 throw permanent ? APIError.mapperFailed(message) : APIError.mapperUnavailable(message)
+            case .aborted(let reason):
+                logger.error("mapper crashed", metadata: ["source": "\(name)", "request_id": "\(requestID)", "error": "\(reason)"])
+                throw APIError.mapperCrashed(reason)
             }
         }
         for field in source.mapping {

@@ -1,13 +1,8 @@
-import Foundation
-import Logging
 import PluginABI
-import Synchronization
 
-/// A plugin library that passed the loader's checks: its declared identity and its function table.
-///
-/// `@unchecked Sendable`: the table is static, immutable memory owned by the plugin for the life of the process (the
-/// ABI's promise), and the library is never unloaded, so the pointer may be shared across threads.
-final class LoadedPlugin: @unchecked Sendable {
+/// A plugin library that passed the loader's checks: its declared identity. Which process its code runs in is the
+/// executor's business (``PluginExecutor``); this is what the catalog, the listings and the configuration know of it.
+struct LoadedPlugin: Sendable, Equatable {
     /// The declared name (`formatter: NAME` in `sources.yaml`).
     let name: String
     let version: String
@@ -15,16 +10,6 @@ final class LoadedPlugin: @unchecked Sendable {
     let abiVersion: UInt32
     /// The absolute path of the `.so`.
     let file: String
-    let table: UnsafePointer<hookproxy_plugin>
-
-    init(name: String, version: String, capabilities: UInt32, abiVersion: UInt32, file: String, table: UnsafePointer<hookproxy_plugin>) {
-        self.name = name
-        self.version = version
-        self.capabilities = capabilities
-        self.abiVersion = abiVersion
-        self.file = file
-        self.table = table
-    }
 
     var isFormatter: Bool { capabilities & HOOKPROXY_CAPABILITY_FORMATTER != 0 }
     var isMapper: Bool { capabilities & HOOKPROXY_CAPABILITY_MAPPER != 0 }
@@ -36,7 +21,7 @@ final class LoadedPlugin: @unchecked Sendable {
 }
 
 /// A plugin file the loader would not use, and why: one line for the operator.
-struct PluginRefusal: Sendable, CustomStringConvertible, Error {
+struct PluginRefusal: Sendable, CustomStringConvertible, Error, Equatable {
     let file: String
     let reason: String
 

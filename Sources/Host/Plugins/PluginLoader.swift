@@ -6,8 +6,9 @@ import Synchronization
 /// Finds and loads plugin libraries: every `*.so` in the configured plugins directory, and the `libhookproxy-*.so`
 /// files beside the `hookproxy` executable (so plugins built by `swift build` are found without copying).
 ///
-/// Each file is opened once per process with `dlopen(RTLD_NOW | RTLD_LOCAL)` and never closed; the entry symbol's table
-/// is checked (ABI version, size, name, capabilities, functions) before the plugin is accepted.
+/// Discovery never runs plugin code in this process: each file is opened by a probe worker (``PluginProbe``), so a
+/// library that crashes while it loads is refused instead of ending the host (at every start). Only plugins that run
+/// `in_process` are then opened here too (``openNative(file:)``), once per process and never closed.
 enum PluginLoader {
     /// The file name pattern for plugins found beside the executable.
     static let bundledPrefix = "libhookproxy-"
@@ -26,16 +27,26 @@ enum PluginLoader {
         return URL(fileURLWithPath: path).deletingLastPathComponent().path
     }
 
-    /// Discovers plugins in `directory` (all `.so` files) and beside the executable (`libhookproxy-*.so`).
-    static func discover(directory: String, includeExecutableDirectory: Bool = true, logger: Logger) -> Catalog {
+    /// The plugin files of `directory` (all `.so` files) and beside the executable (`libhookproxy-*.so`).
+    static func files(directory: String, includeExecutableDirectory: Bool = true) -> [String] {
         var files = soFiles(in: directory, prefix: "")
         if includeExecutableDirectory {
             let bundled = soFiles(in: executableDirectory, prefix: bundledPrefix)
             files += bundled.filter { !files.contains($0) }
         }
+        return files
+    }
+
+    /// Discovers plugins in `directory` and beside the executable, each checked in a probe worker whose memory is
+    /// capped at `memoryLimit` bytes.
+    static func discover(
+        directory: String, includeExecutableDirectory: Bool = true, memoryLimit: Int = PluginsConfig.defaultMemoryLimit, logger: Logger
+    ) async -> Catalog {
+        let files = files(directory: directory, includeExecutableDirectory: includeExecutableDirectory)
+        let results = await PluginProbe.identify(files, memoryLimit: memoryLimit)
         var catalog = Catalog()
         for file in files {
-            switch load(file: file) {
+            switch results[file] ?? .failure(PluginRefusal(file: file, reason: "was not checked")) {
             case .success(let plugin):
                 if let existing = catalog.plugins[plugin.name] {
                     if existing.file == plugin.file { continue }
@@ -62,11 +73,12 @@ enum PluginLoader {
         }
     }
 
-    private static let loaded = Mutex<[String: Result<LoadedPlugin, PluginRefusal>]>([:])
+    private static let opened = Mutex<[String: Result<NativePlugin, PluginRefusal>]>([:])
 
-    /// Loads one library (once per process; later calls return the first result).
-    static func load(file: String) -> Result<LoadedPlugin, PluginRefusal> {
-        loaded.withLock { cache in
+    /// Opens one library in this process (once per process; later calls return the first result) and checks its
+    /// table. Runs the library's code: the host calls it only for plugins that a probe loaded and that run in process.
+    static func openNative(file: String) -> Result<NativePlugin, PluginRefusal> {
+        opened.withLock { cache in
             if let result = cache[file] { return result }
             let result = open(file: file)
             cache[file] = result
@@ -74,8 +86,8 @@ enum PluginLoader {
         }
     }
 
-    private static func open(file: String) -> Result<LoadedPlugin, PluginRefusal> {
-        func refuse(_ reason: String) -> Result<LoadedPlugin, PluginRefusal> { .failure(PluginRefusal(file: file, reason: reason)) }
+    private static func open(file: String) -> Result<NativePlugin, PluginRefusal> {
+        func refuse(_ reason: String) -> Result<NativePlugin, PluginRefusal> { .failure(PluginRefusal(file: file, reason: reason)) }
         guard let handle = dlopen(file, RTLD_NOW | RTLD_LOCAL) else {
             let message = dlerror().map { String(cString: $0) } ?? "unknown error"
             return refuse("cannot be loaded: \(message)")
@@ -105,7 +117,7 @@ enum PluginLoader {
         else {
             return refuse("its table has no valid name (lowercase letters, digits, '-' and '_', at most 64)")
         }
-        let version = table.pointee.version.flatMap { String(validatingCString: $0) } ?? "unknown"
+        let version = table.pointee.version.flatMap { String(validatingCString: $0) }.map { String($0.prefix(64)) } ?? "unknown"
         let capabilities = table.pointee.capabilities
         let known = HOOKPROXY_CAPABILITY_FORMATTER | HOOKPROXY_CAPABILITY_MAPPER
         guard capabilities & known != 0, capabilities & ~known == 0 else {
@@ -122,7 +134,7 @@ enum PluginLoader {
         guard missing.isEmpty else {
             return refuse("plugin '\(name)' has no \(missing.joined(separator: ", ")) in its table")
         }
-        return .success(
-            LoadedPlugin(name: name, version: version, capabilities: capabilities, abiVersion: abiVersion, file: file, table: table))
+        let identity = LoadedPlugin(name: name, version: version, capabilities: capabilities, abiVersion: abiVersion, file: file)
+        return .success(NativePlugin(identity: identity, table: table))
     }
 }

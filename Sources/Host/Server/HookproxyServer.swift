@@ -33,16 +33,56 @@ final class HookproxyServer: Sendable {
     /// Hot reload (SIGHUP, `POST /admin/reload`).
     let reloader: Reloader
     /// What `GET /metrics` shows.
-    let metrics = HookproxyMetrics()
+    let metrics: HookproxyMetrics
+    /// What is in flight, for the next start to read after a crash.
+    let journal: CallJournal
 
-    /// Opens the store named by the runtime's configuration.
-    init(runtime: Runtime, logger: Logger, configuration: Configuration = Configuration()) async throws {
-        self.runtime = RuntimeHolder(runtime)
-        self.reloader = Reloader(holder: self.runtime, logger: logger, metrics: metrics)
+    /// A configuration's problems (exit 2), or a runtime failure such as an unreachable store (exit 1).
+    enum StartError: Error, CustomStringConvertible {
+        case config(ConfigError)
+        case runtime(String)
+
+        var description: String {
+            switch self {
+            case .config(let error): error.description
+            case .runtime(let message): message
+            }
+        }
+    }
+
+    /// Opens the in-flight journal and the store, discovers plugins and creates their instances.
+    init(config: HookproxyConfig, logger: Logger, configuration: Configuration = Configuration()) async throws(StartError) {
         self.logger = logger
         self.configuration = configuration
-        store = try await openEventStore(runtime.config.storage, logger: logger)
-        let store = self.store
+        let metrics = HookproxyMetrics()
+        self.metrics = metrics
+        let alternates: Int
+        if case .postgres = config.storage.backend { alternates = 16 } else { alternates = 0 }
+        let journal: CallJournal
+        do {
+            journal = try CallJournal.open(path: config.storage.journalPath, alternates: alternates)
+        } catch {
+            throw .runtime(error.description)
+        }
+        self.journal = journal
+        let runtime: Runtime
+        do {
+            runtime = try await Runtime.make(config: config, logger: logger, journal: journal, metrics: metrics)
+        } catch {
+            journal.close()
+            throw .config(error)
+        }
+        self.runtime = RuntimeHolder(runtime)
+        self.reloader = Reloader(holder: self.runtime, logger: logger, metrics: metrics, journal: journal)
+        let store: any EventStore
+        do {
+            store = try await openEventStore(runtime.config.storage, logger: logger)
+        } catch {
+            runtime.plugins.shutdown()
+            journal.close()
+            throw .runtime("\(error)")
+        }
+        self.store = store
         ingestWriter = GroupCommitter { events in try await store.insert(events) }
     }
 
@@ -65,7 +105,7 @@ final class HookproxyServer: Sendable {
         clientConfiguration.connectionPool.retryConnectionEstablishment = false
         let httpClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: clientConfiguration)
 
-        let ingestor = Ingestor(runtime: runtime, writer: writer, wake: wake, logger: logger)
+        let ingestor = Ingestor(runtime: runtime, writer: writer, wake: wake, logger: logger, journal: journal)
         let alerter = Alerter(runtime: runtime, writer: writer, wake: wake, logger: logger)
         reloader.observe { report in
             for refusal in report.refusedPlugins {
@@ -97,7 +137,7 @@ final class HookproxyServer: Sendable {
             logger: logger)
         let engine = DeliveryEngine(
             store: store, runtime: runtime, httpClient: httpClient, wake: wake, logger: logger, metrics: metrics,
-            alerter: alerter, configuration: configuration.engine)
+            alerter: alerter, journal: journal, configuration: configuration.engine)
         let adminApp = Application(
             router: AdminRoutes.router(
                 store: store, runtime: runtime, engine: engine, counters: counters, limits: limits, reloader: reloader,
@@ -132,12 +172,17 @@ final class HookproxyServer: Sendable {
             try await serviceGroup.run()
         } catch {
             ports.failed()
+            runtime.runtime.plugins.shutdown()
             try? await httpClient.shutdown()
             try? await store.close()
+            journal.close()
             throw error
         }
+        // Worker processes end with the configuration that started them; the last one's are stopped here.
+        runtime.runtime.plugins.shutdown()
         try await httpClient.shutdown()
         try await store.close()
+        journal.close()
         logger.info("hookproxy stopped")
     }
 

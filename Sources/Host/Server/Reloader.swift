@@ -22,28 +22,31 @@ final class Reloader: Sendable {
 
     private let holder: RuntimeHolder
     private let logger: Logger
+    /// Where the new configuration's in-process plugin calls are noted.
+    private let journal: CallJournal?
     /// One reload at a time.
-    private let serial = Mutex(())
+    private let serial = AsyncLock()
     /// Told about each reload that succeeded (alerts use it for refused plugins).
     private let observers = Mutex<[@Sendable (Report) -> Void]>([])
 
     private let metrics: HookproxyMetrics
 
-    init(holder: RuntimeHolder, logger: Logger, metrics: HookproxyMetrics) {
+    init(holder: RuntimeHolder, logger: Logger, metrics: HookproxyMetrics, journal: CallJournal? = nil) {
         self.holder = holder
         self.logger = logger
         self.metrics = metrics
+        self.journal = journal
     }
 
     func observe(_ observer: @escaping @Sendable (Report) -> Void) { observers.withLock { $0.append(observer) } }
 
     /// Reloads from the file the running configuration came from; throws every problem when the new file is invalid.
-    func reload() throws(ConfigError) -> Report {
+    func reload() async throws(ConfigError) -> Report {
         let report: Report
         do {
-            report = try serial.withLock { _ throws(ConfigError) -> Report in
+            report = try await serial.withLock { () async throws(ConfigError) -> Report in
                 let old = holder.runtime
-                let new = try Runtime.load(file: old.config.file, logger: logger)
+                let new = try await Runtime.load(file: old.config.file, logger: logger, journal: journal, metrics: metrics)
                 holder.replace(with: new)
                 return Report(
                     sources: new.config.sources.count, destinations: new.config.destinations.count,
@@ -91,7 +94,7 @@ struct ReloadOnSignal: Service {
         let signals = await UnixSignalsSequence(trapping: .sighup)
         for await _ in signals.cancelOnGracefulShutdown() {
             // Problems are logged by the reloader; the old configuration keeps running.
-            _ = try? reloader.reload()
+            _ = try? await reloader.reload()
         }
     }
 }

@@ -1,24 +1,36 @@
 import Logging
 import Synchronization
 
-/// A configuration made live: the validated config plus the plugin instances it needs.
+/// A configuration made live: the validated config, the plugins as they run, and the instances it needs.
 struct Runtime: Sendable {
     let config: HookproxyConfig
-    let catalog: PluginLoader.Catalog
+    let plugins: PluginHost
     let instances: PluginInstances
 
+    var catalog: PluginLoader.Catalog { plugins.catalog }
+
     /// Loads `file`, discovers plugins and creates every instance. Throws every problem found.
-    static func load(file: String, loader: ConfigLoader = ConfigLoader(), logger: Logger) throws(ConfigError) -> Runtime {
+    static func load(
+        file: String, loader: ConfigLoader = ConfigLoader(), logger: Logger, journal: CallJournal? = nil, metrics: HookproxyMetrics? = nil
+    ) async throws(ConfigError) -> Runtime {
         let config = try loader.load(file: file)
-        return try make(config: config, logger: logger)
+        return try await make(config: config, logger: logger, journal: journal, metrics: metrics)
     }
 
-    /// Discovers plugins for `config` and creates every instance.
-    static func make(config: HookproxyConfig, logger: Logger) throws(ConfigError) -> Runtime {
-        let catalog = PluginLoader.discover(directory: config.plugins.directory, logger: logger)
-        switch PluginInstances.make(config: config, catalog: catalog) {
-        case .success(let instances): return Runtime(config: config, catalog: catalog, instances: instances)
-        case .failure(let error): throw error
+    /// Discovers plugins for `config` (each file checked in a probe worker) and creates every instance on its
+    /// plugin's executor. `journal` is where in-process plugin calls are noted (the server's); `metrics` counts plugin
+    /// crashes, timeouts and restarts.
+    static func make(
+        config: HookproxyConfig, logger: Logger, journal: CallJournal? = nil, metrics: HookproxyMetrics? = nil
+    ) async throws(ConfigError) -> Runtime {
+        let catalog = await PluginLoader.discover(
+            directory: config.plugins.directory, memoryLimit: config.plugins.defaults.memoryLimit, logger: logger)
+        let host = PluginHost(config: config.plugins, catalog: catalog, journal: journal, metrics: metrics, logger: logger)
+        switch await PluginInstances.make(config: config, host: host) {
+        case .success(let instances): return Runtime(config: config, plugins: host, instances: instances)
+        case .failure(let error):
+            host.shutdown()
+            throw error
         }
     }
 }

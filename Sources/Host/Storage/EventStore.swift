@@ -32,6 +32,11 @@ protocol EventStore: Sendable {
     /// (one process owns the file), on PostgreSQL those of instances no longer seen and those whose lease ran out.
     func releaseAbandonedClaims() async throws -> Int
 
+    /// Counts an abnormal exit of the process against each of these deliveries (unless it is finished), and
+    /// quarantines those that reached their threshold: dead, with the reason, and an attempt row saying so. Returns the
+    /// deliveries quarantined. Recording an attempt's outcome resets the count: crashes count only in a row.
+    func recordCrashes(_ crashes: [CrashRecord]) async throws -> [QuarantinedDelivery]
+
     /// How often the engine should look for expired leases (``releaseExpiredLeases(now:)``).
     var maintenanceInterval: Duration { get }
 
@@ -139,6 +144,26 @@ struct ClaimedDelivery: Sendable {
     var event: StoredEvent
     /// For a formatter that sends several requests per event: how many were delivered by earlier attempts.
     var partsSent = 0
+    /// Earlier attempts whose format call crashed its plugin or missed its deadline.
+    var pluginFailures = 0
+}
+
+/// A delivery that was in flight when the process ended abnormally (from the in-flight journal).
+struct CrashRecord: Sendable, Equatable {
+    var deliveryID: String
+    /// Quarantine it once this many abnormal exits in a row were counted against it (1: at once).
+    var quarantineAt: Int
+    /// The reason a quarantined delivery is dead with.
+    var reason: String
+}
+
+/// A delivery quarantined by ``EventStore/recordCrashes(_:)``.
+struct QuarantinedDelivery: Sendable, Equatable {
+    var deliveryID: String
+    var eventID: String
+    var source: String
+    var destination: String
+    var reason: String
 }
 
 /// The result of one attempt, to record.
@@ -155,6 +180,8 @@ struct DeliveryOutcome: Sendable {
     var countsAsAttempt = true
     /// Of a multi-request delivery, how many requests are delivered now (`nil`: unchanged).
     var partsSent: Int? = nil
+    /// How many attempts' format calls have crashed or timed out now (`nil`: unchanged).
+    var pluginFailures: Int? = nil
 }
 
 /// One logged attempt.

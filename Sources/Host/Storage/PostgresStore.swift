@@ -143,6 +143,13 @@ final class PostgresStore: EventStore {
             2, "destinations suspended by an operator",
             ["CREATE TABLE suspended_destinations (destination TEXT PRIMARY KEY, suspended_at BIGINT NOT NULL, suspended_by TEXT NOT NULL)"]
         ),
+        (
+            3, "abnormal exits and plugin failures counted per delivery",
+            [
+                "ALTER TABLE deliveries ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0",
+                "ALTER TABLE deliveries ADD COLUMN plugin_failures INTEGER NOT NULL DEFAULT 0",
+            ]
+        ),
     ]
 
     /// An arbitrary constant: the advisory lock that serialises migrations between instances starting together.
@@ -380,7 +387,7 @@ final class PostgresStore: EventStore {
                     )
                     UPDATE deliveries d SET status = 'in_flight', lease_until = \(leaseUntil), claimed_by = \(instanceID), updated_at = \(now)
                     FROM head WHERE d.id = head.id AND head.status <> 'in_flight' AND head.next_attempt_at <= \(now)
-                    RETURNING d.id, d.event_id, d.destination, d.attempts, d.parts_sent, d.next_attempt_at, d.seq
+                    RETURNING d.id, d.event_id, d.destination, d.attempts, d.parts_sent, d.next_attempt_at, d.seq, d.plugin_failures
                     """, logger: logger)
             } else {
                 claimed = try await connection.query(
@@ -392,14 +399,16 @@ final class PostgresStore: EventStore {
                     )
                     UPDATE deliveries d SET status = 'in_flight', lease_until = \(leaseUntil), claimed_by = \(instanceID), updated_at = \(now)
                     FROM due WHERE d.id = due.id
-                    RETURNING d.id, d.event_id, d.destination, d.attempts, d.parts_sent, d.next_attempt_at, d.seq
+                    RETURNING d.id, d.event_id, d.destination, d.attempts, d.parts_sent, d.next_attempt_at, d.seq, d.plugin_failures
                     """, logger: logger)
             }
-            var rows: [(id: String, eventID: String, destination: String, attempts: Int, partsSent: Int, due: Int64, seq: Int64)] = []
+            var rows:
+                [(id: String, eventID: String, destination: String, attempts: Int, partsSent: Int, due: Int64, seq: Int64, failures: Int)] =
+                    []
             for try await row in claimed {
-                let (id, eventID, destination, attempts, partsSent, due, seq) = try row.decode(
-                    (String, String, String, Int, Int, Int64, Int64).self)
-                rows.append((id, eventID, destination, attempts, partsSent, due, seq))
+                let (id, eventID, destination, attempts, partsSent, due, seq, failures) = try row.decode(
+                    (String, String, String, Int, Int, Int64, Int64, Int).self)
+                rows.append((id, eventID, destination, attempts, partsSent, due, seq, failures))
             }
             // RETURNING does not keep the order the deliveries were chosen in: due time, then ingest order.
             rows.sort { ($0.due, $0.seq) < ($1.due, $1.seq) }
@@ -415,7 +424,8 @@ final class PostgresStore: EventStore {
             return rows.compactMap { row -> ClaimedDelivery? in
                 guard let event = events[row.eventID] else { return nil }
                 return ClaimedDelivery(
-                    id: row.id, destination: row.destination, attempts: row.attempts, event: event, partsSent: row.partsSent)
+                    id: row.id, destination: row.destination, attempts: row.attempts, event: event, partsSent: row.partsSent,
+                    pluginFailures: row.failures)
             }
         }
     }
@@ -454,6 +464,8 @@ final class PostgresStore: EventStore {
             var lastErrors: [String] = []
             var hasLastErrors: [Bool] = []
             var parts: [Int] = []
+            var failures: [Int] = []
+            var attempted: [Bool] = []
             for outcome in outcomes {
                 if let attempt = outcome.attempt {
                     attemptDeliveries.append(outcome.deliveryID)
@@ -473,6 +485,8 @@ final class PostgresStore: EventStore {
                 lastErrors.append(outcome.error ?? "")
                 hasLastErrors.append(outcome.error != nil)
                 parts.append(outcome.partsSent ?? -1)
+                failures.append(outcome.pluginFailures ?? -1)
+                attempted.append(outcome.attempt != nil)
             }
             if !attemptDeliveries.isEmpty {
                 try await connection.query(
@@ -494,10 +508,12 @@ final class PostgresStore: EventStore {
                 UPDATE deliveries d SET status = u.status, attempts = d.attempts + u.counted,
                     next_attempt_at = NULLIF(u.next_attempt_at, -1), lease_until = NULL, claimed_by = NULL,
                     last_error = CASE WHEN u.has_last_error THEN u.last_error ELSE d.last_error END,
-                    parts_sent = CASE WHEN u.parts_sent = -1 THEN d.parts_sent ELSE u.parts_sent END, updated_at = \(now)
+                    parts_sent = CASE WHEN u.parts_sent = -1 THEN d.parts_sent ELSE u.parts_sent END,
+                    plugin_failures = CASE WHEN u.plugin_failures = -1 THEN d.plugin_failures ELSE u.plugin_failures END,
+                    crashes = CASE WHEN u.attempted THEN 0 ELSE d.crashes END, updated_at = \(now)
                 FROM unnest(\(ids)::text[], \(newStatuses)::text[], \(counted)::int8[], \(nextAttempts)::int8[],
-                            \(lastErrors)::text[], \(hasLastErrors)::bool[], \(parts)::int8[])
-                     AS u(id, status, counted, next_attempt_at, last_error, has_last_error, parts_sent)
+                            \(lastErrors)::text[], \(hasLastErrors)::bool[], \(parts)::int8[], \(failures)::int8[], \(attempted)::bool[])
+                     AS u(id, status, counted, next_attempt_at, last_error, has_last_error, parts_sent, plugin_failures, attempted)
                 WHERE d.id = u.id
                 RETURNING u.status
                 )
@@ -536,6 +552,49 @@ final class PostgresStore: EventStore {
             var released = 0
             for try await _ in rows { released += 1 }
             if released > 0 { try await Self.notify(connection, .newWork, logger: logger) }
+        }
+    }
+
+    func recordCrashes(_ crashes: [CrashRecord]) async throws -> [QuarantinedDelivery] {
+        guard !crashes.isEmpty else { return [] }
+        let now = Clock.milliseconds()
+        return try await transaction { [logger] connection in
+            var quarantined: [QuarantinedDelivery] = []
+            for crash in crashes {
+                var counted: (crashes: Int, attempts: Int, eventID: String, destination: String)?
+                for try await row in try await connection.query(
+                    """
+                    UPDATE deliveries SET crashes = crashes + 1
+                    WHERE id = \(crash.deliveryID) AND status NOT IN ('delivered', 'dead', 'skipped')
+                    RETURNING crashes, attempts, event_id, destination
+                    """, logger: logger)
+                {
+                    counted = try row.decode((Int, Int, String, String).self)
+                }
+                guard let counted, counted.crashes >= crash.quarantineAt else { continue }
+                try await connection.query(
+                    """
+                    UPDATE deliveries SET status = 'dead', lease_until = NULL, claimed_by = NULL, next_attempt_at = NULL,
+                        last_error = \(crash.reason), updated_at = \(now)
+                    WHERE id = \(crash.deliveryID)
+                    """, logger: logger)
+                try await connection.query(
+                    """
+                    INSERT INTO attempts (delivery_id, number, started_at, duration_ms, http_status, response_body, error)
+                    VALUES (\(crash.deliveryID), \(counted.attempts + 1), \(now), 0, NULL, ''::bytea, \(crash.reason))
+                    """, logger: logger)
+                var source = ""
+                for try await name in try await connection.query("SELECT source FROM events WHERE id = \(counted.eventID)", logger: logger)
+                    .decode(String.self)
+                {
+                    source = name
+                }
+                quarantined.append(
+                    QuarantinedDelivery(
+                        deliveryID: crash.deliveryID, eventID: counted.eventID, source: source, destination: counted.destination,
+                        reason: crash.reason))
+            }
+            return quarantined
         }
     }
 

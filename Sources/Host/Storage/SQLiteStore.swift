@@ -107,6 +107,10 @@ final class SQLiteStore: EventStore {
             try db.execute(
                 sql: "CREATE TABLE suspended_destinations (destination TEXT PRIMARY KEY NOT NULL, suspended_at INTEGER NOT NULL)")
         }
+        migrator.registerMigration("v6: abnormal exits and plugin failures counted per delivery") { db in
+            try db.execute(sql: "ALTER TABLE deliveries ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0")
+            try db.execute(sql: "ALTER TABLE deliveries ADD COLUMN plugin_failures INTEGER NOT NULL DEFAULT 0")
+        }
         return migrator
     }
 
@@ -199,7 +203,7 @@ final class SQLiteStore: EventStore {
                     sql: """
                         UPDATE deliveries SET status = 'in_flight', lease_until = ?, updated_at = ?
                         WHERE id IN (\(databaseQuestionMarks(count: ids.count)))
-                        RETURNING id, event_id, destination, attempts, parts_sent
+                        RETURNING id, event_id, destination, attempts, parts_sent, plugin_failures
                         """),
                 arguments: [leaseUntil, now] + StatementArguments(ids))
             let eventIDs = Array(Set(claimed.map { $0["event_id"] as String }))
@@ -216,7 +220,8 @@ final class SQLiteStore: EventStore {
             return ids.compactMap { id in
                 guard let row = byID[id], let event = events[row["event_id"]] else { return nil }
                 return ClaimedDelivery(
-                    id: id, destination: row["destination"], attempts: row["attempts"], event: event, partsSent: row["parts_sent"])
+                    id: id, destination: row["destination"], attempts: row["attempts"], event: event, partsSent: row["parts_sent"],
+                    pluginFailures: row["plugin_failures"])
             }
         }
     }
@@ -249,7 +254,8 @@ final class SQLiteStore: EventStore {
             let updateDelivery = try db.cachedStatement(
                 sql: """
                     UPDATE deliveries SET status = ?, attempts = attempts + ?, next_attempt_at = ?, lease_until = NULL,
-                        last_error = COALESCE(?, last_error), parts_sent = COALESCE(?, parts_sent), updated_at = ?
+                        last_error = COALESCE(?, last_error), parts_sent = COALESCE(?, parts_sent),
+                        plugin_failures = COALESCE(?, plugin_failures), crashes = CASE WHEN ? THEN 0 ELSE crashes END, updated_at = ?
                     WHERE id = ?
                     """)
             for outcome in outcomes {
@@ -261,7 +267,7 @@ final class SQLiteStore: EventStore {
                 }
                 try updateDelivery.execute(arguments: [
                     outcome.status.rawValue, outcome.attempt != nil && outcome.countsAsAttempt ? 1 : 0, outcome.nextAttemptAt,
-                    outcome.error, outcome.partsSent, now, outcome.deliveryID,
+                    outcome.error, outcome.partsSent, outcome.pluginFailures, outcome.attempt != nil, now, outcome.deliveryID,
                 ])
             }
         }
@@ -288,6 +294,42 @@ final class SQLiteStore: EventStore {
                     WHERE status = 'in_flight' AND id IN (\(databaseQuestionMarks(count: deliveryIDs.count)))
                     """,
                 arguments: StatementArguments(deliveryIDs))
+        }
+    }
+
+    func recordCrashes(_ crashes: [CrashRecord]) async throws -> [QuarantinedDelivery] {
+        guard !crashes.isEmpty else { return [] }
+        let now = Clock.milliseconds()
+        return try await write { db in
+            var quarantined: [QuarantinedDelivery] = []
+            for crash in crashes {
+                guard
+                    let row = try Row.fetchOne(
+                        db,
+                        sql: """
+                            UPDATE deliveries SET crashes = crashes + 1
+                            WHERE id = ? AND status NOT IN ('delivered', 'dead', 'skipped')
+                            RETURNING crashes, attempts, event_id, destination
+                            """, arguments: [crash.deliveryID]),
+                    (row["crashes"] as Int) >= crash.quarantineAt
+                else { continue }
+                try db.execute(
+                    sql: """
+                        UPDATE deliveries SET status = 'dead', lease_until = NULL, next_attempt_at = NULL, last_error = ?, updated_at = ?
+                        WHERE id = ?
+                        """, arguments: [crash.reason, now, crash.deliveryID])
+                try db.execute(
+                    sql: """
+                        INSERT INTO attempts (delivery_id, number, started_at, duration_ms, http_status, response_body, error)
+                        VALUES (?, ?, ?, 0, NULL, ?, ?)
+                        """, arguments: [crash.deliveryID, (row["attempts"] as Int) + 1, now, Data(), crash.reason])
+                let source = try String.fetchOne(db, sql: "SELECT source FROM events WHERE id = ?", arguments: [row["event_id"] as String])
+                quarantined.append(
+                    QuarantinedDelivery(
+                        deliveryID: crash.deliveryID, eventID: row["event_id"], source: source ?? "", destination: row["destination"],
+                        reason: crash.reason))
+            }
+            return quarantined
         }
     }
 

@@ -19,6 +19,7 @@ struct APIError: Error, HTTPResponseError, CustomStringConvertible {
         case replayDisabled = "replay_disabled"
         case unauthorized
         case mapperFailed = "mapper_failed"
+        case mapperCrashed = "mapper_crashed"
         case rateLimited = "rate_limited"
         case overloaded
         case requestTimeout = "request_timeout"
@@ -118,6 +119,13 @@ struct APIError: Error, HTTPResponseError, CustomStringConvertible {
         var error = APIError(
             .mapperFailed, .serviceUnavailable, "the source's mapper failed for now, nothing was stored; retry: \(message)")
         error.headers[.retryAfter] = "5"
+        return error
+    }
+    /// The mapper crashed, or missed its deadline, on this request (or crashed the process on this very body before):
+    /// nothing was stored; the detail names the plugin.
+    static func mapperCrashed(_ reason: String) -> APIError {
+        var error = APIError(.mapperCrashed, .serviceUnavailable, "\(reason); nothing was stored")
+        error.headers[.retryAfter] = "30"
         return error
     }
     static func internalError() -> APIError { APIError(.internalError, .internalServerError, "an unexpected error occurred") }

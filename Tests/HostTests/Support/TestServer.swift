@@ -32,11 +32,10 @@ final class TestServer: Sendable {
         let file = directory + "/sources.yaml"
         try yaml.write(toFile: file, atomically: true, encoding: .utf8)
         let config = try ConfigLoader(environment: environment).load(file: file)
-        let runtime = try Runtime.make(config: config, logger: testLogger)
         var configuration = HookproxyServer.Configuration()
         configuration.shutdownSignals = []
         configuration.engine.idlePoll = .milliseconds(200)
-        let server = try await HookproxyServer(runtime: runtime, logger: testLogger, configuration: configuration)
+        let server = try await HookproxyServer(config: config, logger: testLogger, configuration: configuration)
         let task = Task { try await server.run() }
         let ports = try await server.listeningPorts()
         return TestServer(directory: directory, server: server, ports: ports, task: task)

@@ -26,6 +26,30 @@ enum TestPaths {
     }
 }
 
+/// The plugins discovered beside the executable (the shipped ones), probed once for the whole suite.
+func shippedPlugins() async -> PluginLoader.Catalog {
+    await discoverPlugins(TestPaths.temporaryDirectory("no-plugins"))
+}
+
+/// The plugins in `directory` and beside the executable.
+func discoverPlugins(_ directory: String) async -> PluginLoader.Catalog {
+    await PluginLoader.discover(directory: directory, logger: testLogger)
+}
+
+/// An instance of `plugin` on an executor of its own: in worker processes unless `isolation` says otherwise, as the
+/// server runs it.
+func pluginInstance(
+    _ plugin: LoadedPlugin, options: JSONValue = [:], isolation: PluginIsolation = .process
+) async throws(PluginInstanceError) -> PluginInstance {
+    var settings = PluginSettings()
+    settings.isolation = isolation
+    // The formatter tests feed debug builds of the plugins very long inputs on a loaded machine: they test output, not
+    // deadlines.
+    settings.callTimeout = .seconds(60)
+    let executor = try await PluginHost.makeExecutor(plugin: plugin, settings: settings, logger: testLogger)
+    return try await PluginInstance.make(options: options, executor: executor)
+}
+
 /// A logger for tests: warnings and worse to standard error.
 let testLogger: Logger = {
     var logger = Logger(label: "hookproxy-test") { StreamLogHandler.standardError(label: $0) }

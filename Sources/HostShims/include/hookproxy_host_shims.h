@@ -1,0 +1,83 @@
+/*
+ * Process-level helpers of the hookproxy host that must be written in C: starting plugin worker processes, preparing a
+ * worker before it loads a plugin, and recording which plugin call a crashing thread was in. Everything a signal
+ * handler runs here is async-signal-safe (no allocation, no locks, only write/open/read/close/raise).
+ *
+ * Not part of the plugin ABI: plugins never see this header.
+ */
+#ifndef HOOKPROXY_HOST_SHIMS_H
+#define HOOKPROXY_HOST_SHIMS_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------------------------------------------------------- */
+/* Worker processes                                                                                                  */
+/* ---------------------------------------------------------------------------------------------------------------- */
+
+/* The descriptor numbers a worker finds its channel and its crash-report pipe on. */
+#define HP_WORKER_CHANNEL_FD 3
+#define HP_WORKER_CRASH_FD 4
+
+/* Starts `path` with `argv` (NULL-terminated; argv[0] included) and `envp`, with `channel_fd` as descriptor 3 and
+ * `crash_fd` as descriptor 4 in the child, standard input from /dev/null, standard output and error inherited, an empty
+ * signal mask and every signal at its default action (the host's blocked signals and handlers are not inherited).
+ * Uses posix_spawn (vfork-like, safe in a threaded process). On success stores the child's pid and returns 0; else
+ * returns an errno value. The calling thread becomes the child's "parent thread" for PR_SET_PDEATHSIG: call it from a
+ * thread that lives as long as the worker should. */
+int hp_spawn(const char *path, char *const argv[], char *const envp[], int channel_fd, int crash_fd, pid_t *pid_out);
+
+/* Called first thing in a worker process: asks the kernel to SIGKILL it when the thread that spawned it (in the host)
+ * ends, exits at once when the host is already gone (its parent is no longer `expected_parent`), caps its data
+ * segment (private writable memory: heap, mmap'd anonymous memory, thread stacks) at `memory_limit` bytes (0: no cap)
+ * so that an allocation past it fails instead of eating the machine, disables core files, and installs handlers for
+ * SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT and SIGTRAP that run on an alternate stack (so a stack overflow is caught
+ * too), write one ``hp_crash_report`` to HP_WORKER_CRASH_FD, and end the process with the signal.
+ * Returns 0, or -1 when the host is gone. */
+int hp_worker_prepare(pid_t expected_parent, uint64_t memory_limit);
+
+/* What a worker's crash handler writes to its crash-report pipe (native byte order, read by the host that spawned it,
+ * on the same machine). */
+typedef struct hp_crash_report {
+    uint32_t magic;        /* HP_CRASH_REPORT_MAGIC */
+    int32_t signal_number; /* the signal that ended the worker */
+    uint64_t data_bytes;   /* the worker's data segment size when it crashed (from /proc/self/statm), 0 if unknown */
+    uint32_t stack_overflow; /* 1 when the faulting address was at the end of the main thread's stack */
+    uint32_t reserved;
+} hp_crash_report;
+
+#define HP_CRASH_REPORT_MAGIC 0x48504352u /* "HPCR" */
+
+/* ---------------------------------------------------------------------------------------------------------------- */
+/* The host's crash record (plugins called in process)                                                               */
+/* ---------------------------------------------------------------------------------------------------------------- */
+
+/* Installs, once per process, handlers for SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT and SIGTRAP and an atexit hook that
+ * record, when the calling thread is inside a plugin call (see hp_crash_enter), that thread's journal slot in
+ * `*crashed_slot` and the signal in `*crash_signal` (0 for a call to exit() from inside the plugin), then hand the
+ * signal on to the handler installed before (Swift's backtracer, or the default action). Both pointers must stay valid
+ * for the life of the process (they point into the memory-mapped journal). */
+void hp_crash_record_install(volatile int32_t *crashed_slot, volatile int32_t *crash_signal);
+
+/* The calling thread is about to call into a plugin for journal slot `slot` (>= 0). */
+void hp_crash_enter(int32_t slot);
+
+/* The calling thread is back from the plugin. */
+void hp_crash_leave(void);
+
+/* The process is ending normally from here on: exit() is no longer recorded as a plugin's. */
+void hp_crash_record_disarm(void);
+
+/* Gives the calling thread an alternate signal stack (once per thread), so that the crash handlers also run when the
+ * thread overflowed its own stack. */
+void hp_thread_alternate_stack(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* HOOKPROXY_HOST_SHIMS_H */
