@@ -207,6 +207,12 @@ void hp_crash_leave(void) { current_slot = -1; }
 void hp_crash_record_disarm(void) { record_armed = 0; }
 
 void hp_thread_alternate_stack(void) {
+    /* A thread made by a thread that blocks signals (a dispatch worker) blocks them too: a blocked fault signal would
+     * end the process without running the handlers. */
+    sigset_t faults;
+    sigemptyset(&faults);
+    for (int i = 0; i < CRASH_SIGNAL_COUNT; i++) sigaddset(&faults, crash_signals[i]);
+    pthread_sigmask(SIG_UNBLOCK, &faults, NULL);
     if (has_alternate_stack) return;
     size_t size = 256 * 1024;
     void *memory = malloc(size);

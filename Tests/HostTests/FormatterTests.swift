@@ -36,7 +36,7 @@ struct FormatterTests {
             throw TimedOut(what: "a request, got skip: \(reason)")
         case .failed(let message, _):
             throw TimedOut(what: "a request, got failure: \(message)")
-        case .aborted(let reason):
+        case .aborted(let reason), .unavailable(let reason):
             throw TimedOut(what: "a request, got a crash: \(reason)")
         case .cancelled:
             throw TimedOut(what: "a request, got a cancellation")

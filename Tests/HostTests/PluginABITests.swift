@@ -5,11 +5,13 @@ import Testing
 @testable import Host
 
 /// Compiles the C fixture with `cc` against the ABI header alone.
-func compileCPlugin(into directory: String, file: String = "libminimal.so", defines: [String] = []) async throws -> String {
+func compileCPlugin(
+    into directory: String, file: String = "libminimal.so", source: String = "minimal_formatter.c", defines: [String] = []
+) async throws -> String {
     let output = directory + "/" + file
     let flags = defines.map { "'-D\($0)'" }.joined(separator: " ")
     let result = try await shell(
-        "cc -shared -fPIC -Wall -Werror -std=c11 -D_GNU_SOURCE -I '\(TestPaths.abiInclude)' \(flags) -o '\(output)' '\(TestPaths.fixtures)/minimal_formatter.c'"
+        "cc -shared -fPIC -Wall -Werror -std=c11 -D_GNU_SOURCE -I '\(TestPaths.abiInclude)' \(flags) -o '\(output)' '\(TestPaths.fixtures)/\(source)'"
     )
     guard result.status == 0 else { throw TimedOut(what: "cc to succeed: \(result.output)") }
     return output

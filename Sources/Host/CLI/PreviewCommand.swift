@@ -109,7 +109,7 @@ struct PreviewCommand: AsyncParsableCommand {
             case .failed(let message, let permanent):
                 previews.append(
                     .object(JSONObject(head + [("action", "fail"), ("reason", .string(message)), ("permanent", .bool(permanent))])))
-            case .aborted(let reason):
+            case .aborted(let reason), .unavailable(let reason):
                 previews.append(
                     .object(JSONObject(head + [("action", "fail"), ("reason", .string(reason)), ("permanent", .bool(false))])))
             case .cancelled:

@@ -108,6 +108,17 @@ struct DeliverySender: Sendable {
                 : retry(reason, record(error: reason), policy: destination.retry, feedback: .neutral)
             result.outcome.pluginFailures = strikes
             return result
+        case .unavailable(let message):
+            // No worker could take the call in time (they are busy, or restarting after crashes): not the event's
+            // fault, so no attempt is spent; it is tried again after the schedule's first delay.
+            let reason = "formatter '\(formatter.plugin.name)' could not run: \(message)"
+            let wait = destination.retry.delay(afterAttempt: 1, random: 0) ?? .seconds(1)
+            logger.info("delivery waits for its formatter", metadata: ["error": "\(reason)", "retry_in": "\(wait.compactDescription)"])
+            return Result(
+                outcome: DeliveryOutcome(
+                    deliveryID: delivery.id, status: .retrying, nextAttemptAt: Clock.milliseconds().addingSaturated(wait.wholeMilliseconds),
+                    attempt: record(error: reason), error: reason, countsAsAttempt: false),
+                feedback: .neutral)
         case .cancelled:
             return Self.released(delivery)
         }
@@ -237,6 +248,8 @@ struct DeliverySender: Sendable {
         case failed(message: String, permanent: Bool)
         /// The format call crashed its worker or missed its deadline.
         case aborted(reason: String)
+        /// No worker could take the call in time.
+        case unavailable(reason: String)
         /// Shutdown stopped the wait.
         case cancelled
     }
@@ -266,6 +279,7 @@ struct DeliverySender: Sendable {
         case .skip(let reason): return .skip(reason: reason)
         case .failed(let message, let permanent): return .failed(message: message, permanent: permanent)
         case .aborted(let reason): return .aborted(reason: reason)
+        case .unavailable(let reason): return .unavailable(reason: reason)
         case .cancelled: return .cancelled
         }
         let timestamp = Clock.milliseconds() / 1000

@@ -23,6 +23,8 @@ final class PluginInstance: Sendable {
         case failed(message: String, permanent: Bool)
         /// The call crashed its worker or missed its deadline: a strike against the event.
         case aborted(reason: String)
+        /// The call could not be made (no worker free or startable in time): not the event's fault.
+        case unavailable(reason: String)
         /// The caller gave up (shutdown).
         case cancelled
     }
@@ -71,7 +73,7 @@ final class PluginInstance: Sendable {
                 return .failed(message: describe(output), permanent: true)
             }
         case .aborted(let reason): return .aborted(reason: reason)
-        case .unavailable(let reason): return .failed(message: reason, permanent: false)
+        case .unavailable(let reason): return .unavailable(reason: reason)
         case .cancelled: return .cancelled
         }
     }

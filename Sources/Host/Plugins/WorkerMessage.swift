@@ -28,8 +28,15 @@ enum WorkerMessage: Sendable {
     case log(level: UInt8, text: String)
 
     private enum Kind: UInt8 {
-        case createInstance = 1, destroyInstance, call
-        case loaded = 10, refused, probeDone, instanceCreated, result, log
+        case createInstance = 1
+        case destroyInstance = 2
+        case call = 3
+        case loaded = 10
+        case refused = 11
+        case probeDone = 12
+        case instanceCreated = 13
+        case result = 14
+        case log = 15
     }
 
     /// The most a worker's frame may hold: the largest output a plugin may return, plus room for its headers.

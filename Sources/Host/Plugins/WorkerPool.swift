@@ -291,11 +291,14 @@ final class WorkerPool: PluginExecutor, @unchecked Sendable {
             }
         }
 
-        /// Answers calls that waited longer than `call_timeout` for a worker.
+        /// How long a call may wait for a free worker: twice its deadline, and at least long enough to start a worker.
+        var queueTimeout: Duration { max(settings.callTimeout * 2, .seconds(5)) }
+
+        /// Answers calls that waited longer than ``queueTimeout`` for a worker.
         func expire(now: ContinuousClock.Instant) {
             var starved: [PendingCall] = []
             condition.lock()
-            for pending in queue[head...] where pending.isWaiting && now - pending.queuedAt > settings.callTimeout {
+            for pending in queue[head...] where pending.isWaiting && now - pending.queuedAt > queueTimeout {
                 starved.append(pending)
             }
             let restarting = !restartingUntil.isEmpty
@@ -304,7 +307,7 @@ final class WorkerPool: PluginExecutor, @unchecked Sendable {
             for pending in starved {
                 pending.answer(
                     .unavailable(
-                        reason: "plugin \(plugin.name) had no free worker within \(settings.callTimeout.compactDescription) (\(cause))"))
+                        reason: "plugin \(plugin.name) had no free worker within \(queueTimeout.compactDescription) (\(cause))"))
             }
         }
 

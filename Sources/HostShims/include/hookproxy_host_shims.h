@@ -73,7 +73,7 @@ void hp_crash_leave(void);
 void hp_crash_record_disarm(void);
 
 /* Gives the calling thread an alternate signal stack (once per thread), so that the crash handlers also run when the
- * thread overflowed its own stack. */
+ * thread overflowed its own stack, and unblocks the crash signals for it. */
 void hp_thread_alternate_stack(void);
 
 #ifdef __cplusplus

@@ -8,16 +8,28 @@ final class ChildServer: Sendable {
     let process: Process
     let log: String
 
-    /// Starts `hookproxy serve --config FILE` and waits until `healthURL` answers.
-    init(config: String, healthURL: String, log: String) async throws {
+    /// Starts `hookproxy serve --config FILE` and waits until `healthURL` answers. With `dataLimit` (bytes) the
+    /// process's data segment is capped (`ulimit -d`), for plugins that allocate without end in process.
+    init(
+        config: String, healthURL: String, log: String, dataLimit: Int? = nil, environment: [String: String] = [:]
+    ) async throws {
         let executable = PluginLoader.executableDirectory + "/hookproxy"
         guard FileManager.default.isExecutableFile(atPath: executable) else {
             throw TimedOut(what: "the hookproxy executable at \(executable) (run swift build first)")
         }
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = ["serve", "--config", config, "--log-level", "info"]
-        _ = FileManager.default.createFile(atPath: log, contents: nil)
+        let arguments = ["serve", "--config", config, "--log-level", "info"]
+        if let dataLimit {
+            // `exec` keeps the pid: signals go to hookproxy itself.
+            process.executableURL = URL(fileURLWithPath: "/bin/sh")
+            process.arguments = ["-c", "ulimit -d \(dataLimit / 1024) && exec \"$0\" \"$@\"", executable] + arguments
+        } else {
+            process.executableURL = URL(fileURLWithPath: executable)
+            process.arguments = arguments
+        }
+        if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
+        // Appended to: one log for every start of a test's server.
+        if !FileManager.default.fileExists(atPath: log) { _ = FileManager.default.createFile(atPath: log, contents: nil) }
         let output = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
         output.seekToEndOfFile()
         process.standardOutput = output
@@ -42,6 +54,22 @@ final class ChildServer: Sendable {
     func kill() async throws {
         Foundation.kill(process.processIdentifier, SIGKILL)
         try await waitUntil("hookproxy to die after SIGKILL") { !self.process.isRunning }
+    }
+
+    /// Waits for the process to end by itself (a plugin crashed it); returns how it ended.
+    func waitForExit(timeout: Duration = .seconds(30)) async throws -> (status: Int32, signaled: Bool) {
+        try await waitUntil("hookproxy to end by itself", timeout: timeout) { !self.process.isRunning }
+        return (process.terminationStatus, process.terminationReason == .uncaughtSignal)
+    }
+
+    /// The plugin worker processes this server started that are still alive.
+    var workers: [Int32] {
+        let parent = "--parent \(process.processIdentifier) "
+        let pids = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return pids.compactMap { Int32($0) }.filter { pid in
+            guard let command = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return false }
+            return String(decoding: command.map { $0 == 0 ? 0x20 : $0 }, as: UTF8.self).contains("plugin-worker " + parent)
+        }
     }
 
     /// SIGTERM, then waits for the exit; returns the exit status.
