@@ -68,21 +68,23 @@ final class Bench {
         case .startup: try await startup()
         case .ingest: try await ingest()
         case .ceiling: try await ceiling()
-        case .pipeline: try await pipeline()
-        case .drain: try await drain()
+        case .pipeline: try await pipeline(isolation: "process") + pipeline(isolation: "in_process")
+        case .drain: try await drains()
         case .backlog: try await backlog()
         }
     }
 
     /// Starts hookproxy on a new database (or the store `database`) and waits until it is ready.
-    private func start(_ name: String, paused: Bool = false, database given: String? = nil) async throws -> Server {
+    private func start(
+        _ name: String, paused: Bool = false, database given: String? = nil, isolation: String = "process"
+    ) async throws -> Server {
         started += 1
         let database: String
         if let given { database = given } else { database = try await databases.make(name) }
         let config = "\(work)/\(name)-\(started).yaml"
         let ingestPort = unusedPort()
         let adminPort = unusedPort()
-        try writeConfig(config, ingestPort: ingestPort, adminPort: adminPort, database: database, paused: paused)
+        try writeConfig(config, ingestPort: ingestPort, adminPort: adminPort, database: database, paused: paused, isolation: isolation)
         let process = try ServerProcess(
             binary: hookproxy, config: config, adminPort: adminPort, log: "\(work)/hookproxy.log",
             environment: ["HOOKPROXY_BENCH_NOOP_ROUTE": "1"])
@@ -91,11 +93,16 @@ final class Bench {
     }
 
     /// `sizes.instances` servers on one new database, started one after another.
-    private func startInstances(_ name: String) async throws -> [Server] {
-        var servers = [try await start(name)]
-        while servers.count < sizes.instances { servers.append(try await start(name, database: servers[0].database)) }
+    private func startInstances(_ name: String, isolation: String = "process") async throws -> [Server] {
+        var servers = [try await start(name, isolation: isolation)]
+        while servers.count < sizes.instances {
+            servers.append(try await start(name, database: servers[0].database, isolation: isolation))
+        }
         return servers
     }
+
+    /// "isolated" or "in process", for row titles.
+    private func describe(_ isolation: String) -> String { isolation == "process" ? "plugins isolated" : "plugins in process" }
 
     /// The highest peak RSS of `servers`.
     private func peakMemory(_ servers: [Server]) -> Int { servers.map { $0.process.memory().peak }.max() ?? 0 }
@@ -103,10 +110,12 @@ final class Bench {
     /// ", N instances" for the row titles when there are several.
     private var acrossInstances: String { sizes.instances > 1 ? ", \(sizes.instances) instances" : "" }
 
-    private func writeConfig(_ path: String, ingestPort: Int, adminPort: Int, database: String, paused: Bool) throws {
+    private func writeConfig(
+        _ path: String, ingestPort: Int, adminPort: Int, database: String, paused: Bool, isolation: String = "process"
+    ) throws {
         let text = Workload.config(
             ingestPort: ingestPort, adminPort: adminPort, sinkPort: sink.port, storageURL: database, pluginsDirectory: plugins,
-            paused: paused, maxConcurrency: sizes.maxConcurrency)
+            paused: paused, maxConcurrency: sizes.maxConcurrency, isolation: isolation)
         try text.write(toFile: path, atomically: true, encoding: .utf8)
     }
 
@@ -124,12 +133,14 @@ final class Bench {
         let database = try await databases.make("startup")
         var times: [Double] = []
         var idle = 0
+        var workers = (count: 0, proportional: 0)
         for index in 0..<sizes.startups {
             let server = try await start("startup", database: database)
             times.append(server.ready)
             if index == sizes.startups - 1 {
                 try await Task.sleep(for: .seconds(3))
                 idle = server.process.memory().resident
+                workers = server.process.workerMemory()
             }
             server.stop()
         }
@@ -141,7 +152,10 @@ final class Bench {
                 "startup to ready, 4 plugins loaded, 3 formatters configured",
                 "median \(ms(median)), slowest \(ms(slowest)); first start, creating the database: \(ms(first))",
                 target: "≤ 300 ms", met: max(first, slowest) <= 0.3),
-            Row("idle RSS (ready, no traffic, 3 s after start)", mb(idle), target: "≤ 40 MB", met: idle <= 40 << 20),
+            Row(
+                "idle RSS (ready, no traffic, 3 s after start)",
+                "\(mb(idle)); its \(workers.count) plugin workers \(mb(workers.proportional)) more (proportional set size)",
+                target: "≤ 40 MB", met: idle <= 40 << 20),
         ]
     }
 
@@ -185,8 +199,8 @@ final class Bench {
         ]
     }
 
-    private func pipeline() async throws -> [Row] {
-        let servers = try await startInstances("pipeline")
+    private func pipeline(isolation: String) async throws -> [Row] {
+        let servers = try await startInstances("pipeline", isolation: isolation)
         defer { for server in servers { server.stop() } }
         let count = Int(sizes.rate * sizes.pipelineSeconds)
         try await sink.reset(expecting: count)
@@ -214,17 +228,34 @@ final class Bench {
         let p99 = millis(endToEnd.valueAtPercentile(99))
         return [
             Row(
-                "pipeline: ingest answers at \(rate(sizes.rate))/s constant for \(seconds(sizes.pipelineSeconds)) s\(acrossInstances)",
+                "pipeline, \(describe(isolation)): ingest answers at \(rate(sizes.rate))/s constant for \(seconds(sizes.pipelineSeconds)) s\(acrossInstances)",
                 "\(latencies(result.latency)); \(result.errorSummary)"),
             Row(
-                "pipeline: end to end (intended send -> sink received), one Discord destination",
+                "pipeline, \(describe(isolation)): end to end (intended send -> sink received), one Discord destination",
                 "\(latencies(endToEnd)); \(count) sent, \(missing) missing, \(counts.duplicates) duplicates, \(result.errorSummary) at ingest",
                 target: "p50 ≤ 10 ms, p99 ≤ 50 ms, zero errors", met: p50 <= 10 && p99 <= 50 && errors == 0),
         ]
     }
 
-    private func drain() async throws -> [Row] {
-        let servers = try await startInstances("drain")
+    /// Drain with the formatter isolated (the default) and in process, one after the other, and the ratio of the two.
+    private func drains() async throws -> [Row] {
+        let isolated = try await drain(isolation: "process")
+        let inProcess = try await drain(isolation: "in_process")
+        let ratio = isolated.perSecond / max(1, inProcess.perSecond)
+        let extra = (isolated.cpu.server + isolated.cpu.workers) - (inProcess.cpu.server + inProcess.cpu.workers)
+        return isolated.rows + inProcess.rows + [
+            Row(
+                "drain: isolated against in process",
+                String(
+                    format:
+                        "%.0f%% of the in-process throughput; isolation costs %.0f µs of CPU per delivery (the worker %.0f µs, the host %+.0f µs)",
+                    100 * ratio, extra, isolated.cpu.workers, isolated.cpu.server - inProcess.cpu.server),
+                target: "≥ 80%", met: ratio >= 0.8)
+        ]
+    }
+
+    private func drain(isolation: String) async throws -> (rows: [Row], perSecond: Double, cpu: (server: Double, workers: Double)) {
+        let servers = try await startInstances("drain", isolation: isolation)
         defer { for server in servers { server.stop() } }
         try servers[0].admin("POST", "/admin/destinations/chat/pause")
         let filled = try await load(servers, shape: .closedLoop(count: sizes.drainCount, seconds: nil))
@@ -241,13 +272,17 @@ final class Bench {
         let seconds = Date().timeIntervalSince(started)
         let received = try await sink.counts().received
         let perSecond = Double(received) / seconds
+        let cpu = meter.microseconds(per: received)
         let perDelivery = meter.perUnit(received)
-        return [
-            Row(
-                "drain: \(count(sizes.drainCount)) queued deliveries, then the destination resumes\(acrossInstances)",
-                "\(rate(perSecond)) deliveries/s (\(count(received)) in \(String(format: "%.1f", seconds)) s); server CPU \(perDelivery)/delivery; peak RSS \(mb(peakMemory(servers)))",
-                target: "≥ 5,000 deliveries/s", met: perSecond >= 5000 && received >= sizes.drainCount)
-        ]
+        let workers = servers.flatMap { $0.process.workers() }.count
+        return (
+            [
+                Row(
+                    "drain, \(describe(isolation)): \(count(sizes.drainCount)) queued deliveries, then the destination resumes\(acrossInstances)",
+                    "\(rate(perSecond)) deliveries/s (\(count(received)) in \(String(format: "%.1f", seconds)) s); server CPU \(perDelivery)/delivery; peak RSS \(mb(peakMemory(servers)))\(workers > 0 ? ", \(workers) plugin workers" : "")",
+                    target: "≥ 5,000 deliveries/s", met: perSecond >= 5000 && received >= sizes.drainCount)
+            ], perSecond, cpu
+        )
     }
 
     private func backlog() async throws -> [Row] {

@@ -7,6 +7,7 @@ import Foundation
 final class CPUMeter {
     private let servers: [ServerProcess]
     private let startSeconds: Double
+    private let startWorkers: [Int32: Double]
     private let database: Bool
     private let startDatabase: [Int32: Double]
     private let perf: Process?
@@ -25,7 +26,7 @@ final class CPUMeter {
             // Foundation's Process start with every signal blocked.)
             perf.arguments = [
                 "perf", "stat", "-x", ",", "-e", "instructions,task-clock", "-o", output, "-p",
-                servers.map { String($0.pid) }.joined(separator: ","), "--", "cat",
+                (servers.map(\.pid) + servers.flatMap { $0.workers() }).map(String.init).joined(separator: ","), "--", "cat",
             ]
             perf.standardInput = perfInput
             perf.standardOutput = FileHandle.nullDevice
@@ -46,6 +47,7 @@ final class CPUMeter {
             perf = nil
         }
         startSeconds = servers.map { $0.cpuSeconds() }.reduce(0, +)
+        startWorkers = servers.map { $0.workerCPUSeconds() }.reduce(into: [:]) { $0.merge($1) { $1 } }
         startDatabase = database ? Self.postgresProcesses() : [:]
     }
 
@@ -63,12 +65,21 @@ final class CPUMeter {
         return found
     }
 
-    /// Stops measuring and describes the cost of each of `units` (answered requests or deliveries), for example
-    /// "190 µs" or "190 µs, 1.52 M instructions".
-    func perUnit(_ units: Int) -> String {
-        let seconds = servers.map { $0.cpuSeconds() }.reduce(0, +) - startSeconds
+    /// The server's and its plugin workers' CPU per unit so far, in microseconds (workers started meanwhile count from 0).
+    func microseconds(per units: Int) -> (server: Double, workers: Double) {
         let divisor = Double(max(1, units))
-        var text = String(format: "%.0f µs", seconds * 1e6 / divisor)
+        let server = servers.map { $0.cpuSeconds() }.reduce(0, +) - startSeconds
+        let workers = servers.flatMap { $0.workerCPUSeconds() }.map { pid, total in total - (startWorkers[pid] ?? 0) }.reduce(0, +)
+        return (server * 1e6 / divisor, workers * 1e6 / divisor)
+    }
+
+    /// Stops measuring and describes the cost of each of `units` (answered requests or deliveries), for example
+    /// "190 µs" or "190 µs, 1.52 M instructions"; the plugin workers' part is given when there is one.
+    func perUnit(_ units: Int) -> String {
+        let divisor = Double(max(1, units))
+        let (server, workers) = microseconds(per: units)
+        var text = String(format: "%.0f µs", server + workers)
+        if workers > 0 { text += String(format: " (plugin workers %.0f µs of it)", workers) }
         if database {
             // Backends that exited meanwhile are not counted; the pools keep theirs open.
             let used = Self.postgresProcesses().map { pid, total in total - (startDatabase[pid] ?? 0) }.reduce(0, +)

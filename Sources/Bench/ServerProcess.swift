@@ -52,6 +52,40 @@ final class ServerProcess {
         return (field("VmRSS"), field("VmHWM"))
     }
 
+    /// The server's live child processes: its plugin workers (`isolation: process`).
+    func workers() -> [Int32] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { entry -> Int32? in
+            guard let child = Int32(entry), let stat = try? String(contentsOfFile: "/proc/\(child)/stat", encoding: .utf8),
+                let end = stat.lastIndex(of: ")")
+            else { return nil }
+            // After "pid (comm) ": state, then the parent's pid.
+            let fields = stat[stat.index(after: end)...].split(separator: " ")
+            return fields.count > 1 && Int32(fields[1]) == pid ? child : nil
+        }
+    }
+
+    /// The plugin workers' memory: how many, and their proportional set size in all (shared pages counted once
+    /// across the processes sharing them, from `/proc/PID/smaps_rollup`), in bytes.
+    func workerMemory() -> (count: Int, proportional: Int) {
+        let workers = workers()
+        let total = workers.map { worker -> Int in
+            guard let text = try? String(contentsOfFile: "/proc/\(worker)/smaps_rollup", encoding: .utf8) else { return 0 }
+            for line in text.split(separator: "\n") where line.hasPrefix("Pss:") {
+                return (Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "0") ?? 0) * 1024
+            }
+            return 0
+        }.reduce(0, +)
+        return (workers.count, total)
+    }
+
+    /// CPU time the server's plugin workers have used so far, by pid (live workers only).
+    func workerCPUSeconds() -> [Int32: Double] {
+        Dictionary(
+            uniqueKeysWithValues: workers().compactMap { worker in
+                (try? String(contentsOfFile: "/proc/\(worker)/stat", encoding: .utf8)).map { (worker, Self.cpuSeconds(stat: $0)) }
+            })
+    }
+
     /// CPU time the process has used so far (user + system), in seconds.
     func cpuSeconds() -> Double {
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return 0 }

@@ -9,7 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sched.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 static const int crash_signals[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP};
@@ -223,4 +225,13 @@ void hp_thread_alternate_stack(void) {
     } else {
         free(memory);
     }
+}
+
+int32_t hp_current_thread_id(void) { return (int32_t)syscall(SYS_gettid); }
+
+int hp_deprioritize_thread(int32_t thread_id) {
+    struct sched_param parameters = {.sched_priority = 0};
+    if (sched_setscheduler((pid_t)thread_id, SCHED_IDLE, &parameters) == 0) return 0;
+    if (setpriority(PRIO_PROCESS, (id_t)thread_id, 19) == 0) return 0;
+    return errno;
 }

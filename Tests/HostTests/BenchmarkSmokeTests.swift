@@ -24,7 +24,9 @@ struct BenchmarkSmokeTests {
         #expect(status == 0, "\(output)")
         #expect(output.contains("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores"), "\(output)")
         for scenario in [
-            "startup to ready", "idle RSS", "ingest:", "ceiling:", "pipeline: end to end", "drain:", "backlog: RSS holding",
+            "startup to ready", "idle RSS", "ingest:", "ceiling:", "pipeline, plugins isolated: end to end",
+            "pipeline, plugins in process: end to end", "drain, plugins isolated:", "drain, plugins in process:",
+            "drain: isolated against in process", "backlog: RSS holding",
         ] {
             #expect(output.contains("| \(scenario)"), "no row '\(scenario)' in:\n\(output)")
         }
@@ -44,7 +46,10 @@ struct BenchmarkSmokeTests {
         )
         #expect(status == 0, "\(output)")
         #expect(output.contains("server: 2 instances on PostgreSQL"), "\(output)")
-        for scenario in ["ingest:", "pipeline: end to end", "drain:"] {
+        for scenario in [
+            "ingest:", "pipeline, plugins isolated: end to end", "pipeline, plugins in process: end to end", "drain, plugins isolated:",
+            "drain, plugins in process:", "drain: isolated against in process",
+        ] {
             #expect(output.contains("| \(scenario)"), "no row '\(scenario)' in:\n\(output)")
         }
         #expect(output.contains("2 instances |"), "\(output)")

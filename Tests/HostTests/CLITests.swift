@@ -153,7 +153,46 @@ struct CLITests {
         #expect(table.output.contains("refused: \(plugins)/libbroken.so"))
         let json = try JSONValue(parsing: Array(try await Self.run("plugins --config \(directory)/sources.yaml --json").output.utf8))
         #expect(json["plugins"]?.arrayValue?.first { $0["name"] == "github" }?["capabilities"] == ["mapper"])
+        #expect(json["plugins"]?.arrayValue?.allSatisfy { $0["isolation"] == "process" && $0["health"] == .null } == true)
         #expect(json["refused"]?.arrayValue?.count == 1)
+        #expect(table.output.contains("no server answered"))
+    }
+
+    @Test("plugins shows each plugin's isolation and, from the running server, its workers' health")
+    func pluginsFromServer() async throws {
+        let sink = RecordingSink()
+        try await sink.start()
+        let directory = TestPaths.temporaryDirectory("plugins-health")
+        let admin = try unusedPort()
+        let yaml =
+            testServerSection(admin: "127.0.0.1:\(admin)") + """
+                plugins:
+                  overrides:
+                    discord: { isolation: in_process }
+                destinations:
+                  raw: { formatter: generic, url: "\(sink.url)/raw" }
+                  chat: { formatter: discord, url: "\(sink.url)/chat" }
+                sources:
+                  app: { destinations: [raw, chat] }
+                """
+        let server = try await TestServer.start(yaml: yaml, directory: directory)
+        let id = try #require(try await server.post("app", json: #"{"title":"x"}"#).json?["id"]?.stringValue)
+        try await server.waitForDeliveries(of: id)
+        let table = try await Self.run("plugins --config \(directory)/sources.yaml")
+        #expect(table.status == 0, "\(table.output)")
+        let rows = table.output.split(separator: "\n")
+        #expect(rows.first?.contains("ISOLATION") == true && rows.first?.contains("CRASHES") == true)
+        let generic = try #require(rows.first { $0.hasPrefix("generic ") })
+        #expect(generic.contains(" process ") && generic.contains(" healthy "), "\(generic)")
+        let discord = try #require(rows.first { $0.hasPrefix("discord ") })
+        #expect(discord.contains(" in_process ") && discord.contains(" healthy "), "\(discord)")
+        #expect(rows.first { $0.hasPrefix("slack ") }?.contains(" unused ") == true)
+        let json = try JSONValue(parsing: Array(try await Self.run("plugins --config \(directory)/sources.yaml --json").output.utf8))
+        let health = json["plugins"]?.arrayValue?.first { $0["name"] == "generic" }?["health"]
+        #expect(health?["running"]?.intValue ?? 0 >= 1)
+        #expect(health?["crashes"] == 0)
+        try await server.stop()
+        try await sink.stop()
     }
 
     @Test("--log-format json writes one JSON object per line with level, message and metadata")

@@ -43,6 +43,63 @@ struct ConfigTests {
         runtime.plugins.shutdown()
     }
 
+    @Test("plugins: isolation, deadline, memory and workers, with per-plugin overrides; mistakes name their key")
+    func pluginSettings() async throws {
+        let yaml =
+            """
+            plugins:
+              isolation: process
+              call_timeout: 750ms
+              memory_limit: 128MiB
+              workers: 3
+              overrides:
+                discord: { isolation: in_process, workers: 1 }
+            storage:
+              journal: state/calls
+            defaults:
+              max_crashes: 5
+
+            """ + Self.minimal.replacingOccurrences(of: "    formatter: discord", with: "    formatter: discord\n    max_crashes: 2")
+        let config = try ConfigLoader(environment: [:]).load(yaml: yaml, file: "/etc/hookproxy/sources.yaml")
+        #expect(
+            config.plugins.settings(for: "slack")
+                == PluginSettings(isolation: .process, callTimeout: .milliseconds(750), memoryLimit: 128 << 20, workers: 3))
+        #expect(
+            config.plugins.settings(for: "discord")
+                == PluginSettings(isolation: .inProcess, callTimeout: .milliseconds(750), memoryLimit: 128 << 20, workers: 1))
+        #expect(config.storage.journalPath == "/etc/hookproxy/state/calls")
+        #expect(config.destinations["chat"]?.maxCrashes == 2)
+        let defaults = try ConfigLoader(environment: [:]).load(yaml: Self.minimal, file: "/etc/hookproxy/sources.yaml")
+        #expect(defaults.plugins.settings(for: "discord") == PluginSettings())
+        #expect(PluginSettings() == PluginSettings(isolation: .process, callTimeout: .seconds(2), memoryLimit: 256 << 20, workers: 2))
+        #expect(defaults.storage.journalPath == "/etc/hookproxy/data/hookproxy.sqlite.inflight")
+        #expect(defaults.destinations["chat"]?.maxCrashes == 3)
+
+        #expect(
+            problems(
+                "plugins:\n  isolation: sandbox\n  memory_limit: 1MB\n  workers: 0\n  call_timeout: 0s\n  overrides:\n    discord: { isolatoin: process }\n"
+                    + Self.minimal) == [
+                    "/etc/hookproxy/sources.yaml:2: plugins.isolation: must be one of process, in_process, not 'sandbox'",
+                    "/etc/hookproxy/sources.yaml:3: plugins.memory_limit: must be a size of at least 64MB, such as 256MB or 1GB, not '1MB'",
+                    "/etc/hookproxy/sources.yaml:4: plugins.workers: must be a whole number from 1 to 64, not '0'",
+                    "/etc/hookproxy/sources.yaml:5: plugins.call_timeout: must be from 10ms to 1h",
+                    "/etc/hookproxy/sources.yaml:7: plugins.overrides.discord.isolatoin: unknown key (did you mean 'isolation'?); allowed here: isolation, call_timeout, memory_limit, workers",
+                ])
+        // An override for a plugin that is not loaded is refused when the plugins are.
+        let typo = try ConfigLoader(environment: [:]).load(
+            yaml: "plugins:\n  overrides:\n    discrod: { isolation: in_process }\n" + Self.minimal, file: "/etc/hookproxy/sources.yaml")
+        do {
+            let runtime = try await Runtime.make(config: typo, logger: testLogger)
+            runtime.plugins.shutdown()
+            Issue.record("an override for no plugin was accepted")
+        } catch {
+            #expect(
+                error.problems.map(\.description).contains(
+                    "/etc/hookproxy/sources.yaml:3: plugins.overrides.discrod: no loaded plugin is named 'discrod' (did you mean 'discord'?)"
+                ), "\(error)")
+        }
+    }
+
     @Test("a full file sets every section, with defaults inherited by destinations")
     func fullFile() throws {
         let yaml = """

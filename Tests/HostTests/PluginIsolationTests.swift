@@ -44,60 +44,67 @@ struct PluginIsolationTests {
             """
     }
 
-    /// Sends health checks and harmless events the whole time, and keeps the slowest answer of each.
+    /// Sends health checks and harmless events the whole time, from a shell loop of `curl` in a process of its own: the
+    /// times are the server's answers, not this test process's (whose threads the whole suite shares) scheduling.
     final class Prober: Sendable {
         /// The answers' times (health checks and ingest requests), what failed, and the events sent.
         struct Results {
             var times: [Duration] = []
             var failures: [String] = []
             var sent: [String] = []
+            /// The file the answers were written to, for a failure's message.
+            var file = ""
 
             /// The time 95 % of the answers took at most.
             var typical: Duration { times.sorted().dropLast(times.count / 20).last ?? .zero }
             var slowest: Duration { times.max() ?? .zero }
         }
 
-        final class Box: Sendable {
-            let results = Mutex(Results())
+        private let process: Process
+        private let output: String
+
+        init(admin: String, ingest: String, source: String = "app") throws {
+            output = TestPaths.temporaryDirectory("probe") + "/probes.txt"
+            // Each answer is one line: "health STATUS SECONDS" or "ingest STATUS SECONDS BODY".
+            let script = #"""
+                n=0
+                while :; do
+                  n=$((n+1))
+                  curl -s -o /dev/null -m 10 -w 'health %{http_code} %{time_total}\n' "$ADMIN/healthz"
+                  curl -s -m 10 -o "$BODY" -w 'ingest %{http_code} %{time_total} ' -H 'Content-Type: application/json' \
+                    -d "{\"probe\":$n}" "$INGEST/webhooks/$SOURCE"
+                  cat "$BODY" 2>/dev/null; echo
+                  sleep 0.1
+                done
+                """#
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/bin/bash")
+            process.arguments = ["-c", script]
+            process.environment = ["ADMIN": admin, "INGEST": ingest, "SOURCE": source, "BODY": output + ".body", "PATH": "/usr/bin:/bin"]
+            _ = FileManager.default.createFile(atPath: output, contents: nil)
+            process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: output))
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            self.process = process
         }
 
-        private let box = Box()
-        private let task = Mutex<Task<Void, Never>?>(nil)
-
-        init(admin: String, ingest: String, source: String = "app") {
-            let box = self.box
-            let task = Task {
-                var round = 0
-                while !Task.isCancelled {
-                    round += 1
-                    let started = ContinuousClock.now
-                    let health = try? await send(.GET, "\(admin)/healthz")
-                    let healthTime = ContinuousClock.now - started
-                    let posted = ContinuousClock.now
-                    let answer = try? await send(
-                        .POST, "\(ingest)/webhooks/\(source)", body: Array(#"{"probe":\#(round)}"#.utf8),
-                        headers: [("Content-Type", "application/json")])
-                    let ingestTime = ContinuousClock.now - posted
-                    // Stopping cancels the requests in progress: that is not the server's doing.
-                    if Task.isCancelled { break }
-                    box.results.withLock { state in
-                        state.times += [healthTime, ingestTime]
-                        if health?.status != 200 { state.failures.append("healthz answered \(health?.status ?? 0)") }
-                        if answer?.status != 202 { state.failures.append("ingest answered \(answer?.status ?? 0)") }
-                        if let id = answer?.json?["id"]?.stringValue { state.sent.append(id) }
-                    }
-                    try? await Task.sleep(for: .milliseconds(100))
-                }
-            }
-            self.task.withLock { $0 = task }
-        }
-
-        /// Stops probing; the slowest answers, what failed, and the events sent.
+        /// Stops probing; the answers' times, what failed, and the events sent.
         func stop() async -> Results {
-            let task = task.withLock { $0 }
-            task?.cancel()
-            await task?.value
-            return box.results.withLock { $0 }
+            // SIGKILL: children of Foundation's Process start with SIGTERM blocked.
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            var results = Results()
+            results.file = output
+            let text = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
+            for line in text.split(separator: "\n") {
+                let fields = line.split(separator: " ", maxSplits: 3)
+                guard fields.count >= 3, let seconds = Double(fields[2]) else { continue }
+                results.times.append(.milliseconds(Int64(seconds * 1000)))
+                let expected = fields[0] == "health" ? "200" : "202"
+                if fields[1] != expected { results.failures.append("\(fields[0]) answered \(fields[1])") }
+                if fields[0] == "ingest", fields.count == 4, let id = String(fields[3]).jsonID { results.sent.append(id) }
+            }
+            return results
         }
     }
 
@@ -108,51 +115,68 @@ struct PluginIsolationTests {
         let sink = RecordingSink()
         try await sink.start()
         let directory = try await Self.directory("isolated")
-        let server = try await TestServer.start(yaml: Self.yaml(sink: sink.url), directory: directory)
-        let prober = Prober(admin: server.adminURL, ingest: server.ingestURL)
+        // A process of its own, as in production: its answers' times are its own, not those of this test process's
+        // threads, which the whole suite shares.
+        let (ingest, admin) = (try unusedPort(), try unusedPort())
+        try Self.yaml(sink: sink.url, server: testServerSection(listen: "127.0.0.1:\(ingest)", admin: "127.0.0.1:\(admin)"))
+            .write(toFile: directory + "/sources.yaml", atomically: true, encoding: .utf8)
+        let adminURL = "http://127.0.0.1:\(admin)"
+        let child = try await ChildServer(
+            config: directory + "/sources.yaml", healthURL: adminURL + "/healthz", log: directory + "/serve.log")
+        let prober = try Prober(admin: adminURL, ingest: "http://127.0.0.1:\(ingest)")
         var poisoned: [(id: String, reason: String)] = []
         for (marker, reason) in Self.misbehaviours {
-            let id = try #require(try await server.post("app", json: #"{"m":"\#(marker)"}"#).json?["id"]?.stringValue)
-            poisoned.append((id, reason))
+            let answer = try await send(
+                .POST, "http://127.0.0.1:\(ingest)/webhooks/app", body: Array(#"{"m":"\#(marker)"}"#.utf8),
+                headers: [("Content-Type", "application/json")])
+            poisoned.append((try #require(answer.json?["id"]?.stringValue), reason))
         }
+        func detail(_ id: String) async throws -> [JSONValue] {
+            try await send(.GET, "\(adminURL)/admin/events/\(id)").json?["deliveries"]?.arrayValue ?? []
+        }
+        let finished = Set(DeliveryStatus.finished.map(\.rawValue))
         try await waitUntil("every poisoned delivery to be finished", timeout: .seconds(90)) {
             for (id, _) in poisoned {
-                guard let detail = try await server.detail(id),
-                    detail.deliveries.allSatisfy({ DeliveryStatus.finished.contains($0.status) })
-                else { return false }
+                let deliveries = try await detail(id)
+                guard !deliveries.isEmpty, deliveries.allSatisfy({ finished.contains($0["status"]?.stringValue ?? "") }) else {
+                    return false
+                }
             }
             return true
         }
         let probed = await prober.stop()
         for (id, reason) in poisoned {
-            let detail = try #require(try await server.detail(id))
-            let hostile = try #require(detail.deliveries.first { $0.destination == "hostile" })
-            #expect(hostile.status == .dead, "\(reason): \(hostile.status)")
-            #expect(hostile.lastError?.hasPrefix("poison event: \(reason)") == true, "\(hostile.lastError ?? "no error")")
+            let deliveries = try await detail(id)
+            let hostile = try #require(deliveries.first { $0["destination"] == "hostile" })
+            #expect(hostile["status"] == "dead", "\(reason): \(hostile.serialized())")
+            let lastError = hostile["last_error"]?.stringValue ?? ""
+            #expect(lastError.hasPrefix("poison event: \(reason)"), "\(lastError)")
             // Two attempts whose call crashed or timed out; waits for a free worker while others restart spend none.
-            let struck = hostile.history.filter { $0.error?.hasPrefix(reason) == true }
-            #expect(struck.count == 2, "\(reason): \(hostile.history.map { $0.error ?? "-" })")
-            #expect(hostile.attempts == 2, "\(reason): \(hostile.attempts) attempts")
-            #expect(detail.deliveries.first { $0.destination == "other" }?.status == .delivered)
+            let struck = (hostile["history"]?.arrayValue ?? []).filter { $0["error"]?.stringValue?.hasPrefix(reason) == true }
+            #expect(struck.count == 2, "\(reason): \(hostile["history"]?.serialized() ?? "")")
+            #expect(hostile["attempts"] == 2, "\(reason): \(hostile["attempts"]?.serialized() ?? "") attempts")
+            #expect(deliveries.first { $0["destination"] == "other" }?["status"] == "delivered")
         }
         // Every harmless event reached both destinations; every event at all reached the other one.
-        for id in probed.sent { try await server.waitForDeliveries(of: id) }
-        let other = Set(sink.requests("/other").compactMap { $0.json?["id"]?.stringValue })
-        #expect(other.isSuperset(of: poisoned.map(\.id) + probed.sent))
+        try await waitUntil("every probe at both destinations") {
+            let hostileIDs = Set(sink.requests("/hostile").compactMap { String($0.text.dropFirst("hostile:".count)).jsonID })
+            let otherIDs = Set(sink.requests("/other").compactMap { $0.json?["id"]?.stringValue })
+            return hostileIDs.isSuperset(of: probed.sent) && otherIDs.isSuperset(of: poisoned.map(\.id) + probed.sent)
+        }
         Self.expectResponsive(probed)
 
-        let metrics = try PrometheusText(try await send(.GET, server.adminURL + "/metrics"))
+        let metrics = try PrometheusText(try await send(.GET, adminURL + "/metrics"))
         #expect((metrics.value("hookproxy_plugin_crashes_total", ["plugin": "hostile", "operation": "format"]) ?? 0) >= 10)
         #expect(metrics.value("hookproxy_plugin_timeouts_total", ["plugin": "hostile", "operation": "format"]) == 2)
         #expect((metrics.value("hookproxy_plugin_worker_restarts_total", ["plugin": "hostile"]) ?? 0) >= 10)
-        let plugins = try #require(try await send(.GET, server.adminURL + "/admin/plugins").json?["plugins"]?.arrayValue)
+        let plugins = try #require(try await send(.GET, adminURL + "/admin/plugins").json?["plugins"]?.arrayValue)
         let hostile = try #require(plugins.first { $0["name"] == "hostile" })
         #expect(hostile["isolation"] == "process")
         #expect(hostile["health"]?["crashes"]?.intValue ?? 0 >= 10)
         #expect(hostile["health"]?["last_failure"]?["reason"]?.stringValue?.hasPrefix("plugin hostile") == true)
-        let dead = try await send(.GET, server.adminURL + "/admin/deliveries?status=dead&destination=hostile").json
+        let dead = try await send(.GET, adminURL + "/admin/deliveries?status=dead&destination=hostile").json
         #expect(dead?["deliveries"]?.arrayValue?.count == Self.misbehaviours.count)
-        try await server.stop()
+        #expect(try await child.terminate() == 0)
         try await sink.stop()
     }
 
@@ -221,8 +245,8 @@ struct PluginIsolationTests {
     static func expectResponsive(_ probed: Prober.Results) {
         #expect(probed.failures.isEmpty, "\(probed.failures)")
         #expect(probed.times.count >= 10, "only \(probed.times.count) probes")
-        #expect(probed.typical < .seconds(1), "95 % of the answers took up to \(probed.typical)")
-        #expect(probed.slowest < .seconds(2), "an answer took \(probed.slowest)")
+        #expect(probed.typical < .seconds(1), "95 % of the answers took up to \(probed.typical) (\(probed.file))")
+        #expect(probed.slowest < .seconds(2), "an answer took \(probed.slowest) (\(probed.file))")
     }
 
     // MARK: In process
@@ -308,7 +332,7 @@ struct PluginIsolationTests {
         let (ingest, admin) = (try unusedPort(), try unusedPort())
         let file = try Self.inProcessConfig(directory: directory, sink: sink.url, ingest: ingest, admin: admin)
         let child = try await ChildServer(config: file, healthURL: "http://127.0.0.1:\(admin)/healthz", log: directory + "/serve.log")
-        let prober = Prober(admin: "http://127.0.0.1:\(admin)", ingest: "http://127.0.0.1:\(ingest)")
+        let prober = try Prober(admin: "http://127.0.0.1:\(admin)", ingest: "http://127.0.0.1:\(ingest)")
         let posted = try await send(
             .POST, "http://127.0.0.1:\(ingest)/webhooks/app", body: Array(#"{"m":"HANG"}"#.utf8),
             headers: [("Content-Type", "application/json")])

@@ -73,7 +73,8 @@ struct PostgresInstancesTests {
     @Test("the claims of an instance that stopped being seen go back to pending; a live instance keeps its own")
     func staleInstance() async throws {
         try await withTestDatabase(.postgres) { database in
-            let (a, b) = (try await database.open(), try await database.open())
+            // Instance a records that it is alive every 20 minutes: no heartbeat of its own undoes the staleness below.
+            let (a, b) = (try await database.open(instanceTimeout: .seconds(3600)), try await database.open())
             _ = try await a.insert([StoreContractTests.event("d1"), StoreContractTests.event("d2")])
             let now = Clock.milliseconds()
             #expect(

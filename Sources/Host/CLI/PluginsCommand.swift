@@ -46,7 +46,7 @@ struct PluginsCommand: AsyncParsableCommand {
         let rows =
             [["NAME", "VERSION", "CAPABILITIES", "ABI", "ISOLATION", "WORKERS", "STATE", "CRASHES", "TIMEOUTS", "RESTARTS", "FILE"]]
             + plugins.map { plugin in
-                let health = plugin["health"]
+                let health = plugin["health"].flatMap { $0.isNull ? nil : $0 }
                 let workers = health.map { "\($0["running"]?.textValue ?? "0")/\(plugin["workers"]?.textValue ?? "")" } ?? "-"
                 let state = health?["state"]?.textValue ?? (fromServer ? "unused" : "-")
                 return [

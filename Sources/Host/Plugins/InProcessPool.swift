@@ -68,8 +68,7 @@ final class InProcessPool: PluginExecutor, @unchecked Sendable {
         let condition = NSCondition()
 
         // Under `condition`:
-        private var queue: [Job] = []
-        private var head = 0
+        private var queue = CallQueue<Job>()
         private var closed = false
         private var instances: [UInt32: NativePlugin.Handle] = [:]
         private var nextInstance: UInt32 = 1
@@ -78,8 +77,8 @@ final class InProcessPool: PluginExecutor, @unchecked Sendable {
         /// Threads inside a call that missed its deadline.
         private var stuck = 0
         private var busy = 0
-        /// The call each thread is in, by thread number, with whether the watchdog gave up on it.
-        private var running: [Int: (call: PendingCall, abandoned: Bool)] = [:]
+        /// The call each thread is in, by thread number, with whether the watchdog gave up on it and the thread's kernel id.
+        private var running: [Int: (call: PendingCall, abandoned: Bool, thread: Int32)] = [:]
         private var nextThread = 0
         private var timeouts = 0
         private var lastFailure: (at: Int64, reason: String)?
@@ -130,9 +129,7 @@ final class InProcessPool: PluginExecutor, @unchecked Sendable {
         func close() {
             condition.lock()
             closed = true
-            let left = queue[head...]
-            queue = []
-            head = 0
+            let left = queue.removeAll()
             condition.broadcast()
             condition.unlock()
             for job in left { refuse(job) }
@@ -142,28 +139,23 @@ final class InProcessPool: PluginExecutor, @unchecked Sendable {
         private func next(_ number: Int) -> Job? {
             condition.lock()
             defer { condition.unlock() }
-            while !closed, head == queue.count { condition.wait() }
-            guard !closed else {
+            while !closed, queue.isEmpty { condition.wait() }
+            guard !closed, let job = queue.popFirst() else {
                 live -= 1
                 return nil
-            }
-            let job = queue[head]
-            head += 1
-            if head > 1024, head * 2 > queue.count {
-                queue.removeFirst(head)
-                head = 0
             }
             return job
         }
 
         private func work(_ number: Int) {
             hp_thread_alternate_stack()
+            let thread = hp_current_thread_id()
             while let job = next(number) {
                 switch job {
                 case .call(let pending):
                     guard pending.start(deadline: .now + settings.callTimeout) else { continue }
                     condition.lock()
-                    running[number] = (pending, false)
+                    running[number] = (pending, false, thread)
                     busy += 1
                     condition.unlock()
                     let call = pending.call
@@ -179,13 +171,12 @@ final class InProcessPool: PluginExecutor, @unchecked Sendable {
                     busy -= 1
                     let abandoned = running.removeValue(forKey: number)?.abandoned ?? false
                     if abandoned {
-                        // The watchdog answered this call and replaced the thread; it rejoins only if the pool is short.
+                        // The watchdog answered this call and moved the thread to the idle class: it ends, and a fresh
+                        // thread takes its place if the pool is short (it was not replaced while too many were stuck).
                         stuck -= 1
-                        if closed || live >= settings.workers {
-                            condition.unlock()
-                            return
-                        }
-                        live += 1
+                        if !closed, live < settings.workers { startThread() }
+                        condition.unlock()
+                        return
                     }
                     condition.unlock()
                     if !abandoned { pending.answer(.output(output)) }
@@ -245,7 +236,9 @@ final class InProcessPool: PluginExecutor, @unchecked Sendable {
             condition.lock()
             for (number, entry) in running where !entry.abandoned {
                 guard let deadline = entry.call.deadline, now >= deadline else { continue }
-                running[number] = (entry.call, true)
+                running[number] = (entry.call, true, entry.thread)
+                // It may spin forever: it runs only when nothing else wants the CPU, from now on.
+                _ = hp_deprioritize_thread(entry.thread)
                 timedOut.append(entry.call)
                 live -= 1
                 stuck += 1
@@ -253,7 +246,7 @@ final class InProcessPool: PluginExecutor, @unchecked Sendable {
                 // Replaced while no more than `workers` threads are stuck: the pool stays bounded.
                 if stuck <= settings.workers, !closed { startThread() }
             }
-            for job in queue[head...] {
+            for job in queue.elements {
                 if case .call(let pending) = job, pending.isWaiting, now - pending.queuedAt > settings.callTimeout {
                     starved.append(pending)
                 }
@@ -289,7 +282,7 @@ final class InProcessPool: PluginExecutor, @unchecked Sendable {
             condition.lock()
             defer { condition.unlock() }
             return PluginHealth(
-                isolation: .inProcess, workers: settings.workers, running: live, busy: busy, queued: queue.count - head, crashes: 0,
+                isolation: .inProcess, workers: settings.workers, running: live, busy: busy, queued: queue.count, crashes: 0,
                 timeouts: timeouts, restarts: 0, stuck: stuck, lastFailure: lastFailure, restartingUntil: nil)
         }
     }

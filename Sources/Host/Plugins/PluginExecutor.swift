@@ -109,10 +109,11 @@ struct PluginHealth: Sendable {
     /// When the next worker start is held back after repeated deaths (ms), if it is.
     var restartingUntil: Int64?
 
-    /// `healthy`, `degraded` (some workers down or stuck) or `restarting` (none running).
+    /// `restarting` (workers are held back after dying repeatedly), `degraded` (threads stuck in calls that missed
+    /// their deadline) or `healthy`.
     var state: String {
-        if running == 0, workers > 0, restartingUntil != nil { return "restarting" }
-        if stuck > 0 || running < min(workers, 1) { return "degraded" }
+        if restartingUntil != nil { return "restarting" }
+        if stuck > 0 { return "degraded" }
         return "healthy"
     }
 }

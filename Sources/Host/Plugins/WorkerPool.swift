@@ -95,8 +95,7 @@ final class WorkerPool: PluginExecutor, @unchecked Sendable {
         }
 
         // Under `condition`:
-        private var queue: [PendingCall] = []
-        private var head = 0
+        private var queue = CallQueue<PendingCall>()
         private(set) var closed = false
         fileprivate var instances: [UInt32: Instance] = [:]
         private var nextInstance: UInt32 = 1
@@ -147,8 +146,7 @@ final class WorkerPool: PluginExecutor, @unchecked Sendable {
         fileprivate func requeue(_ calls: ArraySlice<PendingCall>) {
             guard !calls.isEmpty else { return }
             condition.lock()
-            queue = Array(calls) + queue[head...]
-            head = 0
+            queue.prepend(calls)
             condition.broadcast()
             condition.unlock()
         }
@@ -199,9 +197,7 @@ final class WorkerPool: PluginExecutor, @unchecked Sendable {
         func close() {
             condition.lock()
             closed = true
-            let left = queue[head...]
-            queue = []
-            head = 0
+            let left = queue.removeAll()
             let waiting = instances.values.flatMap(\.waiters)
             instances = [:]
             condition.broadcast()
@@ -228,23 +224,19 @@ final class WorkerPool: PluginExecutor, @unchecked Sendable {
                 let mayTakeCalls = (restartingUntil[driver.number].map { now >= $0 } ?? true)
                 if mayTakeCalls, restartingUntil[driver.number] != nil { restartingUntil[driver.number] = nil }
                 let pendingInstances = instances.values.contains { $0.created == nil }
-                if mayTakeCalls,
-                    head < queue.count || (driver.instancesVersion != instancesVersion && (pendingInstances || driver.hasWorker))
-                {
+                // A worker that died is started again at once (after its pause), not when the next call arrives.
+                let restart = driver.needsRestart && !instances.isEmpty
+                let outOfStep = driver.instancesVersion != instancesVersion && (pendingInstances || driver.hasWorker)
+                if mayTakeCalls, !queue.isEmpty || restart || outOfStep {
                     var calls: [PendingCall] = []
                     var bytes = 0
-                    while head < queue.count, calls.count < Self.batchCalls {
-                        let next = queue[head]
+                    while let next = queue.elements.first, calls.count < Self.batchCalls {
                         let size = next.call.document.count + next.call.body.count + 64
                         if !calls.isEmpty, bytes + size > Self.batchBytes { break }
-                        head += 1
+                        _ = queue.popFirst()
                         guard next.isWaiting else { continue }
                         calls.append(next)
                         bytes += size
-                    }
-                    if head > 1024, head * 2 > queue.count {
-                        queue.removeFirst(head)
-                        head = 0
                     }
                     busy += 1
                     return (calls, instances, instancesVersion)
@@ -298,7 +290,7 @@ final class WorkerPool: PluginExecutor, @unchecked Sendable {
         func expire(now: ContinuousClock.Instant) {
             var starved: [PendingCall] = []
             condition.lock()
-            for pending in queue[head...] where pending.isWaiting && now - pending.queuedAt > queueTimeout {
+            for pending in queue.elements where pending.isWaiting && now - pending.queuedAt > queueTimeout {
                 starved.append(pending)
             }
             let restarting = !restartingUntil.isEmpty
@@ -319,7 +311,7 @@ final class WorkerPool: PluginExecutor, @unchecked Sendable {
                 Clock.milliseconds().addingSaturated(($0 - now).wholeMilliseconds)
             }
             return PluginHealth(
-                isolation: .process, workers: settings.workers, running: running, busy: busy, queued: queue.count - head,
+                isolation: .process, workers: settings.workers, running: running, busy: busy, queued: queue.count,
                 crashes: crashes, timeouts: timeouts, restarts: restarts, stuck: 0, lastFailure: lastFailure, restartingUntil: until)
         }
     }
@@ -345,6 +337,9 @@ final class WorkerPool: PluginExecutor, @unchecked Sendable {
 
         var hasWorker: Bool { worker != nil }
 
+        /// It had a worker, which died.
+        var needsRestart: Bool { started && worker == nil }
+
         private var name: String { core.plugin.name }
 
         func run() {
@@ -355,7 +350,8 @@ final class WorkerPool: PluginExecutor, @unchecked Sendable {
                     for pending in work.calls { pending.answer(.unavailable(reason: reason)) }
                     continue
                 }
-                if work.version != instancesVersion, !sync(work.instances, version: work.version) {
+                // A restart (no calls) brings the new worker's instances in step before any call arrives.
+                if work.version != instancesVersion || work.calls.isEmpty, !sync(work.instances, version: work.version) {
                     core.requeue(work.calls[...])
                     continue
                 }
@@ -524,13 +520,17 @@ final class WorkerPool: PluginExecutor, @unchecked Sendable {
             died(failure: (reason, error.isTimeout), operation: "\(culprit.call.operation)")
         }
 
-        /// The worker is gone: the next one starts at once the first time, then after a pause that doubles up to 5 s.
+        /// Deaths in a row (without a call answered in between) after which the next start waits.
+        static let deathsBeforePause = 3
+
+        /// The worker is gone: the next one starts at once for the first few deaths in a row (each one usually a call
+        /// that crashed it, and the calls behind it should not wait), then after a pause that doubles up to 5 s.
         private func died(failure: (reason: String, timedOut: Bool)?, operation: String) {
             let wasRunning = worker != nil
             worker = nil
             consecutiveDeaths += 1
-            let pause: Duration =
-                consecutiveDeaths <= 1 ? .zero : min(.seconds(5), .milliseconds(100) * (1 << min(consecutiveDeaths - 2, 6)))
+            let beyond = consecutiveDeaths - Self.deathsBeforePause
+            let pause: Duration = beyond <= 0 ? .zero : min(.seconds(5), .milliseconds(50) * (1 << min(beyond - 1, 7)))
             core.workerEnded(
                 number: number, wasRunning: wasRunning, failure: failure.map { ($0.reason, $0.timedOut, operation) }, pause: pause)
         }

@@ -59,6 +59,9 @@ final class WorkerProcess: @unchecked Sendable {
         return FileManager.default.isExecutableFile(atPath: sibling) ? sibling : nil
     }()
 
+    /// The environment variables a worker inherits from the server (and `LC_*`).
+    static let inheritedVariables: Set<String> = ["PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "TMPDIR", "LD_LIBRARY_PATH"]
+
     /// Starts a worker: `hookproxy plugin-worker --parent PID --memory-limit BYTES` and `arguments`.
     static func start(arguments: [String], memoryLimit: Int) throws(PluginInstanceError) -> WorkerProcess {
         guard let executable else {
@@ -80,7 +83,8 @@ final class WorkerProcess: @unchecked Sendable {
         _ = fcntl(pipe[1], F_SETFD, FD_CLOEXEC)
         let argv =
             [executable, "plugin-worker", "--parent", String(getpid()), "--memory-limit", String(memoryLimit)] + arguments
-        var environment = ProcessInfo.processInfo.environment
+        // A minimal environment: the server's holds secrets (`${VAR}` references), which a plugin is never given.
+        var environment = ProcessInfo.processInfo.environment.filter { Self.inheritedVariables.contains($0.key) || $0.key.hasPrefix("LC_") }
         // The worker reports its own crashes (to the crash pipe); Swift's backtracer would only slow that down.
         environment["SWIFT_BACKTRACE"] = "enable=no"
         var pid: pid_t = 0

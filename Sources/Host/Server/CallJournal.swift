@@ -185,7 +185,7 @@ final class CallJournal: @unchecked Sendable {
         }
     }
 
-    /// Marks the run as stopped cleanly and releases the file.
+    /// Marks the run as stopped cleanly and releases the file (its 2 MB mapping is kept for the life of the process).
     func close() {
         guard !closed.exchange(true, ordering: .sequentiallyConsistent) else { return }
         Self.armed.withLock { owner in
@@ -196,7 +196,8 @@ final class CallJournal: @unchecked Sendable {
         }
         base.storeBytes(of: State.stopped.rawValue, toByteOffset: Self.stateOffset, as: UInt32.self)
         msync(base, Self.fileSize, MS_ASYNC)
-        munmap(base, Self.fileSize)
+        // The mapping stays: a plugin thread stuck in a call that missed its deadline may still return and end its note
+        // (it sees `closed` and writes nothing, but must never find the memory gone).
         flock(descriptor, LOCK_UN)
         Glibc.close(descriptor)
     }

@@ -76,6 +76,14 @@ void hp_crash_record_disarm(void);
  * thread overflowed its own stack, and unblocks the crash signals for it. */
 void hp_thread_alternate_stack(void);
 
+/* The calling thread's kernel id. */
+int32_t hp_current_thread_id(void);
+
+/* Moves thread `thread_id` (of this process) to the idle scheduling class (SCHED_IDLE; failing that, nice 19): it runs
+ * only when nothing else wants the CPU. For a thread stuck in a plugin call that cannot be stopped, so that a plugin
+ * spinning forever cannot starve ingest and the admin API. Returns 0 or an errno value. */
+int hp_deprioritize_thread(int32_t thread_id);
+
 #ifdef __cplusplus
 }
 #endif

@@ -16,8 +16,14 @@
  *  - No C++ exception, Swift error or unwinding may cross this boundary. Every failure is reported
  *    through a return code plus an optional message.
  *
- * Loading: the host opens the library once with dlopen(RTLD_NOW | RTLD_LOCAL), calls the entry
- * symbol once, and never calls dlclose: a loaded plugin stays mapped for the life of the process.
+ * Loading: the host opens the library once per process with dlopen(RTLD_NOW | RTLD_LOCAL), calls the
+ * entry symbol once, and never calls dlclose: a loaded plugin stays mapped for the life of the process.
+ *
+ * Processes: by default the library is loaded in worker processes the host supervises (a probe that checks it, then
+ * up to `plugins.workers` workers), and only with `isolation: in_process` in the host itself. A plugin must assume
+ * nothing about which process it runs in, how many copies of its globals exist, or how long a process lives; it must
+ * not fork, install signal handlers, or call exit(). Every on_format / on_map call has a deadline
+ * (`plugins.call_timeout`, default 2 s): past it the worker is killed (in process, the call's thread is abandoned).
  */
 #ifndef HOOKPROXY_PLUGIN_H
 #define HOOKPROXY_PLUGIN_H
@@ -185,9 +191,9 @@ typedef struct hookproxy_plugin {
     void (*on_instance_destroy)(void *instance);
 
     /* Formatter capability (NULL without it): turns an event into the request body to send.
-     * Called concurrently from many threads, also with the same instance: an instance must be
-     * immutable after on_instance_new or synchronise itself. Must not block for long: it runs
-     * on the host's delivery workers. */
+     * May be called concurrently from several threads, also with the same instance (in process; a
+     * worker calls one at a time): an instance must be immutable after on_instance_new or
+     * synchronise itself. Must not block: it has a deadline (see Processes above). */
     hookproxy_status (*on_format)(void *instance, const hookproxy_event *event, hookproxy_output *output);
 
     /* Mapper capability (NULL without it): turns a raw request into fields (a JSON object).

@@ -46,9 +46,12 @@ struct TestDatabase: Sendable {
     }
 
     /// Opens a store on this database (a new instance, on PostgreSQL).
-    func open() async throws -> any EventStore {
-        let storage = StorageConfig(
+    /// Opens the store; `instanceTimeout` (PostgreSQL) also sets how often this instance records that it is alive (a
+    /// third of it).
+    func open(instanceTimeout: Duration = .seconds(15)) async throws -> any EventStore {
+        var storage = StorageConfig(
             backend: backend == .sqlite ? .sqlite(path: String(url.dropFirst("sqlite:".count))) : .postgres(url: url))
+        storage.instanceTimeout = instanceTimeout
         return try await openEventStore(storage, logger: testLogger)
     }
 
