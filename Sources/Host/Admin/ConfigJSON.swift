@@ -23,7 +23,7 @@ enum ConfigJSON {
                 "shutdown_grace": .string(server.shutdownGrace.compactDescription),
             ],
             "storage": storage(config.storage),
-            "plugins": ["directory": .string(config.plugins.directory)],
+            "plugins": plugins(config.plugins),
             "destinations": .object(JSONObject(config.destinations.values.sorted { $0.name < $1.name }.map { ($0.name, destination($0)) })),
             "sources": .object(JSONObject(config.sources.values.sorted { $0.name < $1.name }.map { ($0.name, source($0)) })),
             "alerts": config.alerts.map { alerts in
@@ -47,7 +47,27 @@ enum ConfigJSON {
             "retention": .string(storage.retention.compactDescription),
             "max_size": storage.maximumSize.map { .int($0) } ?? .null,
             "instance_timeout": .string(storage.instanceTimeout.compactDescription),
+            "journal": .string(storage.journalPath),
         ]
+    }
+
+    static func plugins(_ plugins: PluginsConfig) -> JSONValue {
+        func settings(_ settings: PluginSettings) -> [(String, JSONValue)] {
+            [
+                ("isolation", .string(settings.isolation.rawValue)), ("call_timeout", .string(settings.callTimeout.compactDescription)),
+                ("memory_limit", .int(settings.memoryLimit)), ("workers", .int(settings.workers)),
+            ]
+        }
+        return .object(
+            JSONObject(
+                [("directory", .string(plugins.directory))] + settings(plugins.defaults) + [
+                    (
+                        "overrides",
+                        .object(
+                            JSONObject(
+                                plugins.overrides.keys.sorted().map { ($0, .object(JSONObject(settings(plugins.settings(for: $0))))) }))
+                    )
+                ]))
     }
 
     static func destination(_ destination: DestinationConfig) -> JSONValue {
@@ -67,6 +87,8 @@ enum ConfigJSON {
                     "cooldown": .string(destination.circuitBreaker.cooldown.compactDescription),
                 ] : false,
             "signing_secrets": .int(destination.signingSecrets.count),
+            "max_retry_after": .string(destination.maxRetryAfter.compactDescription),
+            "max_crashes": .int(destination.maxCrashes),
         ]
     }
 
