@@ -366,7 +366,7 @@ struct PluginIsolationTests {
     }
 
     @Test(
-        "in process, a mapper that crashes the process on a body has that body refused with 503 after the restart, and again after the next one; other bodies are served"
+        "in process, a mapper that crashes, aborts or exits on a body has that body refused with 503 from the next start on, across restarts; a mapper stuck in a loop answers 503 at the deadline; other bodies are served"
     )
     func inProcessMapperCrash() async throws {
         let sink = RecordingSink()
@@ -375,24 +375,41 @@ struct PluginIsolationTests {
         let (ingest, admin) = (try unusedPort(), try unusedPort())
         let file = try Self.inProcessConfig(directory: directory, sink: sink.url, ingest: ingest, admin: admin)
         let health = "http://127.0.0.1:\(admin)/healthz"
-        var child = try await ChildServer(config: file, healthURL: health, log: directory + "/serve.log", environment: Self.quickCrash)
-        let poison = Array(#"{"m":"CRASH_SEGV"}"#.utf8)
         let url = "http://127.0.0.1:\(ingest)/webhooks/mapped"
-        let crashed = try? await send(.POST, url, body: poison, headers: [("Content-Type", "application/json")])
-        #expect(crashed == nil, "the crash answered \(crashed?.status ?? 0)")
-        _ = try await child.waitForExit()
-        for round in 0..<2 {
-            child = try await ChildServer(config: file, healthURL: health, log: directory + "/serve.log", environment: Self.quickCrash)
-            let refused = try await send(.POST, url, body: poison, headers: [("Content-Type", "application/json")])
-            #expect(refused.status == 503, "round \(round): \(refused.status)")
-            #expect(refused.json?["error"] == "mapper_crashed")
-            #expect(
-                refused.json?["detail"]?.stringValue?.contains("plugin hostile crashed hookproxy mapping this request body before") == true)
-            let fine = try await send(
-                .POST, url, body: Array(#"{"m":"fine \#(round)"}"#.utf8), headers: [("Content-Type", "application/json")])
-            #expect(fine.status == 202)
-            #expect(try await child.terminate() == 0)
+        func post(_ marker: String) async throws -> TestResponse {
+            try await send(.POST, url, body: Array(#"{"m":"\#(marker)"}"#.utf8), headers: [("Content-Type", "application/json")])
         }
+        var child = try await ChildServer(config: file, healthURL: health, log: directory + "/serve.log", environment: Self.quickCrash)
+        var poisoned: [String] = []
+        for marker in ["CRASH_SEGV", "CRASH_ABORT", "CRASH_EXIT"] {
+            let crashed = try? await post(marker)
+            #expect(crashed == nil, "\(marker): the crash answered \(crashed?.status ?? 0)")
+            _ = try await child.waitForExit()
+            poisoned.append(marker)
+            // The next start serves, and refuses every body that crashed it so far, without calling the mapper.
+            child = try await ChildServer(config: file, healthURL: health, log: directory + "/serve.log", environment: Self.quickCrash)
+            for earlier in poisoned {
+                let refused = try await post(earlier)
+                #expect(refused.status == 503, "\(earlier) after \(marker): \(refused.status)")
+                #expect(refused.json?["error"] == "mapper_crashed")
+                #expect(
+                    refused.json?["detail"]?.stringValue?.contains("plugin hostile crashed hookproxy mapping this request body before")
+                        == true)
+            }
+            #expect(try await post("fine after \(marker.lowercased())").status == 202)
+        }
+        // A mapper stuck in a loop in process: the request is answered at the deadline, the next one is served.
+        let started = ContinuousClock.now
+        let hung = try await post("HANG")
+        #expect(hung.status == 503 && hung.json?["error"] == "mapper_crashed", "\(hung.json?.serialized() ?? "")")
+        #expect(hung.json?["detail"]?.stringValue?.hasPrefix("plugin hostile did not answer within 1s mapping this request") == true)
+        #expect(ContinuousClock.now - started < .seconds(5))
+        #expect(try await post("fine after hang").status == 202)
+        // The bodies stay refused across a clean restart too.
+        #expect(try await child.terminate() == 0)
+        child = try await ChildServer(config: file, healthURL: health, log: directory + "/serve.log", environment: Self.quickCrash)
+        for marker in poisoned { #expect(try await post(marker).status == 503, "\(marker) after a clean restart") }
+        #expect(try await child.terminate() == 0)
         try await sink.stop()
     }
 
