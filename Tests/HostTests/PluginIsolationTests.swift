@@ -8,7 +8,9 @@ import Testing
 /// Plugins that crash, abort, exit, hang, overflow their stack or allocate without end, on chosen payloads only
 /// (Fixtures/hostile_plugin.c, compiled at test time), as formatters and as mappers, isolated in worker processes (the
 /// default) and in process. Real processes, real signals.
-@Suite("Plugin isolation")
+// One at a time: each test starts servers, workers and crashes of its own, and together they would starve the two
+// cores the rest of the suite shares.
+@Suite("Plugin isolation", .serialized)
 struct PluginIsolationTests {
     /// Each misbehaviour, and what the error of a call that did it says (isolated).
     static let misbehaviours: [(marker: String, reason: String)] = [
