@@ -114,6 +114,7 @@ enum ConfigJSON {
         return [
             "verify": verify,
             "idempotency_key": source.idempotencyKey.map { .string($0.description) } ?? .null,
+            "redact_headers": .array(source.redaction.extra.sorted().map(JSONValue.string)),
             "mapper": source.mapper.map { ["plugin": .string($0.name), "options": options($0.options)] } ?? .null,
             "mapping": .object(
                 JSONObject(

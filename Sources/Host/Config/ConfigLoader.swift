@@ -98,7 +98,8 @@ struct ConfigLoader: Sendable {
         if let (keyNode, node) = sourcesNode {
             for (name, sourceKey, value) in reader.entries(node, "sources") ?? [] {
                 if let source = readSource(
-                    name, sourceKey, value, destinations: destinations, definedDestinations: definedDestinations, reader: reader)
+                    name, sourceKey, value, destinations: destinations, definedDestinations: definedDestinations,
+                    redactHeaders: defaults.redactHeaders, reader: reader)
                 {
                     sources[name] = source
                 }
@@ -351,10 +352,12 @@ struct ConfigLoader: Sendable {
         var circuitBreaker = CircuitBreakerPolicy()
         var maxRetryAfter = DestinationConfig.defaultMaxRetryAfter
         var maxCrashes = DestinationConfig.defaultMaxCrashes
+        /// Headers every source stores redacted, beyond the built-in credential names (lowercase).
+        var redactHeaders: Set<String> = []
     }
 
     private static func readDefaults(_ node: Node, into defaults: inout DeliveryDefaults, reader: ConfigReader) {
-        let allowed = ["timeout", "retry", "max_concurrency", "circuit_breaker", "max_retry_after", "max_crashes"]
+        let allowed = ["timeout", "retry", "max_concurrency", "circuit_breaker", "max_retry_after", "max_crashes", "redact_headers"]
         for (key, _, value) in reader.entries(node, "defaults", allowed: allowed) ?? [] {
             switch key {
             case "timeout": reader.duration(value, "defaults.timeout").map { defaults.timeout = $0 }
@@ -362,6 +365,7 @@ struct ConfigLoader: Sendable {
             case "max_concurrency": reader.integer(value, "defaults.max_concurrency", range: 1...1024).map { defaults.maxConcurrency = $0 }
             case "max_retry_after": readMaxRetryAfter(value, "defaults.max_retry_after", reader: reader).map { defaults.maxRetryAfter = $0 }
             case "max_crashes": reader.integer(value, "defaults.max_crashes", range: 1...100).map { defaults.maxCrashes = $0 }
+            case "redact_headers": defaults.redactHeaders = readHeaderNames(value, "defaults.redact_headers", reader: reader)
             case "circuit_breaker":
                 defaults.circuitBreaker = readCircuitBreaker(
                     value, "defaults.circuit_breaker", base: defaults.circuitBreaker, reader: reader)
@@ -436,6 +440,24 @@ struct ConfigLoader: Sendable {
         }
         policy.enabled = true
         return policy
+    }
+
+    /// A list of header names (`redact_headers`), lowercased.
+    private static func readHeaderNames(_ node: Node, _ key: String, reader: ConfigReader) -> Set<String> {
+        guard case .sequence(let items) = node else {
+            reader.problem(node, key, "must be a list of header names, such as [X-Api-Key, X-Signature-Secret]")
+            return []
+        }
+        var names = Set<String>()
+        for (index, item) in items.enumerated() {
+            guard let name = reader.string(item, "\(key)[\(index)]") else { continue }
+            guard !name.isEmpty, name.utf8.allSatisfy({ (0x21...0x7E).contains($0) && $0 != UInt8(ascii: ":") }) else {
+                reader.problem(item, "\(key)[\(index)]", "must be a header name (visible ASCII, no ':'), not '\(name)'")
+                continue
+            }
+            names.insert(name.lowercased())
+        }
+        return names
     }
 
     /// `max_retry_after`: at least a second (a shorter clamp would make every 429 a busy loop).
@@ -577,7 +599,7 @@ struct ConfigLoader: Sendable {
 
     private static func readSource(
         _ name: String, _ keyNode: Node, _ node: Node, destinations: [String: DestinationConfig], definedDestinations: Set<String>,
-        reader: ConfigReader
+        redactHeaders: Set<String>, reader: ConfigReader
     ) -> SourceConfig? {
         let key = "sources.\(name)"
         if !name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == ".") }) {
@@ -586,16 +608,21 @@ struct ConfigLoader: Sendable {
         guard
             let entries = reader.entries(
                 node, key,
-                allowed: ["verify", "destinations", "mapping", "mapper", "mapper_options", "idempotency_key", "rate_limit", "replay"])
+                allowed: [
+                    "verify", "destinations", "mapping", "mapper", "mapper_options", "idempotency_key", "rate_limit", "replay",
+                    "redact_headers",
+                ])
         else { return nil }
         var source = SourceConfig(
             name: name, verify: nil, idempotencyKey: nil, mapper: nil, mapping: [], routes: [], rateLimit: nil, replay: true,
             location: reader.location(keyNode, key))
         var mapperOptions: JSONValue = .object(JSONObject())
+        source.redaction.extra = redactHeaders
         for (field, fieldKey, value) in entries {
             let path = "\(key).\(field)"
             switch field {
             case "replay": reader.bool(value, path).map { source.replay = $0 }
+            case "redact_headers": source.redaction.extra.formUnion(readHeaderNames(value, path, reader: reader))
             case "verify": source.verify = readVerify(value, path, reader: reader)
             case "rate_limit": source.rateLimit = readRateLimit(value, path, reader: reader)
             case "idempotency_key":

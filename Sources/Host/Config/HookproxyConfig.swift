@@ -284,6 +284,8 @@ struct SourceConfig: Sendable {
     var rateLimit: RateLimit?
     /// False: replay answers 403.
     var replay: Bool
+    /// Which headers are stored as `"[redacted]"`.
+    var redaction = HeaderRedaction()
     var location: ConfigLocation
 
     /// True when a request must carry a JSON body (a required mapped field reads the body).

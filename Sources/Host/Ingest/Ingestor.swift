@@ -15,9 +15,6 @@ struct Ingestor: Sendable {
     /// Where request bodies that crashed an in-process mapper are remembered.
     var journal: CallJournal? = nil
 
-    /// Headers never stored with an event: they carry credentials.
-    static let unstoredHeaders: Set<String> = ["authorization", "cookie", "proxy-authorization"]
-
     /// The answer to an accepted request.
     struct Accepted: Sendable {
         var id: String
@@ -81,10 +78,15 @@ struct Ingestor: Sendable {
             }
         }
 
+        // Headers that carry a credential are "[redacted]" from here on: the mapper, the mapping, the store, the admin
+        // API and every formatter see only the placeholder.
         var headerObject = JSONObject()
         for header in headers {
             let key = header.name.asciiLowercased()
-            guard !Self.unstoredHeaders.contains(key) else { continue }
+            if source.redaction.redacts(key) {
+                headerObject[key] = .string(HeaderRedaction.placeholder)
+                continue
+            }
             if case .string(let existing) = headerObject[key] {
                 headerObject[key] = .string(existing + ", " + header.value)
             } else {

@@ -150,7 +150,19 @@ final class PostgresStore: EventStore {
                 "ALTER TABLE deliveries ADD COLUMN plugin_failures INTEGER NOT NULL DEFAULT 0",
             ]
         ),
+        (4, "credentials scrubbed from stored headers", [scrubCredentialsSQL]),
     ]
+
+    /// Replaces, in every stored event's headers, the values of the headers ``HeaderRedaction`` redacts by default
+    /// (events stored before redaction existed kept them). `json`, not `jsonb`: the members keep their order.
+    static let scrubCredentialsSQL = """
+        UPDATE events SET headers = (
+            SELECT json_object_agg(key, CASE WHEN \(HeaderRedaction.sqlCondition("key")) THEN to_json('\(HeaderRedaction.placeholder)'::text) ELSE value END)::text
+            FROM json_each(events.headers::json))
+        WHERE EXISTS (
+            SELECT 1 FROM json_each_text(events.headers::json)
+            WHERE \(HeaderRedaction.sqlCondition("key")) AND value <> '\(HeaderRedaction.placeholder)')
+        """
 
     /// An arbitrary constant: the advisory lock that serialises migrations between instances starting together.
     private static let migrationLock: Int64 = 0x686F_6F6B_7072_6F78

@@ -39,6 +39,16 @@ final class SQLiteStore: EventStore {
 
     // MARK: Schema
 
+    /// Replaces, in every stored event's headers, the values of the headers ``HeaderRedaction`` redacts by default
+    /// (events stored before redaction existed kept them).
+    static let scrubCredentialsSQL = """
+        UPDATE events SET headers = (
+            SELECT json_group_object(key, CASE WHEN \(HeaderRedaction.sqlCondition("key")) THEN '\(HeaderRedaction.placeholder)' ELSE value END)
+            FROM json_each(events.headers))
+        WHERE json_valid(headers) AND EXISTS (
+            SELECT 1 FROM json_each(events.headers) WHERE \(HeaderRedaction.sqlCondition("key")) AND value <> '\(HeaderRedaction.placeholder)')
+        """
+
     static var migrator: DatabaseMigrator {
         var migrator = DatabaseMigrator()
         migrator.registerMigration("v1: events, deliveries, attempts") { db in
@@ -110,6 +120,9 @@ final class SQLiteStore: EventStore {
         migrator.registerMigration("v6: abnormal exits and plugin failures counted per delivery") { db in
             try db.execute(sql: "ALTER TABLE deliveries ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0")
             try db.execute(sql: "ALTER TABLE deliveries ADD COLUMN plugin_failures INTEGER NOT NULL DEFAULT 0")
+        }
+        migrator.registerMigration("v7: credentials scrubbed from stored headers") { db in
+            try db.execute(sql: Self.scrubCredentialsSQL)
         }
         return migrator
     }
