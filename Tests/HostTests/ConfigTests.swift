@@ -363,6 +363,25 @@ struct TransportSecurityConfigTests {
         for loopback in ["http://127.0.0.1:9000/in", "http://localhost/in", "http://[::1]:8080/in", "http://127.1.2.3/in"] {
             #expect(problems("{ formatter: generic, url: \"\(loopback)\" }").isEmpty, "\(loopback)")
         }
+        // Only loopback IP literals and localhost: a name that starts like one resolves wherever its owner likes.
+        for outside in [
+            "http://127.attacker.example/in", "http://127.0.0.1.nip.io/in", "http://localhost.attacker.example/in", "http://127.1/in",
+            "http://[::2]/in", "http://128.0.0.1/in",
+        ] {
+            #expect(problems("{ formatter: generic, url: \"\(outside)\" }").count == 1, "\(outside) passed for loopback")
+        }
+    }
+
+    @Test("hookproxy check refuses a plain-http destination whose host only looks like loopback")
+    func lookalikeLoopbackRefusedByCheck() async throws {
+        let directory = TestPaths.temporaryDirectory("lookalike")
+        try
+            (testServerSection()
+            + "destinations:\n  out: { formatter: generic, url: \"http://127.attacker.example/in\" }\nsources:\n  app: { destinations: [out] }\n")
+            .write(toFile: directory + "/sources.yaml", atomically: true, encoding: .utf8)
+        let check = try await shell("'\(PluginLoader.executableDirectory)/hookproxy' check --config '\(directory)/sources.yaml' 2>&1")
+        #expect(check.status == 2, "\(check.output)")
+        #expect(check.output.contains("destinations.out.url: must be https:// (plain http is only allowed to loopback)"), "\(check.output)")
     }
 }
 

@@ -591,10 +591,18 @@ struct ConfigLoader: Sendable {
             maxCrashes: maxCrashes, location: formatterLocation)
     }
 
-    /// 127.0.0.0/8, ::1 and localhost.
+    /// A loopback IP literal (127.0.0.0/8, ::1) or `localhost`; nothing that merely starts like one
+    /// (`127.attacker.example` is a name anyone can point anywhere).
     static func isLoopback(_ host: String) -> Bool {
         let host = host.lowercased().trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
-        return host == "localhost" || host == "::1" || host.hasPrefix("127.")
+        if host == "localhost" { return true }
+        var ipv4 = in_addr()
+        if inet_pton(AF_INET, host, &ipv4) == 1 { return UInt32(bigEndian: ipv4.s_addr) >> 24 == 127 }
+        var ipv6 = in6_addr()
+        if inet_pton(AF_INET6, host, &ipv6) == 1 {
+            return withUnsafeBytes(of: &ipv6) { bytes in bytes.prefix(15).allSatisfy { $0 == 0 } && bytes[15] == 1 }
+        }
+        return false
     }
 
     private static func readSource(
