@@ -372,6 +372,43 @@ struct TransportSecurityConfigTests {
         }
     }
 
+    @Test(
+        "a header value that would break requests is a configuration error naming the header, never the value; a secret file's one trailing newline is dropped"
+    )
+    func headerValues() async throws {
+        let directory = TestPaths.temporaryDirectory("header-values")
+        try "token-one\n".write(toFile: directory + "/one", atomically: true, encoding: .utf8)
+        try "token-two\r\n".write(toFile: directory + "/two", atomically: true, encoding: .utf8)
+        try "token-three\n\n".write(toFile: directory + "/three", atomically: true, encoding: .utf8)
+        func yaml(_ file: String) -> String {
+            testServerSection()
+                + "destinations:\n  out:\n    formatter: generic\n    url: \"http://127.0.0.1:9/in\"\n    headers: { X-Token: \"${file:\(directory)/\(file)}\" }\n"
+                + "sources:\n  app: { destinations: [out] }\n"
+        }
+        for (file, value) in [("one", "token-one"), ("two", "token-two")] {
+            let config = try ConfigLoader(environment: [:]).load(yaml: yaml(file), file: directory + "/sources.yaml")
+            #expect(config.destinations["out"]?.headers.first?.value == value, "\(file)")
+        }
+        try yaml("three").write(toFile: directory + "/sources.yaml", atomically: true, encoding: .utf8)
+        let check = try await shell("'\(PluginLoader.executableDirectory)/hookproxy' check --config '\(directory)/sources.yaml' 2>&1")
+        #expect(check.status == 2)
+        #expect(
+            check.output.contains(
+                "destinations.out.headers.X-Token: the value has a control character or leading or trailing whitespace (a secret file ending in two newlines?); it is not shown"
+            ), "\(check.output)")
+        #expect(!check.output.contains("token-three"), "the value was echoed: \(check.output)")
+        for broken in ["\"a\\u0000b\"", "\" padded \"", "\"a\\u007fb\""] {
+            let text =
+                testServerSection()
+                + "destinations:\n  out: { formatter: generic, url: \"http://127.0.0.1:9/in\", headers: { X-Bad: \(broken) } }\nsources:\n  app: { destinations: [out] }\n"
+            #expect(throws: ConfigError.self, "\(broken)") { try ConfigLoader(environment: [:]).load(yaml: text, file: "/s.yaml") }
+        }
+        let badName =
+            testServerSection()
+            + "destinations:\n  out: { formatter: generic, url: \"http://127.0.0.1:9/in\", headers: { \"X Bad\": v } }\nsources:\n  app: { destinations: [out] }\n"
+        #expect(throws: ConfigError.self) { try ConfigLoader(environment: [:]).load(yaml: badName, file: "/s.yaml") }
+    }
+
     @Test("hookproxy check refuses a plain-http destination whose host only looks like loopback")
     func lookalikeLoopbackRefusedByCheck() async throws {
         let directory = TestPaths.temporaryDirectory("lookalike")

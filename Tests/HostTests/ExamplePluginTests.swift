@@ -107,6 +107,7 @@ struct FormatterFailureTests {
         let transient = try await post("FAIL_TRANSIENT")
         let permanent = try await post("FAIL_PERMANENT")
         let slow = try await post("SLOW_ME")
+        let injected = try await post("BAD_HEADER")
         try await server.waitForDeliveries(of: skipped, toBe: [.skipped])
         try await server.waitForDeliveries(of: permanent, toBe: [.dead])
         try await server.waitForDeliveries(of: slow)
@@ -121,11 +122,18 @@ struct FormatterFailureTests {
         let dead = try #require(try await server.detail(permanent)?.deliveries.first)
         #expect(dead.history.count == 1)
         #expect(dead.lastError?.contains("minimal: cannot format this event") == true)
+        // A header value with a CR LF in it is the plugin's permanent failure, named without its value.
+        try await server.waitForDeliveries(of: injected, toBe: [.dead])
+        let refused = try #require(try await server.detail(injected)?.deliveries.first)
+        #expect(
+            refused.lastError
+                == "formatter 'minimal' failed: it returned header 'X-Minimal' with a value that is not a valid HTTP header value",
+            "\(refused.lastError ?? "")")
         #expect(sink.requests("/c").count == 1, "only the slow event is sent")
 
         let metrics = try PrometheusText(try await send(.GET, server.adminURL + "/metrics"))
         #expect(metrics.value("hookproxy_plugin_slow_calls_total", ["plugin": "minimal", "operation": "format"]) == 1)
-        #expect(metrics.value("hookproxy_plugin_errors_total", ["plugin": "minimal", "operation": "format"]) == 5)
+        #expect(metrics.value("hookproxy_plugin_errors_total", ["plugin": "minimal", "operation": "format"]) == 6)
         try await server.stop()
         try await sink.stop()
     }

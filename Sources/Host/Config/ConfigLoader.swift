@@ -553,8 +553,22 @@ struct ConfigLoader: Sendable {
                 }
                 options = reader.json(value, path)
             case "headers":
-                for (headerName, _, headerValue) in reader.entries(value, path) ?? [] {
-                    if let text = reader.string(headerValue, "\(path).\(headerName)") { headers.append((headerName, text)) }
+                for (headerName, nameNode, headerValue) in reader.entries(value, path) ?? [] {
+                    let headerPath = "\(path).\(headerName)"
+                    guard HeaderField.isValidName(headerName) else {
+                        reader.problem(nameNode, headerPath, "is not a valid header name (letters, digits and !#$%&'*+-.^_`|~)")
+                        continue
+                    }
+                    guard let text = reader.string(headerValue, headerPath) else { continue }
+                    // The value may be a secret: it is never echoed.
+                    guard HeaderField.isValidValue(text) else {
+                        reader.problem(
+                            headerValue, headerPath,
+                            "the value has a control character or leading or trailing whitespace (a secret file ending in two newlines?); it is not shown"
+                        )
+                        continue
+                    }
+                    headers.append((headerName, text))
                 }
             case "timeout": reader.duration(value, path).map { timeout = $0 }
             case "retry": retry = readRetry(value, path, base: defaults.retry, reader: reader)

@@ -43,7 +43,10 @@ struct EnvironmentSubstitution: Sendable {
             guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
                 throw Failure(description: "secret file '\(path)' cannot be read")
             }
-            return text.hasSuffix("\r\n") ? String(text.dropLast(2)) : text.hasSuffix("\n") ? String(text.dropLast()) : text
+            // One trailing newline goes, as Docker and Kubernetes users expect (`echo secret > file`). "\r\n" is one
+            // Character in Swift, so both end in a single Character to drop.
+            if let last = text.last, last == "\n" || last == "\r\n" { return String(text.dropLast()) }
+            return text
         }
         let name: String
         let fallback: String?

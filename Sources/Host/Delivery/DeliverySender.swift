@@ -282,6 +282,22 @@ struct DeliverySender: Sendable {
         case .unavailable(let reason): return .unavailable(reason: reason)
         case .cancelled: return .cancelled
         }
+        // A plugin's headers are checked as the configuration's are: a broken one is the plugin's permanent failure,
+        // named without its value (it may carry a secret), rather than an HTTP client error quoting it.
+        for output in outputs {
+            for header in output.headers {
+                guard HeaderField.isValidName(header.name) else {
+                    return .failed(message: "it returned a header whose name is not a valid HTTP header name", permanent: true)
+                }
+                guard HeaderField.isValidValue(header.value) else {
+                    return .failed(
+                        message: "it returned header '\(header.name)' with a value that is not a valid HTTP header value", permanent: true)
+                }
+            }
+            guard HeaderField.isValidValue(output.contentType) else {
+                return .failed(message: "it returned a content type that is not a valid HTTP header value", permanent: true)
+            }
+        }
         let timestamp = Clock.milliseconds() / 1000
         return .send(
             outputs.enumerated().map { index, output in

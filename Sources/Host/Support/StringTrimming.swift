@@ -20,3 +20,22 @@ extension String {
         utf8.contains { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") } ? lowercased() : self
     }
 }
+
+/// What HTTP allows in header fields (RFC 9110 §5.1, §5.5), checked before a configured or plugin-made header is sent.
+enum HeaderField {
+    /// A token: visible ASCII except separators.
+    static func isValidName(_ name: String) -> Bool {
+        !name.isEmpty
+            && name.utf8.allSatisfy { byte in
+                (0x21...0x7E).contains(byte) && !#"()<>@,;:\"/[]?={} "#.utf8.contains(byte)
+            }
+    }
+
+    /// No control character but horizontal tab, no DEL, and no leading or trailing whitespace.
+    static func isValidValue(_ value: String) -> Bool {
+        let bytes = value.utf8
+        guard bytes.allSatisfy({ $0 == 0x09 || ($0 >= 0x20 && $0 != 0x7F) }) else { return false }
+        let blank: (UInt8) -> Bool = { $0 == 0x20 || $0 == 0x09 }
+        return !(bytes.first.map(blank) ?? false) && !(bytes.last.map(blank) ?? false)
+    }
+}

@@ -3,7 +3,7 @@
  * -DPLUGIN_NAME="..." renames it; -DTABLE_ABI_VERSION=N stamps another ABI version; -DNO_ENTRY leaves out the entry;
  * -DWITH_MAPPER adds a mapper that returns {"from_mapper": "<content type>", "repo": "mapper-repo"}.
  * A raw body containing SKIP_ME, FAIL_TRANSIENT or FAIL_PERMANENT makes on_format skip or fail with a message; SLOW_ME
- * makes it take 1.2 s before formatting. */
+ * makes it take 1.2 s before formatting; BAD_HEADER makes it return a header value with a CR LF in it. */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -55,6 +55,14 @@ static hookproxy_status on_format(void *instance, const hookproxy_event *event, 
         output->error = "minimal: cannot format this event";
         output->error_len = 33;
         return HOOKPROXY_ERROR_PERMANENT;
+    }
+    if (body_has(event, "BAD_HEADER")) {
+        static const hookproxy_header injected[] = {{"X-Minimal", 9, "1\r\nX-Injected: yes", 18}};
+        output->body = (const uint8_t *)"x";
+        output->body_len = 1;
+        output->headers = injected;
+        output->header_count = 1;
+        return HOOKPROXY_OK;
     }
     if (body_has(event, "SLOW_ME")) {
         struct timespec pause = {1, 200000000};
