@@ -208,7 +208,7 @@ struct ConfigTests {
         let yaml = Self.minimal.replacingOccurrences(of: "    url:", with: "    timout: 5s\n    url:")
         #expect(
             problems(yaml) == [
-                "/etc/hookproxy/sources.yaml:4: destinations.chat.timout: unknown key (did you mean 'timeout'?); allowed here: formatter, url, options, headers, timeout, retry, rate_limit, max_concurrency, ordering, circuit_breaker, signing_secret, allow_insecure, paused, max_retry_after, max_crashes"
+                "/etc/hookproxy/sources.yaml:4: destinations.chat.timout: unknown key (did you mean 'timeout'?); allowed here: formatter, url, options, headers, timeout, retry, rate_limit, max_concurrency, ordering, circuit_breaker, signing_secret, allow_insecure, paused, max_retry_after, max_crashes, store_response"
             ])
     }
 

@@ -129,6 +129,46 @@ struct DeliveryPolicyTests {
         try await sink.stop()
     }
 
+    @Test("store_response keeps nothing, a prefix or the default 4 KiB of each answer; a retry_after is honoured either way")
+    func storedResponses() async throws {
+        let sink = RecordingSink()
+        try await sink.start()
+        let echo = String(repeating: "echoed-request-", count: 400)
+        sink.answerByDefault(.init(status: 200, body: echo))
+        sink.plan(
+            "/none",
+            responses: [.init(status: 429, headers: [("Content-Type", "application/json")], body: #"{"retry_after": 1.5}"#)])
+        let yaml =
+            testServerSection() + """
+                destinations:
+                  none: { formatter: generic, url: "\(sink.url)/none", store_response: false }
+                  some: { formatter: generic, url: "\(sink.url)/some", store_response: 10 }
+                  standard: { formatter: generic, url: "\(sink.url)/standard" }
+                sources:
+                  app: { destinations: [none, some, standard] }
+                """
+        let server = try await TestServer.start(yaml: yaml)
+        let id = try #require(try await server.post("app", json: "{}").json?["id"]?.stringValue)
+        try await server.waitForDeliveries(of: id)
+        let deliveries = try #require(try await server.detail(id)?.deliveries)
+        let byName = Dictionary(uniqueKeysWithValues: deliveries.map { ($0.destination, $0) })
+        let none = try #require(byName["none"])
+        #expect(none.history.map(\.responseBody.count) == [0, 0])
+        let requests = sink.requests("/none")
+        #expect(
+            requests.count == 2 && requests[1].arrivedAt - requests[0].arrivedAt >= 1490,
+            "the retry_after in the unstored body was not honoured")
+        #expect(byName["some"]?.history.first?.responseBody == Array(echo.utf8.prefix(10)))
+        #expect(byName["standard"]?.history.first?.responseBody == Array(echo.utf8.prefix(4096)))
+        #expect(
+            (try? ConfigLoader(environment: [:]).load(
+                yaml:
+                    "destinations:\n  out: { formatter: generic, url: \"http://127.0.0.1:9/x\", store_response: 1MB }\nsources:\n  a: { destinations: [out] }\n",
+                file: "/s.yaml")) == nil)
+        try await server.stop()
+        try await sink.stop()
+    }
+
     @Test("4xx other than 408/409/425/429 are permanent unless the destination lists them as retryable")
     func classification() async throws {
         let sink = RecordingSink()

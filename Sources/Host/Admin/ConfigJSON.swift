@@ -89,6 +89,7 @@ enum ConfigJSON {
             "signing_secrets": .int(destination.signingSecrets.count),
             "max_retry_after": .string(destination.maxRetryAfter.compactDescription),
             "max_crashes": .int(destination.maxCrashes),
+            "store_response": .int(destination.storeResponseBytes),
         ]
     }
 

@@ -442,6 +442,21 @@ struct ConfigLoader: Sendable {
         return policy
     }
 
+    /// `store_response`: `false` (nothing), `true` (the default 4 KiB), or a size up to 64 KiB.
+    private static func readStoreResponse(_ node: Node, _ key: String, reader: ConfigReader) -> Int? {
+        guard let text = reader.string(node, key) else { return nil }
+        switch text.lowercased() {
+        case "false", "no", "off": return 0
+        case "true", "yes", "on": return AttemptRecord.defaultResponseBytes
+        default:
+            guard let bytes = parseSize(text), bytes <= AttemptRecord.maximumResponseBytes else {
+                reader.problem(node, key, "must be false, true or a size up to 64KB (such as 512 or 16KB), not '\(text)'")
+                return nil
+            }
+            return bytes
+        }
+    }
+
     /// A list of header names (`redact_headers`), lowercased.
     private static func readHeaderNames(_ node: Node, _ key: String, reader: ConfigReader) -> Set<String> {
         guard case .sequence(let items) = node else {
@@ -504,7 +519,7 @@ struct ConfigLoader: Sendable {
 
     private static let destinationKeys = [
         "formatter", "url", "options", "headers", "timeout", "retry", "rate_limit", "max_concurrency", "ordering", "circuit_breaker",
-        "signing_secret", "allow_insecure", "paused", "max_retry_after", "max_crashes",
+        "signing_secret", "allow_insecure", "paused", "max_retry_after", "max_crashes", "store_response",
     ]
 
     private static func readDestination(
@@ -528,6 +543,7 @@ struct ConfigLoader: Sendable {
         var paused = false
         var maxRetryAfter = defaults.maxRetryAfter
         var maxCrashes = defaults.maxCrashes
+        var storeResponse = AttemptRecord.defaultResponseBytes
         var urlNode: Node?
         for (field, fieldKey, value) in entries {
             let path = "\(key).\(field)"
@@ -581,6 +597,7 @@ struct ConfigLoader: Sendable {
             case "paused": reader.bool(value, path).map { paused = $0 }
             case "max_retry_after": readMaxRetryAfter(value, path, reader: reader).map { maxRetryAfter = $0 }
             case "max_crashes": reader.integer(value, path, range: 1...100).map { maxCrashes = $0 }
+            case "store_response": readStoreResponse(value, path, reader: reader).map { storeResponse = $0 }
             default: break
             }
         }
@@ -602,7 +619,7 @@ struct ConfigLoader: Sendable {
             name: name, formatter: formatter, options: options, url: url, headers: headers, timeout: timeout, retry: retry,
             rateLimit: rateLimit, maxConcurrency: ordering == .fifo ? 1 : maxConcurrency, ordering: ordering,
             circuitBreaker: circuitBreaker, signingSecrets: signingSecrets, paused: paused, maxRetryAfter: maxRetryAfter,
-            maxCrashes: maxCrashes, location: formatterLocation)
+            maxCrashes: maxCrashes, storeResponseBytes: storeResponse, location: formatterLocation)
     }
 
     /// A loopback IP literal (127.0.0.0/8, ::1) or `localhost`; nothing that merely starts like one

@@ -245,6 +245,8 @@ struct DestinationConfig: Sendable {
     var maxRetryAfter: Duration = DestinationConfig.defaultMaxRetryAfter
     /// A delivery that was being attempted during this many abnormal exits of the process in a row is quarantined.
     var maxCrashes = DestinationConfig.defaultMaxCrashes
+    /// How many bytes of each answer's body the attempt log keeps (0: none, for receivers that echo requests back).
+    var storeResponseBytes = AttemptRecord.defaultResponseBytes
     var location: ConfigLocation
 
     static let defaultMaxRetryAfter: Duration = .seconds(3600)

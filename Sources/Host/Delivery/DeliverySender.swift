@@ -37,10 +37,13 @@ struct DeliverySender: Sendable {
             let duration = clock.now - start
             return duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
         }
+        // What the attempt log keeps of an answer: the destination's `store_response` (the body is read further for
+        // a JSON `retry_after`).
+        let keptBytes = runtime.config.destinations[delivery.destination]?.storeResponseBytes ?? AttemptRecord.defaultResponseBytes
         func record(status: Int? = nil, body: [UInt8] = [], error: String? = nil) -> AttemptRecord {
             AttemptRecord(
                 number: number, startedAt: startedAt, durationMilliseconds: elapsed(), httpStatus: status,
-                responseBody: Array(body.prefix(AttemptRecord.maximumResponseBytes)), error: error)
+                responseBody: Array(body.prefix(keptBytes)), error: error)
         }
         func dead(_ reason: String, _ attempt: AttemptRecord, _ feedback: DestinationLane.Feedback = .neutral) -> Result {
             logger.warning("delivery dead", metadata: ["attempt": "\(number)", "error": "\(reason)"])
@@ -141,8 +144,9 @@ struct DeliverySender: Sendable {
                 status = Int(response.status.code)
                 responseHeaders = response.headers.map { ($0.name, $0.value) }
                 for try await chunk in response.body {
-                    responseBody.append(contentsOf: chunk.readableBytesView.prefix(AttemptRecord.maximumResponseBytes - responseBody.count))
-                    if responseBody.count >= AttemptRecord.maximumResponseBytes { break }
+                    let read = max(keptBytes, AttemptRecord.defaultResponseBytes)
+                    responseBody.append(contentsOf: chunk.readableBytesView.prefix(read - responseBody.count))
+                    if responseBody.count >= read { break }
                 }
             } catch is CancellationError {
                 var released = Self.released(delivery)

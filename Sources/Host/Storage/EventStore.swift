@@ -190,11 +190,15 @@ struct AttemptRecord: Sendable, Equatable {
     var startedAt: Int64
     var durationMilliseconds: Int64
     var httpStatus: Int?
-    /// At most ``AttemptRecord/maximumResponseBytes`` of the response body.
+    /// At most the destination's `store_response` bytes of the response body (``AttemptRecord/defaultResponseBytes``
+    /// unless set, at most ``AttemptRecord/maximumResponseBytes``).
     var responseBody: [UInt8]
     var error: String?
 
-    static let maximumResponseBytes = 4096
+    /// What is stored of a response body unless the destination says otherwise.
+    static let defaultResponseBytes = 4096
+    /// The most `store_response` may keep; also what is read of an answer (a JSON `retry_after` is read from it).
+    static let maximumResponseBytes = 65_536
 }
 
 /// An event with everything that happened to it.
