@@ -158,6 +158,57 @@ struct CLITests {
         #expect(table.output.contains("no server answered"))
     }
 
+    @Test("plugins refuses files and directories another user could write, ignores dotfiles, and follows a symlink only to a trusted file")
+    func untrustedPluginFiles() async throws {
+        let directory = TestPaths.temporaryDirectory("plugins-trust")
+        let plugins = directory + "/plugins"
+        let outside = directory + "/outside"
+        let open = directory + "/open"
+        for path in [plugins, outside, open] { try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true) }
+        func build(_ into: String, _ file: String, name: String) async throws -> String {
+            try await compileCPlugin(into: into, file: file, defines: ["PLUGIN_NAME=\"\(name)\""])
+        }
+        _ = try await build(plugins, "libgood.so", name: "good")
+        let groupWritable = try await build(plugins, "libgroup.so", name: "groupw")
+        chmod(groupWritable, 0o775)
+        _ = try await build(plugins, ".libhidden.so", name: "hidden")
+        let target = try await build(outside, "libtarget.so", name: "linked")
+        try FileManager.default.createSymbolicLink(atPath: plugins + "/liblinked.so", withDestinationPath: target)
+        let exposed = try await build(open, "libexposed.so", name: "exposed")
+        chmod(open, 0o777)
+        try FileManager.default.createSymbolicLink(atPath: plugins + "/libbadlink.so", withDestinationPath: exposed)
+        let asRoot = geteuid() == 0
+        if asRoot {
+            let foreign = try await build(plugins, "libforeign.so", name: "foreign")
+            #expect(chown(foreign, 1234, 1234) == 0)
+        }
+        func listing(_ pluginsDirectory: String) async throws -> (names: Set<String>, refused: [String: String]) {
+            try (testServerSection() + "plugins:\n  directory: \(pluginsDirectory)\nsources:\n  inbox: { destinations: [] }\n")
+                .write(toFile: directory + "/sources.yaml", atomically: true, encoding: .utf8)
+            let result = try await Self.run("plugins --config \(directory)/sources.yaml --json")
+            #expect(result.status == 0, "\(result.output)")
+            let json = try JSONValue(parsing: Array(result.output.utf8))
+            let names = Set(json["plugins"]?.arrayValue?.compactMap { $0["name"]?.stringValue } ?? [])
+            var refused: [String: String] = [:]
+            for item in json["refused"]?.arrayValue ?? [] {
+                if let file = item["file"]?.stringValue {
+                    refused[URL(fileURLWithPath: file).lastPathComponent] = item["reason"]?.stringValue ?? ""
+                }
+            }
+            return (names, refused)
+        }
+        let found = try await listing(plugins)
+        #expect(found.names.isSuperset(of: ["good", "linked", "discord"]))
+        #expect(found.names.isDisjoint(with: ["groupw", "hidden", "exposed", "foreign"]), "\(found.names)")
+        #expect(found.refused["libgroup.so"]?.contains("it is group-writable (mode 0775)") == true, "\(found.refused)")
+        #expect(found.refused["libbadlink.so"]?.contains("it links to \(exposed), and its directory \(open) is world-writable") == true)
+        #expect(found.refused[".libhidden.so"] == nil && found.refused["liblinked.so"] == nil && found.refused["libgood.so"] == nil)
+        if asRoot { #expect(found.refused["libforeign.so"]?.contains("owned by uid 1234") == true, "\(found.refused)") }
+        let exposedDirectory = try await listing(open)
+        #expect(!exposedDirectory.names.contains("exposed"))
+        #expect(exposedDirectory.refused["libexposed.so"]?.contains("its directory \(open) is world-writable (mode 0777)") == true)
+    }
+
     @Test("plugins shows each plugin's isolation and, from the running server, its workers' health")
     func pluginsFromServer() async throws {
         let sink = RecordingSink()

@@ -27,14 +27,16 @@ enum PluginLoader {
         return URL(fileURLWithPath: path).deletingLastPathComponent().path
     }
 
-    /// The plugin files of `directory` (all `.so` files) and beside the executable (`libhookproxy-*.so`).
-    static func files(directory: String, includeExecutableDirectory: Bool = true) -> [String] {
-        var files = soFiles(in: directory, prefix: "")
+    /// The plugin files of `directory` (all `.so` files) and beside the executable (`libhookproxy-*.so`) that an operator
+    /// controls, and the refusals of those that someone else could have written (``untrusted(_:)``).
+    static func files(directory: String, includeExecutableDirectory: Bool = true) -> (files: [String], refusals: [PluginRefusal]) {
+        var found = soFiles(in: directory, prefix: "")
         if includeExecutableDirectory {
             let bundled = soFiles(in: executableDirectory, prefix: bundledPrefix)
-            files += bundled.filter { !files.contains($0) }
+            found.files += bundled.files.filter { !found.files.contains($0) }
+            found.refusals += bundled.refusals
         }
-        return files
+        return found
     }
 
     /// Discovers plugins in `directory` and beside the executable, each checked in a probe worker whose memory is
@@ -42,9 +44,10 @@ enum PluginLoader {
     static func discover(
         directory: String, includeExecutableDirectory: Bool = true, memoryLimit: Int = PluginsConfig.defaultMemoryLimit, logger: Logger
     ) async -> Catalog {
-        let files = files(directory: directory, includeExecutableDirectory: includeExecutableDirectory)
+        let (files, untrustedFiles) = files(directory: directory, includeExecutableDirectory: includeExecutableDirectory)
         let results = await PluginProbe.identify(files, memoryLimit: memoryLimit)
         var catalog = Catalog()
+        catalog.refusals = untrustedFiles
         for file in files {
             switch results[file] ?? .failure(PluginRefusal(file: file, reason: "was not checked")) {
             case .success(let plugin):
@@ -66,11 +69,66 @@ enum PluginLoader {
         return catalog
     }
 
-    static func soFiles(in directory: String, prefix: String) -> [String] {
-        guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return [] }
-        return names.filter { $0.hasSuffix(".so") && $0.hasPrefix(prefix) }.sorted().map {
-            URL(fileURLWithPath: directory).appendingPathComponent($0).standardizedFileURL.resolvingSymlinksInPath().path
+    /// The `.so` files named `prefix*` in `directory` (dotfiles are ignored), each resolved through symlinks and accepted
+    /// only when it, the directory and the target's directory pass ``untrusted(_:)``.
+    static func soFiles(in directory: String, prefix: String) -> (files: [String], refusals: [PluginRefusal]) {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return ([], []) }
+        let candidates = names.filter { !$0.hasPrefix(".") && $0.hasSuffix(".so") && $0.hasPrefix(prefix) }.sorted()
+        guard !candidates.isEmpty else { return ([], []) }
+        let directoryProblem = untrusted(directory)
+        var files: [String] = []
+        var refusals: [PluginRefusal] = []
+        for name in candidates {
+            let path = URL(fileURLWithPath: directory).appendingPathComponent(name).standardizedFileURL.path
+            if let directoryProblem {
+                refusals.append(PluginRefusal(file: path, reason: directoryProblem))
+                continue
+            }
+            guard let resolved = realPath(path) else {
+                refusals.append(PluginRefusal(file: path, reason: "cannot be resolved (\(String(cString: strerror(errno))))"))
+                continue
+            }
+            let targetDirectory = URL(fileURLWithPath: resolved).deletingLastPathComponent().path
+            let sameDirectory = targetDirectory == realPath(directory)
+            let problem = (untrusted(resolved, isFile: true) ?? (sameDirectory ? nil : untrusted(targetDirectory)))
+                .map { resolved == path ? $0 : "it links to \(resolved), and \($0)" }
+            if let problem {
+                refusals.append(PluginRefusal(file: path, reason: problem))
+            } else if !files.contains(resolved) {
+                files.append(resolved)
+            }
         }
+        return (files, refusals)
+    }
+
+    /// Why a plugin file or directory may not be trusted, or nil when only root or the user hookproxy runs as can
+    /// change it: a group- or world-writable one (whatever its sticky bit) or one owned by another non-root user lets
+    /// someone else put code into this process. Phrased to follow "plugin FILE refused: ".
+    static func untrusted(_ path: String, isFile: Bool = false) -> String? {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return "cannot be examined (\(String(cString: strerror(errno))))" }
+        let what = isFile ? "it" : "its directory \(path)"
+        let kind = info.st_mode & S_IFMT
+        if isFile, kind != S_IFREG { return "it is not a regular file" }
+        if !isFile, kind != S_IFDIR { return "\(what) is not a directory" }
+        let writable = info.st_mode & (S_IWGRP | S_IWOTH)
+        if writable != 0 {
+            let mode = String(info.st_mode & 0o7777, radix: 8)
+            let who = writable & S_IWOTH != 0 ? "world" : "group"
+            return "\(what) is \(who)-writable (mode 0\(mode)), so another user could replace the code; chmod go-w it"
+        }
+        let owner = info.st_uid
+        if owner != 0, owner != geteuid() {
+            return "\(what) is owned by uid \(owner), neither root nor the user hookproxy runs as (uid \(geteuid()))"
+        }
+        return nil
+    }
+
+    /// The canonical path of `path` (every symlink resolved), or nil with `errno` set.
+    private static func realPath(_ path: String) -> String? {
+        guard let resolved = realpath(path, nil) else { return nil }
+        defer { free(resolved) }
+        return String(cString: resolved)
     }
 
     private static let opened = Mutex<[String: Result<NativePlugin, PluginRefusal>]>([:])
