@@ -201,6 +201,10 @@ struct ConfigTests {
             problems("storage:\n  instance_timeout: 10s\n" + Self.minimal) == [
                 "/etc/hookproxy/sources.yaml:2: storage.instance_timeout: applies to a postgres:// storage.url only (one process owns an SQLite file)"
             ])
+        #expect(
+            problems("storage:\n  max_size: 1GB\n  url: \"postgres://hook@db/hp\"\n" + Self.minimal) == [
+                "/etc/hookproxy/sources.yaml:2: storage.max_size: applies to an sqlite: storage.url only (size a PostgreSQL database with its own quotas and retention)"
+            ])
     }
 
     @Test("an unknown key is an error at its line, with a suggestion")

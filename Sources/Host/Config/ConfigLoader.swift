@@ -197,10 +197,16 @@ struct ConfigLoader: Sendable {
 
     private static func readStorage(_ node: Node, into storage: inout StorageConfig, reader: ConfigReader, baseDirectory: String) {
         var instanceTimeoutNode: Node?
+        var maximumSizeNode: Node?
         defer {
             if let node = instanceTimeoutNode, case .sqlite = storage.backend {
                 reader.problem(
                     node, "storage.instance_timeout", "applies to a postgres:// storage.url only (one process owns an SQLite file)")
+            }
+            if let node = maximumSizeNode, case .postgres = storage.backend {
+                reader.problem(
+                    node, "storage.max_size",
+                    "applies to an sqlite: storage.url only (size a PostgreSQL database with its own quotas and retention)")
             }
         }
         let allowed = ["url", "retention", "max_size", "instance_timeout", "journal"]
@@ -236,6 +242,7 @@ struct ConfigLoader: Sendable {
                 guard let file = reader.string(value, path), !file.isEmpty else { continue }
                 storage.journal = resolvePath(file, base: baseDirectory)
             case "max_size":
+                maximumSizeNode = value
                 guard let text = reader.string(value, path) else { continue }
                 guard let bytes = Self.parseSize(text), bytes >= 65_536 else {
                     reader.problem(value, path, "must be a size of at least 64KB, such as 512MB or 20GB, not '\(text)'")

@@ -192,7 +192,7 @@ struct RetryPolicy: Sendable, Equatable {
     }
 }
 
-/// `N/duration`: at most N requests per duration, as a token bucket (bursts of up to N).
+/// `N/duration`: at most N requests in any window of that duration, a strict sliding window (docs/decisions.md §13).
 struct RateLimit: Sendable, Equatable, CustomStringConvertible {
     var requests: Int
     var per: Duration
