@@ -204,7 +204,7 @@ struct AdminAPITests {
                 of: "out: { formatter: generic, url: \"\(sink.url)/out\" }",
                 with: "out: { formatter: generic, url: \"\(sink.url)/out\", rate_limit: 1000/1s }")
         try rerouted.write(toFile: file, atomically: true, encoding: .utf8)
-        let reloaded = try await send(.POST, server.adminURL + "/admin/reload")
+        let reloaded = try await adminPost(server.adminURL + "/admin/reload")
         #expect(reloaded.status == 200)
         #expect(reloaded.json?["status"] == "reloaded")
         #expect(reloaded.json?["restart_required"] == [])
@@ -212,7 +212,7 @@ struct AdminAPITests {
         try await waitUntil("requests after the reload") { accepted.all.count >= afterFirst + 4 }
         // An invalid file: refused with the problem's line, the running configuration keeps serving.
         try (rerouted + "\n  broken-source: { destinations: [nowhere] }\n").write(toFile: file, atomically: true, encoding: .utf8)
-        let refused = try await send(.POST, server.adminURL + "/admin/reload")
+        let refused = try await adminPost(server.adminURL + "/admin/reload")
         #expect(refused.status == 422)
         #expect(refused.json?["error"] == "invalid_config")
         #expect(refused.json?["detail"]?.stringValue?.contains("sources.yaml:") == true)
@@ -254,7 +254,7 @@ struct AdminAPITests {
             .replacingOccurrences(of: "destinations:\n", with: "destinations:\n  c: { formatter: minimal, url: \"\(sink.url)/c\" }\n")
             .replacingOccurrences(of: "plain: { destinations: [out] }", with: "plain: { destinations: [c] }")
         try withMinimal.write(toFile: server.directory + "/sources.yaml", atomically: true, encoding: .utf8)
-        let reloaded = try await send(.POST, server.adminURL + "/admin/reload")
+        let reloaded = try await adminPost(server.adminURL + "/admin/reload")
         #expect(reloaded.status == 200, "\(String(decoding: reloaded.body, as: UTF8.self))")
         #expect(reloaded.json?["plugins"]?.arrayValue?.contains("minimal") == true)
         #expect(reloaded.json?["refused_plugins"]?.arrayValue?.first?["file"]?.stringValue?.hasSuffix("libbroken.so") == true)
@@ -282,7 +282,7 @@ struct AdminAPITests {
         func destination(_ name: String) async throws -> JSONValue? {
             try await Self.get(server, "/admin/destinations").json?["destinations"]?.arrayValue?.first { $0["name"] == .string(name) }
         }
-        let paused = try await send(.POST, server.adminURL + "/admin/destinations/out/pause")
+        let paused = try await adminPost(server.adminURL + "/admin/destinations/out/pause")
         #expect(paused.status == 200)
         #expect(paused.json?["state"] == "suspended" && paused.json?["suspended_by"] == "operator")
         let id = try await Self.post(server, "plain", #"{"held":true}"#)
@@ -295,19 +295,19 @@ struct AdminAPITests {
         let metrics = try PrometheusText(try await Self.get(server, "/metrics"))
         #expect(metrics.value("hookproxy_destination_suspended", ["destination": "out"]) == 1)
 
-        let resumed = try await send(.POST, server.adminURL + "/admin/destinations/out/resume")
+        let resumed = try await adminPost(server.adminURL + "/admin/destinations/out/resume")
         #expect(resumed.json?["state"] == "healthy")
         try await server.waitForDeliveries(of: id)
         #expect(sink.requests("/out").count == 1)
 
         // Paused in the file: the API cannot resume it; a reload without `paused` does.
         #expect(try await destination("alerts")?["suspended_by"] == "config")
-        let refused = try await send(.POST, server.adminURL + "/admin/destinations/alerts/resume")
+        let refused = try await adminPost(server.adminURL + "/admin/destinations/alerts/resume")
         #expect(refused.status == 409)
         #expect(refused.json?["error"] == "paused_in_config")
-        #expect(try await send(.POST, server.adminURL + "/admin/destinations/nope/pause").status == 404)
+        #expect(try await adminPost(server.adminURL + "/admin/destinations/nope/pause").status == 404)
         try Self.yaml(sink: sink.url).write(toFile: server.directory + "/sources.yaml", atomically: true, encoding: .utf8)
-        #expect(try await send(.POST, server.adminURL + "/admin/reload").status == 200)
+        #expect(try await adminPost(server.adminURL + "/admin/reload").status == 200)
         #expect(try await destination("alerts")?["state"] == "healthy")
         try await server.stop()
         try await sink.stop()
@@ -324,20 +324,20 @@ struct AdminAPITests {
             try await Self.get(server, "/admin/destinations").json?["destinations"]?.arrayValue?.first { $0["name"] == "out" }?["queue"]
         }
         // Queued while paused, so that the first claim after resuming finds all twenty due.
-        #expect(try await send(.POST, server.adminURL + "/admin/destinations/out/pause").status == 200)
+        #expect(try await adminPost(server.adminURL + "/admin/destinations/out/pause").status == 200)
         var ids: [String] = []
         for index in 0..<20 { ids.append(try await Self.post(server, "plain", #"{"n":\#(index)}"#)) }
-        #expect(try await send(.POST, server.adminURL + "/admin/destinations/out/resume").status == 200)
+        #expect(try await adminPost(server.adminURL + "/admin/destinations/out/resume").status == 200)
         try await waitUntil("eight attempts in flight at the sink") { sink.requests("/out").count >= 8 }
         #expect((try await queue()?["in_flight"]?.intValue ?? 0) > 8, "eight sending and more claimed ahead")
-        #expect(try await send(.POST, server.adminURL + "/admin/destinations/out/pause").status == 200)
+        #expect(try await adminPost(server.adminURL + "/admin/destinations/out/pause").status == 200)
         // The eight slow attempts finish; what was claimed ahead must not stay in flight until its lease runs out.
         try await waitUntil("nothing in flight and the rest pending", timeout: .seconds(10)) {
             let depths = try await queue()
             return depths?["in_flight"] == 0 && depths?["pending"] == 12
         }
         #expect(sink.requests("/out").count == 8)
-        #expect(try await send(.POST, server.adminURL + "/admin/destinations/out/resume").status == 200)
+        #expect(try await adminPost(server.adminURL + "/admin/destinations/out/resume").status == 200)
         for id in ids { try await server.waitForDeliveries(of: id) }
         #expect(sink.requests("/out").count == 20)
         try await server.stop()

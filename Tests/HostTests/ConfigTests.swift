@@ -448,13 +448,129 @@ struct AdminTokenTests {
             #expect(wrong.status == 401, "\(path) with a wrong token")
             #expect(!String(decoding: wrong.body, as: UTF8.self).contains("s3cret"))
         }
-        let replay = try await send(.POST, "\(server.adminURL)/admin/events/x/replay")
+        let replay = try await adminPost("\(server.adminURL)/admin/events/x/replay")
         #expect(replay.status == 401)
         let ready = try await send(.GET, "\(server.adminURL)/readyz", headers: [("Authorization", "Bearer s3cret-token")])
         #expect(ready.status == 200)
         let missing = try await send(.GET, "\(server.adminURL)/admin/events/x", headers: [("Authorization", "Bearer s3cret-token")])
         #expect(missing.status == 404)
         try await server.stop()
+    }
+}
+
+extension AdminTokenTests {
+    @Test("a web page cannot drive the admin API: a rebound Host is 421, a cross-origin or non-JSON POST 403 or 415, and nothing changes")
+    func webPages() async throws {
+        let sink = RecordingSink()
+        try await sink.start()
+        let yaml =
+            testServerSection() + """
+                destinations:
+                  out: { formatter: generic, url: "\(sink.url)/in" }
+                sources:
+                  app: { destinations: [out] }
+                """
+        let server = try await TestServer.start(yaml: yaml)
+        let posted = try await server.post("app", json: #"{"n":1}"#)
+        let id = try #require(posted.json?["id"]?.stringValue)
+        try await server.waitForDeliveries(of: id)
+        let port = server.adminURL.split(separator: ":").last.map(String.init) ?? ""
+
+        // DNS rebinding: the page's own name, pointed at 127.0.0.1, is in the Host header.
+        for path in ["/healthz", "/admin/events", "/admin/config"] {
+            let rebound = try await send(.GET, server.adminURL + path, headers: [("Host", "rebound.example:\(port)")])
+            #expect(rebound.status == 421, "\(path)")
+            #expect(rebound.json?["error"] == "misdirected_request")
+            #expect(rebound.json?["detail"]?.stringValue?.contains("server.admin_hosts") == true)
+        }
+        for host in ["127.0.0.1:\(port)", "localhost:\(port)", "LOCALHOST", "localhost.:\(port)"] {
+            #expect(try await send(.GET, server.adminURL + "/admin/events", headers: [("Host", host)]).status == 200, "\(host)")
+        }
+        for host in ["127.0.0.2:\(port)", "127.0.0.1.rebound.example", "localhost:x", "[::1"] {
+            #expect(try await send(.GET, server.adminURL + "/admin/events", headers: [("Host", host)]).status == 421, "\(host)")
+        }
+        let twoHosts = try RawClient(port: Int(port) ?? 0)
+        _ = await twoHosts.send("GET /admin/events HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: rebound.example\r\n\r\n")
+        let answer = await twoHosts.readAll(timeout: .seconds(2))
+        twoHosts.close()
+        #expect(answer.hasPrefix("HTTP/1.1 421"), "\(answer.prefix(80))")
+
+        // A form post from another page: no CORS preflight is needed for text/plain or a form, so the server refuses it.
+        let replay = server.adminURL + "/admin/replay"
+        let filter = Array(#"{"source":"app"}"#.utf8)
+        for type in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "application/jsonx"] {
+            let refused = try await send(.POST, replay, body: filter, headers: [("Content-Type", type)])
+            #expect(refused.status == 415, "\(type)")
+            #expect(refused.json?["error"] == "unsupported_media_type")
+        }
+        #expect(try await send(.POST, replay, body: filter).status == 415)
+        #expect(try await send(.POST, server.adminURL + "/admin/reload").status == 415)
+        let crossOrigin: [[(String, String)]] = [
+            [("Origin", "https://page.example")], [("Origin", "null")], [("Origin", "http://127.0.0.1:1")],
+            [("Sec-Fetch-Site", "cross-site")], [("Sec-Fetch-Site", "same-site")],
+        ]
+        for headers in crossOrigin {
+            let refused = try await adminPost(replay, body: filter, headers: headers)
+            #expect(refused.status == 403, "\(headers)")
+            #expect(refused.json?["error"] == "cross_origin")
+        }
+        // Nothing was replayed by any of those.
+        #expect(sink.requests().count == 1)
+
+        // The operator's own requests: curl or the CLI (no Origin), or the same origin.
+        let sameOrigin = try await adminPost(
+            replay, body: filter,
+            headers: [("Origin", "http://127.0.0.1:\(port)"), ("Sec-Fetch-Site", "same-origin")])
+        #expect(sameOrigin.status == 202, "\(String(decoding: sameOrigin.body, as: UTF8.self))")
+        try await waitUntil("the replay delivered") { sink.requests().count == 2 }
+        #expect(try await send(.POST, replay, body: filter, headers: [("Content-Type", "Application/JSON; charset=utf-8")]).status == 202)
+        try await waitUntil("the second replay delivered") { sink.requests().count == 3 }
+
+        // admin_hosts adds a name, at reload.
+        let file = server.directory + "/sources.yaml"
+        let named = try String(contentsOfFile: file, encoding: .utf8).replacingOccurrences(
+            of: "  admin_listen:", with: "  admin_hosts: [hookproxy-admin.internal]\n  admin_listen:")
+        try named.write(toFile: file, atomically: true, encoding: .utf8)
+        #expect(try await adminPost(server.adminURL + "/admin/reload").status == 200)
+        let byName = try await send(.GET, server.adminURL + "/admin/events", headers: [("Host", "Hookproxy-Admin.internal:\(port)")])
+        #expect(byName.status == 200)
+        try await server.stop()
+        try await sink.stop()
+    }
+
+    @Test("an admin token that expands to nothing, or a non-loopback admin listener without a token, is a configuration error")
+    func tokenRequired() throws {
+        func problems(_ server: String, _ environment: [String: String] = [:]) -> [String] {
+            let yaml = "server:\n" + server + "\n" + ConfigTests.minimal
+            do {
+                _ = try ConfigLoader(environment: environment).load(yaml: yaml, file: "/etc/hookproxy/sources.yaml")
+                return []
+            } catch {
+                return error.problems.map(\.description)
+            }
+        }
+        let empty = problems(#"  admin_token: "${ADMIN_TOKEN}""#, ["ADMIN_TOKEN": ""])
+        #expect(
+            empty == [
+                "/etc/hookproxy/sources.yaml:2: server.admin_token: '${ADMIN_TOKEN}' expands to nothing, which would leave the admin API "
+                    + "without a token; set the variable, or write admin_token: \"\" to run without one"
+            ], "\(empty)")
+        #expect(problems(#"  admin_token: "${ADMIN_TOKEN:-}""#).count == 1)
+        #expect(problems(#"  admin_token: "${ADMIN_TOKEN:-}""#, ["ADMIN_TOKEN": "t0k"]).isEmpty)
+        #expect(problems(#"  admin_token: """#).isEmpty)
+        #expect(problems(#"  admin_token: "${ADMIN_TOKEN}""#, ["ADMIN_TOKEN": "two words"]).count == 1)
+
+        let open = problems(#"  admin_listen: "0.0.0.0:9090""#)
+        #expect(open.count == 1)
+        #expect(open.first?.hasPrefix("/etc/hookproxy/sources.yaml:2: server.admin_listen: is not a loopback address") == true, "\(open)")
+        #expect(problems(#"  admin_listen: "[::]:9090""#).count == 1)
+        #expect(problems(#"  admin_listen: "admin.internal:9090""#).count == 1)
+        #expect(problems("  admin_listen: \"0.0.0.0:9090\"\n  admin_insecure: true").isEmpty)
+        #expect(problems("  admin_listen: \"0.0.0.0:9090\"\n  admin_token: t0k").isEmpty)
+        #expect(problems(#"  admin_listen: "[::1]:9090""#).isEmpty)
+        #expect(problems(#"  admin_listen: "localhost:9090""#).isEmpty)
+        #expect(problems("  admin_hosts: [\"https://x.example\"]").count == 1)
+        #expect(problems("  admin_hosts: [x.example, 10.0.0.5]").isEmpty)
     }
 }
 

@@ -128,7 +128,7 @@ struct EndToEndTests {
         let id = try #require(try await server.post("flaky", json: #"{"n":1}"#).json?["id"]?.stringValue)
         try await server.waitForDeliveries(of: id)
 
-        let replayed = try await send(.POST, "\(server.adminURL)/admin/events/\(id)/replay")
+        let replayed = try await adminPost("\(server.adminURL)/admin/events/\(id)/replay")
         #expect(replayed.status == 202)
         #expect(replayed.json?["status"] == "scheduled")
         let newID = try #require(replayed.json?["deliveries"]?.arrayValue?.first?.stringValue)
@@ -139,12 +139,12 @@ struct EndToEndTests {
         #expect(deliveries.count == 2 && deliveries[1].replayOf == deliveries[0].id)
 
         let locked = try #require(try await server.post("locked", json: "{}").json?["id"]?.stringValue)
-        let forbidden = try await send(.POST, "\(server.adminURL)/admin/events/\(locked)/replay")
+        let forbidden = try await adminPost("\(server.adminURL)/admin/events/\(locked)/replay")
         #expect(forbidden.status == 403)
         #expect(forbidden.json?["error"] == "replay_disabled")
         #expect(forbidden.json?["detail"] == "replay is disabled for source 'locked' (replay: false)")
 
-        let missing = try await send(.POST, "\(server.adminURL)/admin/events/nope/replay")
+        let missing = try await adminPost("\(server.adminURL)/admin/events/nope/replay")
         #expect(missing.status == 404)
         #expect(missing.json?["error"] == "not_found")
         #expect(missing.header("X-Request-Id") != nil)

@@ -95,6 +95,11 @@ struct OpenAPITests {
             Call(method: .GET, template: "/admin/plugins", path: "/admin/plugins"),
             Call(method: .GET, template: "/admin/config", path: "/admin/config"),
             Call(method: .POST, template: "/admin/reload", path: "/admin/reload"),
+            Call(method: .GET, template: "/admin/config", path: "/admin/config", headers: [("Host", "rebound.example:9090")]),
+            Call(method: .POST, template: "/admin/reload", path: "/admin/reload", headers: [("Content-Type", "text/plain")]),
+            Call(
+                method: .POST, template: "/admin/reload", path: "/admin/reload",
+                headers: [("Content-Type", "application/json"), ("Origin", "https://page.example")]),
         ]
         var covered = Set<String>()
         var statuses: [String: Set<Int>] = [:]
@@ -102,6 +107,9 @@ struct OpenAPITests {
         func check(_ call: Call) async throws {
             var headers = call.headers
             if call.admin, call.authorized { headers.append(("Authorization", "Bearer t0ken")) }
+            if call.admin, call.method == .POST, !headers.contains(where: { $0.0 == "Content-Type" }) {
+                headers.append(("Content-Type", "application/json"))
+            }
             let response = try await send(
                 call.method, (call.admin ? server.adminURL : server.ingestURL) + call.path, body: Array(call.body.utf8), headers: headers)
             let name = "\(call.method.rawValue) \(call.template) [\(call.path)] → \(response.status)"
@@ -124,6 +132,8 @@ struct OpenAPITests {
         // The calls reach the answers they were written for.
         #expect(statuses["/admin/destinations/{name}/resume"] == [200, 409])
         #expect(statuses["/admin/replay"] == [200, 202, 400, 403])
+        #expect(statuses["/admin/reload"] == [200, 403, 415, 422])
+        #expect(statuses["/admin/config"] == [200, 421])
         #expect(statuses["/webhooks/{source}"] == [200, 202, 400, 401, 404, 413, 429])
         let documented = Self.operations(document)
         #expect(documented.subtracting(covered).isEmpty, "documented but never called: \(documented.subtracting(covered).sorted())")

@@ -463,7 +463,7 @@ struct PluginIsolationTests {
         #expect(listed.output.contains("in flight during 3 abnormal exits"), "\(listed.output)")
         #expect(sink.requests("/slow").count == 3, "the quarantined delivery was not sent again")
         sink.answerByDefault(.init(status: 200))
-        let replay = try await send(.POST, "http://127.0.0.1:\(admin)/admin/events/\(id)/replay")
+        let replay = try await adminPost("http://127.0.0.1:\(admin)/admin/events/\(id)/replay")
         #expect(replay.status == 202)
         try await waitUntil("the replay at the receiver") { sink.requests("/slow").count == 4 }
         #expect(try await child.terminate() == 0)

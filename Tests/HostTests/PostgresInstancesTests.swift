@@ -150,12 +150,12 @@ struct PostgresInstancesTests {
                 let listing = try await send(.GET, server.adminURL + "/admin/destinations").json
                 return listing?["destinations"]?.arrayValue?.first { $0["name"] == "out" }?["state"]?.stringValue
             }
-            #expect(try await send(.POST, a.adminURL + "/admin/destinations/out/pause").status == 200)
+            #expect(try await adminPost(a.adminURL + "/admin/destinations/out/pause").status == 200)
             // Sooner than B's maintenance pass (5 s): the notification told it.
             try await waitUntil("B to hold the destination", timeout: .seconds(4)) { try await state(b) == "suspended" }
             let response = try await b.post("app", json: #"{"while":"paused"}"#)
             let id = try #require(response.json?["id"]?.stringValue)
-            #expect(try await send(.POST, b.adminURL + "/admin/destinations/out/resume").status == 200)
+            #expect(try await adminPost(b.adminURL + "/admin/destinations/out/resume").status == 200)
             try await waitUntil("A to send again", timeout: .seconds(4)) { try await state(a) == "healthy" }
             try await a.waitForDeliveries(of: id)
             try await a.stop()

@@ -129,7 +129,7 @@ struct ScaleOutTests {
         let yaml = oneDestinationConfig(storageURL: cluster.url, sink: sink)
         let server = try await TestServer.start(yaml: yaml)
         // Suspended, so the events wait in the database through the crash.
-        #expect(try await send(.POST, server.adminURL + "/admin/destinations/out/pause").status == 200)
+        #expect(try await adminPost(server.adminURL + "/admin/destinations/out/pause").status == 200)
         var ids: [String] = []
         for n in 0..<10 {
             let response = try await server.post("app", json: #"{"before":\#(n)}"#)
@@ -156,7 +156,7 @@ struct ScaleOutTests {
         #expect(try await send(.GET, server.adminURL + "/readyz").status == 200)
         // The suspension was recorded in the database too: it held through the crash.
         #expect(sink.requests("/out").isEmpty)
-        #expect(try await send(.POST, server.adminURL + "/admin/destinations/out/resume").status == 200)
+        #expect(try await adminPost(server.adminURL + "/admin/destinations/out/resume").status == 200)
         try await waitUntil("every acknowledged event at the sink", timeout: .seconds(30)) {
             Set(sink.requests("/out").compactMap { $0.json?["id"]?.stringValue }).isSuperset(of: ids)
         }

@@ -4,14 +4,16 @@ import Logging
 import PluginKit
 
 /// The admin listener's routes: health, readiness, event detail, destinations' flow-control state and replay. Loopback by default; with
-/// `server.admin_token` set, everything but `/healthz` requires `Authorization: Bearer <token>`.
+/// `server.admin_token` set, everything but `/healthz` requires `Authorization: Bearer <token>`. ``AdminRequestGuard``
+/// keeps web pages out (Host, Origin and Content-Type checks).
 enum AdminRoutes {
     static func router(
         store: any EventStore, runtime: RuntimeHolder, engine: DeliveryEngine, counters: IngestCounters, limits: IngestLimits,
-        reloader: Reloader, metrics: HookproxyMetrics, wake: WakeSignal, logger: Logger
+        reloader: Reloader, metrics: HookproxyMetrics, wake: WakeSignal, logger: Logger, listenHost: String
     ) -> Router<HookproxyRequestContext> {
         let router = Router(context: HookproxyRequestContext.self)
         router.add(middleware: RequestIDMiddleware(logger: logger))
+        router.add(middleware: AdminRequestGuard(listenHost: listenHost, runtime: runtime))
         router.get("/healthz") { _, _ in JSONResponse(body: ["status": "ok"]) }
 
         let protected = router.group().add(middleware: AdminTokenMiddleware(runtime: runtime))

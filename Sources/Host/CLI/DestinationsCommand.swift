@@ -76,6 +76,8 @@ struct AdminClient {
         var request = HTTPClientRequest(url: baseURL + path)
         request.method = method
         if let token = server.adminToken { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
+        // State-changing admin requests must say JSON (the admin API's guard against cross-origin form posts).
+        if method == .POST { request.headers.add(name: "Content-Type", value: "application/json") }
         var configuration = HTTPClient.Configuration()
         configuration.connectionPool.retryConnectionEstablishment = false
         let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)

@@ -175,15 +175,20 @@ struct ConfigLoader: Sendable {
 
     private static func readServer(_ node: Node, into server: inout ServerConfig, reader: ConfigReader) {
         let allowed = [
-            "listen", "admin_listen", "admin_token", "max_body_bytes", "shutdown_grace", "max_headers", "max_header_bytes", "read_timeout",
-            "max_concurrent_requests",
+            "listen", "admin_listen", "admin_token", "admin_hosts", "admin_insecure", "max_body_bytes", "shutdown_grace", "max_headers",
+            "max_header_bytes", "read_timeout", "max_concurrent_requests",
         ]
+        var adminListenNode: Node?
         for (key, _, value) in reader.entries(node, "server", allowed: allowed) ?? [] {
             let path = "server.\(key)"
             switch key {
             case "listen": readListen(value, path, reader: reader).map { server.listen = $0 }
-            case "admin_listen": readListen(value, path, reader: reader).map { server.adminListen = $0 }
-            case "admin_token": server.adminToken = reader.string(value, path).flatMap { $0.isEmpty ? nil : $0 }
+            case "admin_listen":
+                adminListenNode = value
+                readListen(value, path, reader: reader).map { server.adminListen = $0 }
+            case "admin_token": server.adminToken = readAdminToken(value, path, reader: reader)
+            case "admin_hosts": server.adminHosts = readHostNames(value, path, reader: reader)
+            case "admin_insecure": reader.bool(value, path).map { server.adminInsecure = $0 }
             case "max_body_bytes": reader.integer(value, path, range: 1...1_073_741_824).map { server.maxBodyBytes = $0 }
             case "shutdown_grace": reader.duration(value, path).map { server.shutdownGrace = $0 }
             case "max_headers": reader.integer(value, path, range: 8...10_000).map { server.maxHeaders = $0 }
@@ -193,6 +198,57 @@ struct ConfigLoader: Sendable {
             default: break
             }
         }
+        if let adminListenNode, !isLoopback(server.adminListen.host), server.adminToken == nil, !server.adminInsecure {
+            reader.problem(
+                adminListenNode, "server.admin_listen",
+                "is not a loopback address and server.admin_token is not set: anyone who reaches \(server.adminListen) could replay "
+                    + "events and read the configuration; set admin_token, or admin_insecure: true when a firewall or proxy guards it")
+        }
+    }
+
+    /// `server.admin_token`. A value that expands to nothing (an empty or unset variable behind `${...:-}`) is a
+    /// problem, so that a missing secret never opens the admin API; `""` written as such means no token.
+    private static func readAdminToken(_ node: Node, _ key: String, reader: ConfigReader) -> String? {
+        guard let token = reader.string(node, key) else { return nil }
+        if token.isEmpty {
+            if let written = node.scalar?.string, !written.isEmpty {
+                reader.problem(
+                    node, key,
+                    "'\(written)' expands to nothing, which would leave the admin API without a token; set the variable, or "
+                        + "write admin_token: \"\" to run without one")
+            }
+            return nil
+        }
+        guard token.unicodeScalars.allSatisfy({ (0x21...0x7E).contains($0.value) }) else {
+            reader.problem(node, key, "must be visible ASCII with no spaces or control characters (it is sent in a header)")
+            return nil
+        }
+        return token
+    }
+
+    /// `server.admin_hosts`: host names (no scheme, no port), lowercased.
+    private static func readHostNames(_ node: Node, _ key: String, reader: ConfigReader) -> [String] {
+        guard case .sequence(let items) = node else {
+            reader.problem(node, key, "must be a list of host names, such as [hookproxy-admin.internal]")
+            return []
+        }
+        var names: [String] = []
+        for (index, item) in items.enumerated() {
+            guard let name = reader.string(item, "\(key)[\(index)]") else { continue }
+            let valid =
+                !name.isEmpty && name.count <= 253
+                && name.unicodeScalars.allSatisfy {
+                    $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || "-.".unicodeScalars.contains($0))
+                }
+            guard valid || AdminHost.isIPLiteral(name) else {
+                reader.problem(
+                    item, "\(key)[\(index)]",
+                    "must be a host name or IP address without scheme or port, such as hookproxy-admin.internal, not '\(name)'")
+                continue
+            }
+            names.append(name.lowercased())
+        }
+        return names
     }
 
     private static func readStorage(_ node: Node, into storage: inout StorageConfig, reader: ConfigReader, baseDirectory: String) {

@@ -58,6 +58,11 @@ struct ServerConfig: Sendable {
     var adminListen = ListenAddress(host: "127.0.0.1", port: 9090)
     /// When set, admin routes other than `/healthz` require `Authorization: Bearer <token>`.
     var adminToken: String?
+    /// Host names, besides the admin listener's own address and `localhost`, that admin requests may name in `Host`
+    /// (lowercased; a DNS-rebinding page names its own domain and is answered 421).
+    var adminHosts: [String] = []
+    /// An admin listener on a non-loopback address without `admin_token` runs only when this says so.
+    var adminInsecure = false
     var maxBodyBytes = 1_048_576
     /// At shutdown, how long attempts in flight may finish before they are cancelled and released to pending.
     var shutdownGrace: Duration = .seconds(10)

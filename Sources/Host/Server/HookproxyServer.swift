@@ -141,7 +141,7 @@ final class HookproxyServer: Sendable {
         let adminApp = Application(
             router: AdminRoutes.router(
                 store: store, runtime: runtime, engine: engine, counters: counters, limits: limits, reloader: reloader,
-                metrics: metrics, wake: wake, logger: logger),
+                metrics: metrics, wake: wake, logger: logger, listenHost: config.server.adminListen.host),
             configuration: .init(
                 address: .hostname(config.server.adminListen.host, port: config.server.adminListen.port), serverName: nil),
             onServerRunning: { channel in ports.bound(.admin, port: channel.localAddress?.port ?? 0) },

@@ -18,6 +18,9 @@ struct APIError: Error, HTTPResponseError, CustomStringConvertible {
         case notFound = "not_found"
         case replayDisabled = "replay_disabled"
         case unauthorized
+        case misdirectedRequest = "misdirected_request"
+        case crossOrigin = "cross_origin"
+        case unsupportedMediaType = "unsupported_media_type"
         case mapperFailed = "mapper_failed"
         case mapperCrashed = "mapper_crashed"
         case rateLimited = "rate_limited"
@@ -89,6 +92,11 @@ struct APIError: Error, HTTPResponseError, CustomStringConvertible {
         error.headers[.wwwAuthenticate] = "Bearer"
         return error
     }
+    /// An admin request whose `Host` does not name the admin listener (DNS rebinding, or a name not in `admin_hosts`).
+    static func misdirected(_ detail: String) -> APIError { APIError(.misdirectedRequest, .misdirectedRequest, detail) }
+    /// A state-changing admin request from another origin.
+    static func crossOrigin(_ detail: String) -> APIError { APIError(.crossOrigin, .forbidden, detail) }
+    static func unsupportedMediaType(_ detail: String) -> APIError { APIError(.unsupportedMediaType, .unsupportedMediaType, detail) }
     /// The source is over its rate limit; try again after `retryAfter` seconds.
     static func rateLimited(source: String, retryAfter: Int) -> APIError {
         var error = APIError(.rateLimited, .tooManyRequests, "source '\(source)' is over its rate limit; retry after \(retryAfter) s")

@@ -41,4 +41,7 @@ struct RequestIDMiddleware: RouterMiddleware {
 
 extension HTTPField.Name {
     static let requestID = HTTPField.Name("X-Request-Id")!
+    /// A second `Host` header (HTTP/1's first one becomes the request's authority).
+    static let host = HTTPField.Name("Host")!
+    static let secFetchSite = HTTPField.Name("Sec-Fetch-Site")!
 }

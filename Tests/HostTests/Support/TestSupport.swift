@@ -152,3 +152,8 @@ func githubSignature(secret: String, body: [UInt8]) -> String {
         + HMAC<SHA256>.authenticationCode(for: body, using: SymmetricKey(data: Array(secret.utf8))).map { String(format: "%02x", $0) }
         .joined()
 }
+
+/// A state-changing admin request as the CLI sends it (and the docs' curl lines): `Content-Type: application/json`.
+func adminPost(_ url: String, body: [UInt8] = [], headers: [(String, String)] = []) async throws -> TestResponse {
+    try await send(.POST, url, body: body, headers: [("Content-Type", "application/json")] + headers)
+}
