@@ -68,6 +68,8 @@ enum Workload {
         server:
           listen: "127.0.0.1:\(ingestPort)"
           admin_listen: "127.0.0.1:\(adminPort)"
+          # Every benchmark connection comes from 127.0.0.1: one client address must be able to use them all.
+          max_concurrent_per_client: 1000000
         storage:
           url: "\(storageURL)"
         plugins:

@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 import PluginKit
 import Testing
 
@@ -34,6 +35,177 @@ struct LimitsTests {
         #expect(try await server.store.queueDepths()["out"]?[.delivered] == nil)
         try await server.stop()
         try await sink.stop()
+    }
+
+    @Test("an outsider without the secret cannot spend a verified source's rate limit: its failures count against its own address")
+    func unverifiedBudget() async throws {
+        let sink = RecordingSink()
+        try await sink.start()
+        let server = try await Self.start(
+            server: "  rate_limit_unverified: 3/1m", source: #", rate_limit: 2/1m, verify: { preset: github, secret: "s3cret" }"#,
+            sink: sink)
+        // The outsider, at 127.0.0.2: three failures are 401, then its address is refused before its body is read.
+        var outsider: [Int] = []
+        for _ in 0..<6 { outsider.append(try await rawPost(port: server.ingestPort, from: "127.0.0.2", path: "/webhooks/app", body: "{}")) }
+        #expect(outsider == [401, 401, 401, 429, 429, 429])
+        // The sender, at 127.0.0.1, still has its whole rate_limit: two accepted, then its own 429.
+        func signed(_ n: Int) async throws -> TestResponse {
+            let body = #"{"n":\#(n)}"#
+            return try await server.post(
+                "app", json: body, headers: [("X-Hub-Signature-256", githubSignature(secret: "s3cret", body: Array(body.utf8)))])
+        }
+        #expect(try await signed(1).status == 202)
+        #expect(try await signed(2).status == 202)
+        let limited = try await signed(3)
+        #expect(limited.status == 429)
+        #expect(limited.json?["detail"]?.stringValue?.contains("source 'app' is over its rate limit") == true)
+        // The sender's own failures count against its address, not against the source: it is refused after three too.
+        for _ in 0..<3 { #expect(try await server.post("app", json: "{}").status == 401) }
+        let refused = try await server.post("app", json: "{}")
+        #expect(refused.status == 429)
+        #expect(refused.json?["detail"]?.stringValue?.contains("failed signature verification") == true)
+        #expect(Int(refused.header("Retry-After") ?? "").map { (1...60).contains($0) } == true)
+        try await waitUntil("two deliveries") { sink.requests("/out").count == 2 }
+        try await server.stop()
+        try await sink.stop()
+    }
+
+    @Test("behind server.trusted_proxies, the client is the right-most X-Forwarded-For address that is not a trusted proxy")
+    func trustedProxies() async throws {
+        let sink = RecordingSink()
+        try await sink.start()
+        let server = try await Self.start(
+            server: "  rate_limit_unverified: 2/1m\n  trusted_proxies: [127.0.0.1, 10.0.0.0/8]",
+            source: #", verify: { preset: github, secret: "s3cret" }"#, sink: sink)
+        func status(_ forwardedFor: String?) async throws -> Int {
+            try await server.post("app", json: "{}", headers: forwardedFor.map { [("X-Forwarded-For", $0)] } ?? []).status
+        }
+        #expect(try await status("198.51.100.7") == 401)
+        #expect(try await status("198.51.100.7, 10.1.2.3") == 401)
+        // 198.51.100.7 has spent its two; a proxy hop that is trusted does not hide it.
+        #expect(try await status("198.51.100.7, 10.9.9.9") == 429)
+        #expect(try await status("198.51.100.7") == 429)
+        // A client cannot pick its address by writing one in front: the nearest untrusted hop is what counts.
+        #expect(try await status("198.51.100.7, 203.0.113.9") == 401)
+        #expect(try await status("198.51.100.8") == 401)
+        // Without a (valid) header, the proxy's own address is the client.
+        #expect(try await status(nil) == 401)
+        #expect(try await status("not-an-address") == 401)
+        #expect(try await status(nil) == 429)
+        // A peer that is not trusted is counted by its own address, whatever it writes.
+        #expect(
+            try await rawPost(
+                port: server.ingestPort, from: "127.0.0.3", path: "/webhooks/app", body: "{}",
+                headers: [("X-Forwarded-For", "198.51.100.99")]) == 401)
+        try await server.stop()
+        try await sink.stop()
+    }
+
+    @Test("client addresses: IPv4, IPv4-mapped IPv6 and IPv6 by its /64; networks match by prefix")
+    func clientAddresses() throws {
+        let v4 = try SocketAddress(ipAddress: "192.0.2.7", port: 1)
+        #expect(ClientAddress.key(peer: v4, forwardedFor: [], trusted: []) == "192.0.2.7")
+        let mapped = try SocketAddress(ipAddress: "::ffff:192.0.2.7", port: 1)
+        #expect(ClientAddress.key(peer: mapped, forwardedFor: [], trusted: []) == "192.0.2.7")
+        let v6 = try SocketAddress(ipAddress: "2001:db8:1:2:3:4:5:6", port: 1)
+        #expect(ClientAddress.key(peer: v6, forwardedFor: [], trusted: []) == "2001:db8:1:2::/64")
+        let proxy = try #require(IPNetwork("192.0.2.0/24"))
+        #expect(ClientAddress.key(peer: v4, forwardedFor: ["2001:db8::1, [2001:db8:9::1]"], trusted: [proxy]) == "2001:db8:9:0::/64")
+        #expect(IPNetwork("10.0.0.0/33") == nil)
+        #expect(IPNetwork("10.0.0.0/") == nil)
+        #expect(IPNetwork("fd00::/8")?.contains(IPNetwork.bytes(of: "fdff::1") ?? []) == true)
+        #expect(IPNetwork("fd00::/8")?.contains(IPNetwork.bytes(of: "fe00::1") ?? []) == false)
+        #expect(IPNetwork("10.0.0.0/7")?.contains(IPNetwork.bytes(of: "11.255.0.1") ?? []) == true)
+        #expect(IPNetwork("0.0.0.0/0")?.contains(IPNetwork.bytes(of: "8.8.8.8") ?? []) == true)
+        // The table of failing addresses stays bounded whatever the number of addresses.
+        var windows = ClientWindows(capacity: 100)
+        let limit = RateLimit(requests: 3, per: .seconds(60))
+        for index in 0..<10_000 { windows.record("client-\(index)", limit: limit, now: Int64(index)) }
+        #expect(windows.count <= 100)
+        #expect(windows.wait("client-9999", limit: limit, now: 10_000) == nil)
+        for _ in 0..<5 { windows.record("client-9999", limit: limit, now: 10_000) }
+        #expect(windows.wait("client-9999", limit: limit, now: 10_000) == 60)
+    }
+
+    @Test("one client address gets max_concurrent_per_client slots; others are still served")
+    func perClientShare() async throws {
+        let sink = RecordingSink()
+        try await sink.start()
+        let server = try await Self.start(server: "  max_concurrent_per_client: 2", sink: sink)
+        let body = #"{"slow":true}"#
+        let slow = try (0..<2).map { _ in try RawClient(port: server.ingestPort, from: "127.0.0.2") }
+        for client in slow {
+            await client.send(
+                "POST /webhooks/app HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n{"
+            )
+        }
+        func ingestState() async throws -> JSONValue? { try await send(.GET, "\(server.adminURL)/admin/sources").json?["ingest"] }
+        try await waitUntil("both slow requests in progress") { try await ingestState()?["requests_in_progress"] == 2 }
+        #expect(try await rawPost(port: server.ingestPort, from: "127.0.0.2", path: "/webhooks/app", body: "{}") == 503)
+        #expect(try await ingestState()?["requests_shed_per_client"] == 1)
+        #expect(try await server.post("app", json: #"{"other":true}"#).status == 202)
+        for client in slow { await client.send(String(body.dropFirst())) }
+        for client in slow {
+            let answer = await client.readAll(timeout: .seconds(5))
+            #expect(answer.hasPrefix("HTTP/1.1 202"), "got: \(answer.prefix(80))")
+            client.close()
+        }
+        #expect(try await rawPost(port: server.ingestPort, from: "127.0.0.2", path: "/webhooks/app", body: "{}") == 202)
+        try await server.stop()
+        try await sink.stop()
+    }
+
+    @Test("a request whose body does not start within first_byte_timeout loses its connection and its slot")
+    func firstByteDeadline() async throws {
+        let sink = RecordingSink()
+        try await sink.start()
+        let server = try await Self.start(server: "  read_timeout: 10s\n  first_byte_timeout: 1s", sink: sink)
+        let silent = try RawClient(port: server.ingestPort)
+        await silent.send("POST /webhooks/app HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n")
+        let started = ContinuousClock.now
+        // readAll returns when the server closes the connection; the idle timeout alone would take 20 s.
+        _ = await silent.readAll(timeout: .seconds(19))
+        let held = ContinuousClock.now - started
+        // The bound is loose for a loaded machine (the whole suite runs at once on two cores).
+        #expect(held >= .milliseconds(900), "closed before the deadline: \(held)")
+        #expect(held < .seconds(12), "the silent request held its connection for \(held)")
+        silent.close()
+        let ingest = try await send(.GET, "\(server.adminURL)/admin/sources").json?["ingest"]
+        #expect(ingest?["first_byte_timeouts"] == 1)
+        try await waitUntil("the slot freed") {
+            try await send(.GET, "\(server.adminURL)/admin/sources").json?["ingest"]?["requests_in_progress"] == 0
+        }
+        #expect(try await server.post("app", json: "{}").status == 202)
+        try await server.stop()
+        try await sink.stop()
+    }
+
+    @Test("the per-client settings are checked at load, naming the key")
+    func perClientSettings() {
+        func problems(_ server: String) -> [String] {
+            let yaml = "server:\n" + server + "\n" + ConfigTests.minimal
+            do {
+                _ = try ConfigLoader(environment: [:]).load(yaml: yaml, file: "/s.yaml")
+                return []
+            } catch {
+                return error.problems.map(\.description)
+            }
+        }
+        #expect(
+            problems("  first_byte_timeout: 20s") == [
+                "/s.yaml:2: server.first_byte_timeout: must be more than 0 and at most server.read_timeout (10s)"
+            ])
+        #expect(problems("  first_byte_timeout: 2s\n  read_timeout: 3s").isEmpty)
+        #expect(
+            problems("  trusted_proxies: [10.0.0.0/40]") == [
+                "/s.yaml:2: server.trusted_proxies[0]: must be an IP address or network such as 10.0.0.0/8, not '10.0.0.0/40'"
+            ])
+        #expect(problems("  trusted_proxies: 10.0.0.1").count == 1)
+        #expect(problems("  rate_limit_unverified: lots").count == 1)
+        #expect(problems("  max_concurrent_per_client: 0").count == 1)
+        #expect(
+            problems("  rate_limit_unverified: 5/10s\n  max_concurrent_per_client: 16\n  trusted_proxies: [\"::1\", 172.16.0.0/12]").isEmpty
+        )
     }
 
     @Test("the source rate limit is a sliding window: slots free exactly as old requests leave it")

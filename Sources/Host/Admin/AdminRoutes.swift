@@ -153,6 +153,9 @@ enum AdminRoutes {
                 "requests_in_progress": .int(limits.requestsInProgress),
                 "max_concurrent_requests": .int(config.server.maxConcurrentRequests),
                 "requests_shed": .int(limits.requestsShed),
+                "max_concurrent_per_client": .int(config.server.maxConcurrentPerClient),
+                "requests_shed_per_client": .int(limits.clientRequestsShed),
+                "first_byte_timeouts": .int(limits.firstByte.closed),
             ]
             return JSONResponse(body: ["ingest": ingest, "sources": .array(sources)])
         }

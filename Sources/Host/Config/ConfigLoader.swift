@@ -176,9 +176,11 @@ struct ConfigLoader: Sendable {
     private static func readServer(_ node: Node, into server: inout ServerConfig, reader: ConfigReader) {
         let allowed = [
             "listen", "admin_listen", "admin_token", "admin_hosts", "admin_insecure", "max_body_bytes", "shutdown_grace", "max_headers",
-            "max_header_bytes", "read_timeout", "max_concurrent_requests",
+            "max_header_bytes", "read_timeout", "max_concurrent_requests", "max_concurrent_per_client", "first_byte_timeout",
+            "rate_limit_unverified", "trusted_proxies",
         ]
         var adminListenNode: Node?
+        var firstByteNode: Node?
         for (key, _, value) in reader.entries(node, "server", allowed: allowed) ?? [] {
             let path = "server.\(key)"
             switch key {
@@ -195,8 +197,20 @@ struct ConfigLoader: Sendable {
             case "max_header_bytes": reader.integer(value, path, range: 1024...1_048_576).map { server.maxHeaderBytes = $0 }
             case "read_timeout": reader.duration(value, path).map { server.readTimeout = $0 }
             case "max_concurrent_requests": reader.integer(value, path, range: 1...1_000_000).map { server.maxConcurrentRequests = $0 }
+            case "max_concurrent_per_client":
+                reader.integer(value, path, range: 1...1_000_000).map { server.maxConcurrentPerClient = $0 }
+            case "first_byte_timeout":
+                firstByteNode = value
+                reader.duration(value, path).map { server.firstByteTimeout = $0 }
+            case "rate_limit_unverified": readRateLimit(value, path, reader: reader).map { server.rateLimitUnverified = $0 }
+            case "trusted_proxies": server.trustedProxies = readNetworks(value, path, reader: reader)
             default: break
             }
+        }
+        if let firstByteNode, server.firstByteTimeout > server.readTimeout || server.firstByteTimeout <= .zero {
+            reader.problem(
+                firstByteNode, "server.first_byte_timeout",
+                "must be more than 0 and at most server.read_timeout (\(server.readTimeout.compactDescription))")
         }
         if let adminListenNode, !isLoopback(server.adminListen.host), server.adminToken == nil, !server.adminInsecure {
             reader.problem(
@@ -224,6 +238,22 @@ struct ConfigLoader: Sendable {
             return nil
         }
         return token
+    }
+
+    /// `server.trusted_proxies`: addresses and networks (`10.0.0.0/8`, `fd00::/8`).
+    private static func readNetworks(_ node: Node, _ key: String, reader: ConfigReader) -> [IPNetwork] {
+        guard case .sequence(let items) = node else {
+            reader.problem(node, key, "must be a list of addresses or networks, such as [10.0.0.0/8, 192.0.2.7]")
+            return []
+        }
+        return items.enumerated().compactMap { index, item in
+            guard let text = reader.string(item, "\(key)[\(index)]") else { return nil }
+            guard let network = IPNetwork(text) else {
+                reader.problem(item, "\(key)[\(index)]", "must be an IP address or network such as 10.0.0.0/8, not '\(text)'")
+                return nil
+            }
+            return network
+        }
     }
 
     /// `server.admin_hosts`: host names (no scheme, no port), lowercased.

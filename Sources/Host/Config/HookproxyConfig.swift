@@ -74,6 +74,17 @@ struct ServerConfig: Sendable {
     var readTimeout: Duration = .seconds(10)
     /// The most ingest requests handled at once; more are shed with 503 rather than queued in memory.
     var maxConcurrentRequests = 1024
+    /// The most of those one client address (``ClientAddress``) may have in progress.
+    var maxConcurrentPerClient = 128
+    /// A request's body must start arriving within this (a client that sends headers and then nothing is cut off).
+    var firstByteTimeout: Duration = .seconds(5)
+    /// The first-byte deadline in force: never longer than the whole body's.
+    var firstByteDeadline: Duration { min(firstByteTimeout, readTimeout) }
+    /// Requests that fail a source's verification, counted per client address; past it, that address's requests to
+    /// verified sources are answered 429 before their body is read. Verified requests never count here.
+    var rateLimitUnverified = RateLimit(requests: 30, per: .seconds(60))
+    /// Proxies whose `X-Forwarded-For` names the client (the per-client limits count that address).
+    var trustedProxies: [IPNetwork] = []
 }
 
 /// The `storage` section.

@@ -21,14 +21,21 @@ struct Ingestor: Sendable {
         var duplicate: Bool
     }
 
+    /// What a verification's outcome spends (``IngestLimits``): a failure counts against the client address, a pass
+    /// against the source's `rate_limit`, which may refuse the request with 429.
+    struct Admission {
+        var failed: () -> Void = {}
+        var passed: () throws(APIError) -> Void = {}
+    }
+
     /// Ingests one request under `runtime`, the configuration snapshot the request started with.
     func ingest(
         runtime: Runtime, source name: String, headers: [(name: String, value: String)], body: [UInt8], contentType: String,
-        requestID: String
+        requestID: String, admission: Admission = Admission()
     ) async throws(APIError) -> Accepted {
         let new = try await Self.prepare(
             runtime: runtime, source: name, headers: headers, body: body, contentType: contentType, requestID: requestID,
-            logger: logger, journal: journal)
+            admission: admission, logger: logger, journal: journal)
         let event = new.event
         let deliveries = new.deliveries
         let result: InsertResult
@@ -58,7 +65,7 @@ struct Ingestor: Sendable {
     /// validate. Returns the event and its deliveries, ready to store.
     static func prepare(
         runtime: Runtime, source name: String, headers: [(name: String, value: String)], body: [UInt8], contentType: String,
-        requestID: String, verify: Bool = true, logger: Logger, journal: CallJournal? = nil
+        requestID: String, verify: Bool = true, admission: Admission = Admission(), logger: Logger, journal: CallJournal? = nil
     ) async throws(APIError) -> NewEvent {
         guard let source = runtime.config.sources[name] else { throw APIError.unknownSource(name) }
 
@@ -74,8 +81,10 @@ struct Ingestor: Sendable {
                     metadata: [
                         "source": "\(name)", "preset": "\(verify.preset.rawValue)", "reason": "\(reason)", "request_id": "\(requestID)",
                     ])
+                admission.failed()
                 throw APIError.signatureInvalid()
             }
+            try admission.passed()
         }
 
         // Headers that carry a credential are "[redacted]" from here on: the mapper, the mapping, the store, the admin

@@ -151,6 +151,7 @@ final class HookproxyServer: Sendable {
             .init(service: CommitterService(committer: writer)),
             .init(service: engine),
             .init(service: RetentionSweeper(store: store, runtime: runtime, logger: logger)),
+            .init(service: FirstByteSweeper(watch: limits.firstByte)),
             .init(service: ingestApp),
             .init(service: adminApp),
         ]

@@ -103,9 +103,23 @@ struct APIError: Error, HTTPResponseError, CustomStringConvertible {
         error.headers[.retryAfter] = String(retryAfter)
         return error
     }
-    /// Too many requests are in progress; the request is shed before its body is read.
-    static func overloaded() -> APIError {
-        var error = APIError(.overloaded, .serviceUnavailable, "the server is handling too many requests; retry shortly")
+    /// The client address has failed verification too often (`server.rate_limit_unverified`); refused before its body
+    /// is read. The source's own `rate_limit` is untouched.
+    static func unverifiedRateLimited(retryAfter: Int) -> APIError {
+        var error = APIError(
+            .rateLimited, .tooManyRequests,
+            "too many requests from this address failed signature verification; retry after \(retryAfter) s")
+        error.headers[.retryAfter] = String(retryAfter)
+        return error
+    }
+    /// Too many requests are in progress (from this client address, with `client`); the request is shed before its body
+    /// is read.
+    static func overloaded(client: Bool = false) -> APIError {
+        let detail =
+            client
+            ? "the server is handling too many requests from this address (max_concurrent_per_client); retry shortly"
+            : "the server is handling too many requests; retry shortly"
+        var error = APIError(.overloaded, .serviceUnavailable, detail)
         error.headers[.retryAfter] = "1"
         return error
     }

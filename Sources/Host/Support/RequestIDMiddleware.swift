@@ -44,4 +44,5 @@ extension HTTPField.Name {
     /// A second `Host` header (HTTP/1's first one becomes the request's authority).
     static let host = HTTPField.Name("Host")!
     static let secFetchSite = HTTPField.Name("Sec-Fetch-Site")!
+    static let xForwardedFor = HTTPField.Name("X-Forwarded-For")!
 }

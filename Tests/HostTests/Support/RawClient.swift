@@ -13,8 +13,17 @@ final class RawClient: @unchecked Sendable {
     // The descriptor is written once in init and only read afterwards.
     private let descriptor: Int32
 
-    init(port: Int) throws {
+    /// Connects to `port` on 127.0.0.1 from the loopback address `from` (any of 127.0.0.0/8), so that a test can play
+    /// several client addresses.
+    init(port: Int, from: String = "127.0.0.1") throws {
         descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var local = sockaddr_in()
+        local.sin_family = sa_family_t(AF_INET)
+        local.sin_addr.s_addr = inet_addr(from)
+        let bound = withUnsafePointer(to: &local) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard bound == 0 else { throw TimedOut(what: "a local address \(from) to connect from") }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = in_port_t(UInt16(port).bigEndian)
@@ -62,4 +71,17 @@ final class RawClient: @unchecked Sendable {
     }
 
     func close() { _ = Glibc.close(descriptor) }
+}
+
+/// One request over a fresh connection from the loopback address `from`; returns the status (0 when nothing came back).
+func rawPost(port: Int, from: String, path: String, body: String, headers: [(String, String)] = []) async throws -> Int {
+    let client = try RawClient(port: port, from: from)
+    defer { client.close() }
+    let extra = headers.map { "\($0.0): \($0.1)\r\n" }.joined()
+    await client.send(
+        "POST \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n"
+            + "Connection: close\r\n\(extra)\r\n\(body)")
+    let answer = await client.readAll(timeout: .seconds(10))
+    guard answer.hasPrefix("HTTP/1.1 "), let code = Int(answer.dropFirst(9).prefix(3)) else { return 0 }
+    return code
 }
