@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import PluginKit
 import Testing
@@ -173,6 +174,83 @@ struct VerificationTests {
         try await sink.stop()
     }
 
+    @Test("each preset whose sender gives a unique id deduplicates by it: a captured request sent again is a duplicate")
+    func replaysRefused() async throws {
+        let sink = RecordingSink()
+        try await sink.start()
+        let secret = "replay-secret"
+        let whsec = "whsec_" + Data("replay-secret-key".utf8).base64EncodedString()
+        let yaml =
+            testServerSection() + """
+                destinations:
+                  out: { formatter: generic, url: "\(sink.url)/out" }
+                sources:
+                  github: { verify: { preset: github, secret: \(secret) }, destinations: [out] }
+                  stripe: { verify: { preset: stripe, secret: \(secret) }, destinations: [out] }
+                  slack: { verify: { preset: slack, secret: \(secret) }, destinations: [out] }
+                  sw: { verify: { preset: standard-webhooks, secret: "\(whsec)" }, destinations: [out] }
+                  shopify: { verify: { preset: shopify, secret: \(secret) }, destinations: [out] }
+                  gitlab: { verify: { preset: gitlab, secret: \(secret) }, destinations: [out] }
+                  unkeyed: { verify: { preset: github, secret: \(secret) }, idempotency_key: none, destinations: [out] }
+                """
+        let server = try await TestServer.start(yaml: yaml)
+        func mac(_ key: [UInt8], _ message: String) -> [UInt8] {
+            Array(HMAC<SHA256>.authenticationCode(for: Array(message.utf8), using: SymmetricKey(data: key)))
+        }
+        func hex(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
+        let now = String(Int(Date().timeIntervalSince1970))
+        /// The request each sender would send for its event `id`.
+        func request(_ source: String, id: String) -> (body: String, headers: [(String, String)]) {
+            let key = Array(secret.utf8)
+            switch source {
+            case "github", "unkeyed":
+                let body = #"{"zen":"\#(id)"}"#
+                return (body, [("X-GitHub-Delivery", id), ("X-Hub-Signature-256", "sha256=" + hex(mac(key, body)))])
+            case "stripe":
+                let body = #"{"id":"\#(id)","type":"charge.succeeded"}"#
+                return (body, [("Stripe-Signature", "t=\(now),v1=" + hex(mac(key, "\(now).\(body)")))])
+            case "slack":
+                let body = #"{"type":"event_callback","event_id":"\#(id)"}"#
+                return (body, [("X-Slack-Request-Timestamp", now), ("X-Slack-Signature", "v0=" + hex(mac(key, "v0:\(now):\(body)")))])
+            case "sw":
+                let body = #"{"n":"\#(id)"}"#
+                let signature = Data(mac(Array("replay-secret-key".utf8), "\(id).\(now).\(body)")).base64EncodedString()
+                return (body, [("webhook-id", id), ("webhook-timestamp", now), ("webhook-signature", "v1,\(signature)")])
+            case "shopify":
+                let body = #"{"order":"\#(id)"}"#
+                return (body, [("X-Shopify-Webhook-Id", id), ("X-Shopify-Hmac-Sha256", Data(mac(key, body)).base64EncodedString())])
+            default:
+                return (#"{"object_kind":"push","n":"\#(id)"}"#, [("Idempotency-Key", id), ("X-Gitlab-Token", secret)])
+            }
+        }
+        for source in ["github", "stripe", "slack", "sw", "shopify", "gitlab"] {
+            let first = request(source, id: "evt-1-\(source)")
+            let accepted = try await server.post(source, json: first.body, headers: first.headers)
+            #expect(accepted.status == 202, "\(source): \(String(decoding: accepted.body, as: UTF8.self))")
+            let again = try await server.post(source, json: first.body, headers: first.headers)
+            #expect(again.status == 200, "\(source): the same request sent again")
+            #expect(again.json?["status"] == "duplicate")
+            #expect(again.json?["id"] == accepted.json?["id"])
+            let second = request(source, id: "evt-2-\(source)")
+            #expect(try await server.post(source, json: second.body, headers: second.headers).status == 202, "\(source): another event")
+        }
+        // Standard Webhooks' other spelling (svix-*) is deduplicated by svix-id.
+        let svix = request("sw", id: "evt-3-svix")
+        let svixHeaders = svix.headers.map { ($0.0.replacingOccurrences(of: "webhook-", with: "svix-"), $0.1) }
+        #expect(try await server.post("sw", json: svix.body, headers: svixHeaders).status == 202)
+        #expect(try await server.post("sw", json: svix.body, headers: svixHeaders).json?["status"] == "duplicate")
+        // idempotency_key: none turns it off.
+        let unkeyed = request("unkeyed", id: "evt-1")
+        for _ in 0..<2 { #expect(try await server.post("unkeyed", json: unkeyed.body, headers: unkeyed.headers).status == 202) }
+        let config = try await send(.GET, "\(server.adminURL)/admin/config").json?["sources"]
+        #expect(config?["github"]?["idempotency_key"] == "header:x-github-delivery")
+        #expect(config?["stripe"]?["idempotency_key"] == "$.id")
+        #expect(config?["unkeyed"]?["idempotency_key"] == .null)
+        try await waitUntil("15 deliveries") { sink.requests("/out").count == 15 }
+        try await server.stop()
+        try await sink.stop()
+    }
+
     @Test("verify mistakes are configuration errors at their line, and never echo a secret")
     func configErrors() {
         func problems(_ verify: String) -> [String] {
@@ -205,6 +283,18 @@ struct VerificationTests {
             problems("{ preset: hmac, secret: s }") == [
                 "/s.yaml:5: sources.app.verify: preset 'hmac' needs 'header': the header carrying the signature"
             ])
+        #expect(
+            problems("{ preset: hmac, secret: s, header: X-Sig, timestamp_header: X-Ts }") == [
+                "/s.yaml:5: sources.app.verify: 'timestamp_header' is checked against 'tolerance' but is not part of what is signed "
+                    + "('signed' has no {timestamp}), so anyone can change it; add {timestamp} to 'signed', such as \"{timestamp}.{body}\", "
+                    + "or remove timestamp_header"
+            ])
+        #expect(problems("{ preset: hmac, secret: s, header: X-Sig, timestamp_header: X-Ts, signed: \"{timestamp}.{body}\" }").isEmpty)
+        #expect(
+            problems("{ preset: stripe, secret: s, tolerance: 2h }") == [
+                "/s.yaml:5: sources.app.verify.tolerance: must be from 1s to 1h (a signed request captured on the way can be sent again for as long as this)"
+            ])
+        #expect(problems("{ preset: stripe, secret: s, tolerance: 1h }").isEmpty)
         let badSecret = problems("{ preset: standard-webhooks, secret: \"topsecret\" }")
         #expect(badSecret == ["/s.yaml:5: sources.app.verify.secret: must be 'whsec_' followed by base64 (a Standard Webhooks secret)"])
         #expect(!badSecret.joined().contains("topsecret"))

@@ -749,6 +749,7 @@ struct ConfigLoader: Sendable {
             name: name, verify: nil, idempotencyKey: nil, mapper: nil, mapping: [], routes: [], rateLimit: nil, replay: true,
             location: reader.location(keyNode, key))
         var mapperOptions: JSONValue = .object(JSONObject())
+        var idempotencyKeyGiven = false
         source.redaction.extra = redactHeaders
         for (field, fieldKey, value) in entries {
             let path = "\(key).\(field)"
@@ -759,6 +760,8 @@ struct ConfigLoader: Sendable {
             case "rate_limit": source.rateLimit = readRateLimit(value, path, reader: reader)
             case "idempotency_key":
                 guard let text = reader.string(value, path) else { continue }
+                idempotencyKeyGiven = true
+                if text == "none" { continue }
                 do {
                     source.idempotencyKey = try ValueSelector(parsing: text)
                 } catch {
@@ -796,7 +799,16 @@ struct ConfigLoader: Sendable {
             default: break
             }
         }
-        if source.mapper != nil { source.mapper!.options = mapperOptions }
+        if var mapper = source.mapper {
+            mapper.options = mapperOptions
+            source.mapper = mapper
+        }
+        // A preset whose sender gives each event a unique id deduplicates by it unless the source says otherwise
+        // (`idempotency_key: none` turns it off).
+        if !idempotencyKeyGiven, let preset = source.verify?.preset {
+            source.idempotencyKey = preset.defaultIdempotencyKey
+            source.idempotencyFallback = preset == .standardWebhooks ? .header("svix-id") : nil
+        }
         if source.routes.isEmpty, !entries.contains(where: { $0.0 == "destinations" }) {
             reader.problem(keyNode, key, "needs 'destinations': a list of destinations its events are delivered to")
         }
@@ -854,7 +866,15 @@ struct ConfigLoader: Sendable {
                         config.secrets.append(Array(text.utf8))
                     }
                 }
-            case "tolerance": reader.duration(value, path).map { config.tolerance = $0 }
+            case "tolerance":
+                guard let tolerance = reader.duration(value, path) else { continue }
+                guard tolerance >= .seconds(1), tolerance <= VerifyConfig.maximumTolerance else {
+                    reader.problem(
+                        value, path,
+                        "must be from 1s to 1h (a signed request captured on the way can be sent again for as long as this)")
+                    continue
+                }
+                config.tolerance = tolerance
             case "header": reader.string(value, path).map { config.header = $0.lowercased() }
             case "algorithm": reader.choice(value, path, as: VerifyConfig.Algorithm.self).map { config.algorithm = $0 }
             case "encoding": reader.choice(value, path, as: VerifyConfig.Encoding.self).map { config.encoding = $0 }
@@ -876,6 +896,13 @@ struct ConfigLoader: Sendable {
         }
         if preset == .hmac, config.signedLayout.contains("{timestamp}"), config.timestampHeader == nil {
             reader.problem(node, key, "'signed' uses {timestamp} but no 'timestamp_header' is given")
+        }
+        if preset == .hmac, config.timestampHeader != nil, !config.signedLayout.contains("{timestamp}") {
+            reader.problem(
+                node, key,
+                "'timestamp_header' is checked against 'tolerance' but is not part of what is signed ('signed' has no "
+                    + "{timestamp}), so anyone can change it; add {timestamp} to 'signed', such as \"{timestamp}.{body}\", or remove "
+                    + "timestamp_header")
         }
         return config
     }

@@ -294,6 +294,8 @@ struct SourceConfig: Sendable {
     var verify: VerifyConfig?
     /// `header:NAME` or `body:$.path`: requests with a key seen before are answered as duplicates.
     var idempotencyKey: ValueSelector?
+    /// Where the key is read when `idempotencyKey` finds nothing (a preset's other spelling: `svix-id`).
+    var idempotencyFallback: ValueSelector?
     /// A mapping plugin and its options, applied before the declarative mapping.
     var mapper: (name: String, options: JSONValue, location: ConfigLocation)?
     var mapping: [MappedField]

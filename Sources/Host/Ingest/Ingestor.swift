@@ -154,7 +154,9 @@ struct Ingestor: Sendable {
             if let value { fields[field.name] = value }
         }
 
-        let idempotencyKey = source.idempotencyKey.flatMap { $0.select(headers: headerObject, payload: payload) }.map(\.textValue)
+        let idempotencyKey =
+            (source.idempotencyKey.flatMap { $0.select(headers: headerObject, payload: payload) }
+            ?? source.idempotencyFallback.flatMap { $0.select(headers: headerObject, payload: payload) }).map(\.textValue)
         let receivedAt = Clock.milliseconds()
         let event = StoredEvent(
             id: EventID.make(milliseconds: receivedAt), source: name, receivedAt: receivedAt, contentType: contentType,

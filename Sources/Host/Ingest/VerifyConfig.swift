@@ -10,6 +10,9 @@ struct VerifyConfig: Sendable {
         case hmac
     }
 
+    /// The longest `tolerance`: a signed request captured on the way can be sent again for that long.
+    static let maximumTolerance: Duration = .seconds(3600)
+
     enum Algorithm: String, Sendable, CaseIterable {
         case sha1, sha256, sha512
     }
@@ -36,4 +39,22 @@ struct VerifyConfig: Sendable {
     var timestampHeader: String?
     /// What is signed: `{body}`, with `{timestamp}` where the timestamp goes (`{timestamp}.{body}`).
     var signedLayout = "{body}"
+}
+
+extension VerifyConfig.Preset {
+    /// The id the sender documents as unique per event and kept on its retries: the idempotency key of a source that
+    /// sets none, so that a captured request sent again (within `tolerance`, or ever, for presets without a timestamp)
+    /// is a duplicate, not a second event. nil for `hmac`, whose sender is unknown. (standard-webhooks also reads
+    /// `svix-id` when `webhook-id` is absent, as its verifier reads `svix-*`.)
+    var defaultIdempotencyKey: ValueSelector? {
+        switch self {
+        case .github: .header("x-github-delivery")
+        case .stripe: .jsonPath([.member("id")])
+        case .slack: .jsonPath([.member("event_id")])
+        case .standardWebhooks: .header("webhook-id")
+        case .shopify: .header("x-shopify-webhook-id")
+        case .gitlab: .header("idempotency-key")
+        case .hmac: nil
+        }
+    }
 }
