@@ -171,13 +171,18 @@ struct ConfigTests {
         #expect(postgres.storage.backend == .postgres(url: "postgres://hook:s3cret@db.internal:6432/hp?sslmode=require"))
         let parsed = try PostgresURL("postgres://hook:s3cret@db.internal:6432/hp?sslmode=require")
         #expect(parsed.host == "db.internal" && parsed.port == 6432 && parsed.username == "hook" && parsed.password == "s3cret")
-        #expect(parsed.database == "hp" && parsed.sslMode == "require")
+        #expect(parsed.database == "hp" && parsed.sslMode == .require)
         #expect(parsed.display == "postgres://hook@db.internal:6432/hp", "never the password")
 
         let cases: [(url: String, says: String)] = [
             ("postgres://db.internal/hp", "names no user"),
-            ("postgres://hook@db.internal/hp?sslmode=sometimes", "sslmode=sometimes"),
-            ("postgres://hook@db.internal/hp?pool=3", "unknown parameter 'pool'"),
+            (
+                "postgres://hook@db.internal/hp?sslmode=sometimes",
+                "sslmode=sometimes; use one of disable, allow, prefer, require, verify-ca, verify-full"
+            ),
+            ("postgres://hook@db.internal/hp?pool=3", "unknown parameter 'pool' (only sslmode and sslrootcert are understood)"),
+            ("postgres://hook@db.internal/hp?sslmode=verify-full&sslrootcert=ca.pem", "give the CA file's absolute path, or system"),
+            ("postgres://hook@db.internal/hp?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem", "cannot be read as PEM certificates"),
             ("mysql://hook@db/hp", "must start with sqlite: or postgres://"),
         ]
         for (url, says) in cases {

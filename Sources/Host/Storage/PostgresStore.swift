@@ -40,7 +40,7 @@ final class PostgresStore: EventStore {
     /// The longest a store call waits for the database before failing as unavailable.
     let operationTimeout: Duration
 
-    /// Connects to `url` (postgres://user:password@host:port/database?sslmode=disable|prefer|require), applies the
+    /// Connects to `url` (postgres://user:password@host:port/database?sslmode=...&sslrootcert=...), applies the
     /// migrations (one instance at a time, under an advisory lock) and registers this instance.
     init(
         url: String, logger: Logger, instanceTimeout: Duration = .seconds(15), maximumConnections: Int = 20,
@@ -58,6 +58,18 @@ final class PostgresStore: EventStore {
         configuration.options.connectTimeout = .seconds(5)
         client = PostgresClient(configuration: configuration, backgroundLogger: logger)
         let client = self.client
+        // One connection first, outside the pool: a refused certificate, a wrong password or a closed port fails the
+        // start at once with its reason (the pool would retry it for a minute and report a timeout).
+        do {
+            var probe = PostgresConnection.Configuration(
+                host: parsed.host, port: parsed.port, username: parsed.username, password: parsed.password, database: parsed.database,
+                tls: try parsed.connectionTLS())
+            probe.options.connectTimeout = .seconds(5)
+            let connection = try await PostgresConnection.connect(configuration: probe, id: 0, logger: logger)
+            try? await connection.close()
+        } catch {
+            throw StoreError.unavailable("cannot open PostgreSQL database \(parsed.display): \(Self.describe(error))")
+        }
         clientTask = Task { await client.run() }
         do {
             try await Self.migrate(client, logger: logger)
@@ -845,19 +857,59 @@ final class PostgresStore: EventStore {
 }
 
 /// A `postgres://` URL taken apart.
+///
+/// `sslmode` means what it means to libpq (docs/scaling.md): `disable` never encrypts; `allow` and `prefer` encrypt
+/// when the server offers TLS, without checking its certificate; `require` always encrypts, without checking the
+/// certificate (unless `sslrootcert` is given: then it checks the chain, as libpq does); `verify-ca` checks that the
+/// certificate chains to `sslrootcert` (or the system's roots); `verify-full` also that it names the host.
 struct PostgresURL: Sendable, Equatable {
+    enum SSLMode: String, Sendable, CaseIterable {
+        case disable, allow, prefer, require
+        case verifyCA = "verify-ca"
+        case verifyFull = "verify-full"
+    }
+
     var host: String
     var port: Int
     var username: String
     var password: String?
     var database: String?
-    var sslMode: String
+    var sslMode: SSLMode
+    /// `sslrootcert`: the CA file certificates are checked against (nil, or `system`: the system's roots).
+    var sslRootCert: String?
 
+    /// What is checked of the server's certificate, after `require`'s libpq rule (a root file makes it `verify-ca`).
+    var verification: CertificateVerification {
+        switch sslMode {
+        case .disable, .allow, .prefer: .none
+        case .require: sslRootCert == nil ? .none : .noHostnameVerification
+        case .verifyCA: .noHostnameVerification
+        case .verifyFull: .fullVerification
+        }
+    }
+
+    private var tlsConfiguration: TLSConfiguration {
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.certificateVerification = verification
+        if let sslRootCert, sslRootCert != "system" { configuration.trustRoots = .file(sslRootCert) }
+        return configuration
+    }
+
+    /// The pool's TLS settings.
     var tls: PostgresClient.Configuration.TLS {
         switch sslMode {
-        case "disable": .disable
-        case "require", "verify-full", "verify-ca": .require(.makeClientConfiguration())
-        default: .prefer(.makeClientConfiguration())
+        case .disable: .disable
+        case .allow, .prefer: .prefer(tlsConfiguration)
+        case .require, .verifyCA, .verifyFull: .require(tlsConfiguration)
+        }
+    }
+
+    /// The same, for a single connection (building the context reads `sslrootcert`).
+    func connectionTLS() throws -> PostgresConnection.Configuration.TLS {
+        switch sslMode {
+        case .disable: .disable
+        case .allow, .prefer: .prefer(try NIOSSLContext(configuration: tlsConfiguration))
+        case .require, .verifyCA, .verifyFull: .require(try NIOSSLContext(configuration: tlsConfiguration))
         }
     }
 
@@ -883,18 +935,41 @@ struct PostgresURL: Sendable, Equatable {
         password = components.password.map { $0.removingPercentEncoding ?? $0 }
         let path = components.path.hasPrefix("/") ? String(components.path.dropFirst()) : components.path
         database = path.isEmpty ? nil : path
-        sslMode = "prefer"
+        sslMode = .prefer
         for item in components.queryItems ?? [] {
             switch item.name {
             case "sslmode":
                 let mode = item.value ?? ""
-                guard ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"].contains(mode) else {
-                    throw Invalid(description: "has sslmode=\(mode); use disable, prefer or require")
+                guard let known = SSLMode(rawValue: mode) else {
+                    let names = SSLMode.allCases.map(\.rawValue).joined(separator: ", ")
+                    throw Invalid(description: "has sslmode=\(mode.prefix(40)); use one of \(names)")
                 }
-                sslMode = mode
+                sslMode = known
+            case "sslrootcert":
+                let file = item.value ?? ""
+                if file == "system" {
+                    sslRootCert = file
+                    continue
+                }
+                guard file.hasPrefix("/") else {
+                    throw Invalid(description: "has sslrootcert=\(file.prefix(200)); give the CA file's absolute path, or system")
+                }
+                do {
+                    _ = try NIOSSLCertificate.fromPEMFile(file)
+                } catch {
+                    throw Invalid(description: "has sslrootcert=\(file.prefix(200)), which cannot be read as PEM certificates (\(error))")
+                }
+                sslRootCert = file
             default:
-                throw Invalid(description: "has an unknown parameter '\(item.name)' (only sslmode is understood)")
+                throw Invalid(
+                    description: "has an unknown parameter '\(item.name.prefix(40))' (only sslmode and sslrootcert are understood)")
             }
+        }
+        if sslMode == .verifyFull, AdminHost.isIPLiteral(host) {
+            throw Invalid(
+                description:
+                    "has sslmode=verify-full with the address \(host): verify-full checks the host name, so connect by the name "
+                    + "the server's certificate gives, or use verify-ca")
         }
     }
 }
