@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import NIOHTTP1
 import PluginKit
 import Testing
 
@@ -112,6 +113,32 @@ struct HostileInputTests {
         }
 
         #expect(try await server.store.queueDepths().isEmpty, "a malformed request was stored")
+
+        // The admin listener, driven as a web page would: rebound or garbage Host headers, cross-origin posts, and
+        // bodies of every type but JSON. None of it changes anything.
+        var generator = SystemRandomNumberGenerator()
+        let hosts = [
+            "rebound.example", "127.0.0.1.nip.io", "localhost.evil", "[::1", "", "x:y:z", "%00", String(repeating: "h", count: 300),
+        ]
+        let types = ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=b", "application/json5", ""]
+        for round in 0..<200 {
+            let path = ["/admin/replay", "/admin/reload", "/admin/destinations/out/pause", "/admin/events"][round % 4]
+            var headers: [(String, String)] = []
+            switch round % 3 {
+            case 0: headers.append(("Host", hosts[Int.random(in: 0..<hosts.count, using: &generator)]))
+            case 1: headers += [("Content-Type", "application/json"), ("Origin", "https://page\(round).example")]
+            default: headers.append(("Content-Type", types[Int.random(in: 0..<types.count, using: &generator)]))
+            }
+            let method: HTTPMethod = path == "/admin/events" ? .GET : .POST
+            let answer = try await send(
+                method, server.adminURL + path, body: Array(#"{"since":"2000-01-01T00:00:00Z"}"#.utf8), headers: headers)
+            if method == .POST || round % 3 == 0 {
+                #expect([400, 403, 415, 421].contains(answer.status), "\(method) \(path) \(headers): \(answer.status)")
+            }
+        }
+        #expect(
+            try await send(.GET, server.adminURL + "/admin/destinations").json?["destinations"]?.arrayValue?.first?["suspended_by"] == .null
+        )
         // The real sender, at another address, is not held back by what this one spent.
         let good = #"{"repo":"acme/api"}"#
         let accepted = try await rawPost(
