@@ -226,6 +226,11 @@ struct AdminAPITests {
         try await server.waitForDeliveries(of: after)
         let detail = try #require(try await server.detail(after))
         #expect(Set(detail.deliveries.map(\.destination)) == ["out", "alerts"])
+        // Settings read once at start are named, not applied: the in-flight journal's file among them.
+        try rerouted.replacingOccurrences(
+            of: "  url: \"sqlite:data/hookproxy.sqlite\"", with: "  url: \"sqlite:data/hookproxy.sqlite\"\n  journal: data/moved.inflight"
+        ).write(toFile: file, atomically: true, encoding: .utf8)
+        #expect(try await adminPost(server.adminURL + "/admin/reload").json?["restart_required"] == ["storage.journal"])
         // Every event accepted around the reloads was delivered: nothing in flight was dropped.
         for id in accepted.all { try await server.waitForDeliveries(of: id) }
         // The destination's lane took its new settings.

@@ -103,6 +103,12 @@ struct CLITests {
         #expect(refused.status == 1)
         #expect(refused.output.contains("HTTP 400") && refused.output.contains("title"))
         #expect(try await Self.run("preview --config \(config) --source nope --payload \(directory)/payload.json").status == 2)
+        // A header without a name is a usage error, not a crash; the payload may come on standard input.
+        let nameless = try await Self.run("preview --config \(config) --source ci --payload \(directory)/payload.json --header ''")
+        #expect(nameless.status == 2, "\(nameless.output)")
+        #expect(nameless.output.contains("--header must be 'Name: value'"), "\(nameless.output)")
+        let piped = try await Self.run("preview --config \(config) --source ci --payload - < \(directory)/payload.json")
+        #expect(piped.status == 0, "\(piped.output)")
         // preview has exited: anything it sent would have been answered, and recorded, already.
         #expect(sink.requests().isEmpty, "preview sent a request")
         try await sink.stop()

@@ -70,10 +70,11 @@ struct HostileNumbersTests {
         #expect(detail.deliveries.count == routes.count)
         for delivery in detail.deliveries {
             let first = try #require(delivery.history.first, "\(delivery.destination) has no attempt")
-            // A wait asked for is honoured for at most 2 s (and a little scheduling slack).
+            // A wait asked for is honoured for at most 2 s (and scheduling slack for a loaded two-core machine; what
+            // is tested is that 1e300 s and the like became 2 s, not the scheduler).
             if let second = delivery.history.dropFirst().first {
                 #expect(
-                    second.startedAt - first.startedAt < 2000 + 3000,
+                    second.startedAt - first.startedAt < 2000 + 8000,
                     "\(delivery.destination): waited \(second.startedAt - first.startedAt) ms")
             }
         }

@@ -37,6 +37,10 @@ struct MapperTests {
         let fields = sink.requests("/out").compactMap { $0.json?["fields"] }
         #expect(fields.contains(["from_mapper": "application/json", "repo": "mapper-repo"]))
         #expect(fields.contains(["from_mapper": "application/json", "repo": "acme/api"]))
+        // A slow mapper call is counted as the docs say (past 500 ms), like a slow formatter call.
+        #expect(try await server.post("mapped", json: #"{"SLOW_MAP":true}"#).status == 202)
+        let metrics = try PrometheusText(try await send(.GET, server.adminURL + "/metrics"))
+        #expect(metrics.value("hookproxy_plugin_slow_calls_total", ["plugin": "cmapper", "operation": "map"]) == 1)
         try await server.stop()
         try await sink.stop()
     }

@@ -78,13 +78,17 @@ struct ScaleOutTests {
             let claimsOfKilled =
                 "SELECT count(*) FROM deliveries d JOIN instances i ON i.id = d.claimed_by WHERE d.status = 'in_flight' AND i.pid = \(killed)"
             // Killed while it holds claims (the slow /out keeps a backlog): their recovery is what this test is about.
+            // Stopped first (SIGSTOP), so that the claims counted are the ones it holds when killed; on a loaded machine
+            // they could otherwise finish between the count and the kill.
+            var held = 0
             try await waitUntil("the first instance to hold claims", timeout: .seconds(30)) {
-                try await TestDatabase.count(database, claimsOfKilled) > 0
+                kill(killed, SIGSTOP)
+                held = try await TestDatabase.count(database, claimsOfKilled)
+                if held == 0 { kill(killed, SIGCONT) }
+                return held > 0
             }
             try await instances[0].child.kill()
             let atKill = acknowledged.all.count
-            // What the killed instance held: in flight at the sink, or claimed and not sent yet.
-            let held = try await TestDatabase.count(database, claimsOfKilled)
             #expect(held > 0, "the killed instance held no deliveries: the test did not exercise their recovery")
             try await waitUntil("load on the survivors", timeout: .seconds(30)) { acknowledged.all.count >= atKill + 60 }
             clients.cancel()

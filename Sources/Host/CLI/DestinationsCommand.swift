@@ -81,16 +81,20 @@ struct AdminClient {
         var configuration = HTTPClient.Configuration()
         configuration.connectionPool.retryConnectionEstablishment = false
         let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
-        let answer: (status: HTTPResponseStatus, bytes: ByteBuffer)?
+        let answer: Result<(status: HTTPResponseStatus, bytes: ByteBuffer), any Error>
         do {
-            let response = try await client.execute(request, timeout: .seconds(10))
-            answer = (response.status, try await response.body.collect(upTo: 16 << 20))
+            let response = try await client.execute(request, timeout: .seconds(30))
+            answer = .success((response.status, try await response.body.collect(upTo: 16 << 20)))
         } catch {
-            answer = nil
+            answer = .failure(error)
         }
         try? await client.shutdown()
-        guard let (status, bytes) = answer else {
-            throw CLIFailure.runtime("cannot reach the admin API at \(baseURL) (is hookproxy serve running?)")
+        let status: HTTPResponseStatus
+        let bytes: ByteBuffer
+        switch answer {
+        case .success(let value): (status, bytes) = value
+        case .failure(let error):
+            throw CLIFailure.runtime("cannot reach the admin API at \(baseURL) (is hookproxy serve running?): \(error)")
         }
         let body = try? JSONValue(parsing: Array(bytes.readableBytesView))
         guard status == .ok, let body else {

@@ -49,17 +49,22 @@ struct PreviewCommand: AsyncParsableCommand {
         }
         let body: [UInt8]
         if payload == "-" {
-            body = Array(FileHandle.standardInput.readDataToEndOfFile())
+            do {
+                body = try ReadToEnd.bytes(of: FileHandle.standardInput.fileDescriptor)
+            } catch {
+                throw CLIFailure.usage("standard input: \(error)")
+            }
         } else {
             guard let data = FileManager.default.contents(atPath: payload) else { throw CLIFailure.usage("cannot read \(payload)") }
             body = Array(data)
         }
-        let requestHeaders = headers.map { header -> (name: String, value: String) in
-            let parts = header.split(separator: ":", maxSplits: 1)
-            return (
-                String(parts[0]).trimmingCharacters(in: .whitespaces),
-                parts.count > 1 ? String(parts[1]).trimmingCharacters(in: .whitespaces) : ""
-            )
+        var requestHeaders: [(name: String, value: String)] = []
+        for header in headers {
+            let colon = header.firstIndex(of: ":") ?? header.endIndex
+            let name = header[..<colon].trimmingCharacters(in: .whitespaces)
+            guard !name.isEmpty else { throw CLIFailure.usage("--header '\(header)' needs a name: NAME: VALUE") }
+            let value = colon < header.endIndex ? header[header.index(after: colon)...].trimmingCharacters(in: .whitespaces) : ""
+            requestHeaders.append((name: name, value: value))
         }
         let prepared: NewEvent
         do {

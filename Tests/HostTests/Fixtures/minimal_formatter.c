@@ -1,7 +1,8 @@
 /* A minimal formatter written in C against hookproxy_plugin.h alone; the tests compile it with cc at test time.
  * Body sent: "minimal:" followed by the event document. Options: {"reject": true} is refused.
  * -DPLUGIN_NAME="..." renames it; -DTABLE_ABI_VERSION=N stamps another ABI version; -DNO_ENTRY leaves out the entry;
- * -DWITH_MAPPER adds a mapper that returns {"from_mapper": "<content type>", "repo": "mapper-repo"}.
+ * -DWITH_MAPPER adds a mapper that returns {"from_mapper": "<content type>", "repo": "mapper-repo"} (after 700 ms when
+ * the body contains SLOW_MAP).
  * A raw body containing SKIP_ME, FAIL_TRANSIENT or FAIL_PERMANENT makes on_format skip or fail with a message; SLOW_ME
  * makes it take 1.2 s before formatting; BAD_HEADER makes it return a header value with a CR LF in it. */
 #include <stdlib.h>
@@ -91,6 +92,10 @@ static hookproxy_status on_format(void *instance, const hookproxy_event *event, 
 #ifdef WITH_MAPPER
 static hookproxy_status on_map(void *instance, const hookproxy_event *event, hookproxy_output *output) {
     (void)instance;
+    if (body_has(event, "SLOW_MAP")) {
+        struct timespec pause = {0, 700000000};
+        nanosleep(&pause, NULL);
+    }
     static const char head[] = "{\"from_mapper\":\"";
     static const char tail[] = "\",\"repo\":\"mapper-repo\"}";
     size_t length = sizeof(head) - 1 + event->content_type_len + sizeof(tail) - 1;

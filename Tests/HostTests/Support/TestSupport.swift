@@ -94,7 +94,8 @@ private func runBlocking(_ command: String) throws -> (status: Int32, output: St
     process.standardOutput = pipe
     process.standardError = pipe
     try process.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    // Not readDataToEndOfFile(): it ends the whole test process with a try! when a signal interrupts the read.
+    let data = try ReadToEnd.bytes(of: pipe.fileHandleForReading.fileDescriptor)
     process.waitUntilExit()
     return (process.terminationStatus, String(decoding: data, as: UTF8.self))
 }
@@ -129,6 +130,9 @@ let testHTTPClient: HTTPClient = {
     var configuration = HTTPClient.Configuration()
     configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 64)
     configuration.connectionPool.retryConnectionEstablishment = false
+    // Waiting for one of those connections counts against the connect timeout: tests that send hundreds of requests at
+    // once on a loaded two-core machine wait longer than the default 10 s.
+    configuration.timeout.connect = .seconds(60)
     return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
 }()
 
