@@ -92,14 +92,17 @@ struct CrashSafetyTests {
         let sink = RecordingSink()
         try await sink.start()
         // The sink runs in this (loaded) test process: the short send gets far more than its 500 ms before the 10 s grace.
-        sink.plan("/slow", responses: [.init(status: 200, delay: .seconds(30))])
+        // The slow send outlasts its grace and cannot time out first (its timeout is longer than its answer takes).
+        sink.plan("/slow", responses: [.init(status: 200, delay: .seconds(40))])
         sink.plan("/out", responses: [.init(status: 200, delay: .milliseconds(500))])
         let directory = TestPaths.temporaryDirectory("sigterm")
         let (ingest, admin) = (try unusedPort(), try unusedPort())
         let file = directory + "/sources.yaml"
         let yaml = Self.config(directory: directory, sink: sink.url, ingest: ingest, admin: admin)
             .replacingOccurrences(of: "  app: { destinations: [out] }", with: "  app: { destinations: [out, slow] }")
-            .replacingOccurrences(of: "\nsources:", with: "  slow: { formatter: generic, url: \"\(sink.url)/slow\" }\nsources:")
+            .replacingOccurrences(
+                of: "\nsources:", with: "  slow: { formatter: generic, url: \"\(sink.url)/slow\", timeout: 120s }\nsources:"
+            )
             .replacingOccurrences(of: "shutdown_grace: 2s", with: "shutdown_grace: 10s")
         try yaml.write(toFile: file, atomically: true, encoding: .utf8)
         let child = try await ChildServer(config: file, healthURL: "http://127.0.0.1:\(admin)/healthz", log: directory + "/serve.log")
@@ -109,7 +112,7 @@ struct CrashSafetyTests {
         try await waitUntil("both sends in flight") { sink.requests("/slow").count == 1 && sink.requests("/out").count == 1 }
         let started = ContinuousClock.now
         #expect(try await child.terminate() == 0)
-        #expect(ContinuousClock.now - started < .seconds(18), "shutdown waited for the 30 s send; log: \(directory)/serve.log")
+        #expect(ContinuousClock.now - started < .seconds(18), "shutdown waited for the 40 s send; log: \(directory)/serve.log")
         let refused = try? await send(.POST, "http://127.0.0.1:\(ingest)/webhooks/app", body: Array("{}".utf8))
         #expect(refused == nil, "ingest still answered after shutdown")
 
