@@ -86,7 +86,7 @@ struct PreviewCommand: AsyncParsableCommand {
             let delivery = ClaimedDelivery(id: EventID.make(), destination: route.destination, attempts: 0, event: prepared.event)
             let redactedHeaders = Set(destinationConfig.headers.map { $0.name.lowercased() })
             let head: [(String, JSONValue)] = [("destination", .string(route.destination)), ("formatter", .string(formatter.plugin.name))]
-            switch await DeliverySender.prepare(delivery, destination: destinationConfig, formatter: formatter, attempt: 1) {
+            switch await Attempt.prepare(delivery, destination: destinationConfig, formatter: formatter, attempt: 1) {
             case .send(let parts):
                 // One entry per request (a formatter may send several for one event).
                 for (index, part) in parts.enumerated() {
@@ -110,14 +110,15 @@ struct PreviewCommand: AsyncParsableCommand {
                     ]
                     previews.append(.object(JSONObject(preview)))
                 }
-            case .skip(let reason): previews.append(.object(JSONObject(head + [("action", "skip"), ("reason", .string(reason))])))
-            case .failed(let message, let permanent):
+            case .sendsNothing(.skip(let reason)):
+                previews.append(.object(JSONObject(head + [("action", "skip"), ("reason", .string(reason))])))
+            case .sendsNothing(.failed(let message, let permanent)):
                 previews.append(
                     .object(JSONObject(head + [("action", "fail"), ("reason", .string(message)), ("permanent", .bool(permanent))])))
-            case .aborted(let reason), .unavailable(let reason):
+            case .sendsNothing(.aborted(let reason)), .sendsNothing(.unavailable(let reason)):
                 previews.append(
                     .object(JSONObject(head + [("action", "fail"), ("reason", .string(reason)), ("permanent", .bool(false))])))
-            case .cancelled:
+            case .sendsNothing(.cancelled):
                 throw CLIFailure.runtime("preview was interrupted")
             }
         }

@@ -1,5 +1,6 @@
 import Logging
 import PluginKit
+import ServiceLifecycle
 import Synchronization
 
 /// hookproxy's own operational events (a delivery gone dead, a destination paused or resumed by its circuit breaker,
@@ -9,7 +10,11 @@ import Synchronization
 /// An outage must be one message, not thousands: the same alert (kind and subject) is sent at most once per
 /// `alerts.rate_limit` period, and at most `requests` alerts go out per period in all. Alerts held back are counted
 /// and the count is reported in the next message of the same kind and subject.
-final class Alerter: Sendable {
+///
+/// Alerts are written by the Alerter's own service, not by tasks of their own: `raise` queues the event and returns,
+/// the service stores what is queued (one transaction for all of it) and wakes the engine; on graceful shutdown, which
+/// comes after the delivery engine's (so that the engine's last alerts are kept), it stores what is left.
+final class Alerter: Service, Sendable {
     struct Alert: Sendable {
         var kind: AlertsConfig.Kind
         /// What it is about: a destination name or a plugin file.
@@ -26,15 +31,22 @@ final class Alerter: Sendable {
         var sentAt: [Int64] = []
     }
 
+    private struct Queue {
+        var events: [(event: NewEvent, kind: AlertsConfig.Kind, subject: String)] = []
+        var writer: CheckedContinuation<Void, Never>?
+        var closed = false
+    }
+
     private let runtime: RuntimeHolder
-    private let writer: GroupCommitter<NewEvent, InsertResult>
+    private let store: any EventStore
     private let wake: WakeSignal
     private let logger: Logger
     private let state = Mutex(State())
+    private let queue = Mutex(Queue())
 
-    init(runtime: RuntimeHolder, writer: GroupCommitter<NewEvent, InsertResult>, wake: WakeSignal, logger: Logger) {
+    init(runtime: RuntimeHolder, store: any EventStore, wake: WakeSignal, logger: Logger) {
         self.runtime = runtime
-        self.writer = writer
+        self.store = store
         self.wake = wake
         self.logger = logger
     }
@@ -57,15 +69,73 @@ final class Alerter: Sendable {
         let new = NewEvent(
             event: event, idempotencyKey: nil,
             deliveries: [NewDelivery(id: EventID.make(milliseconds: now), destination: config.destination)])
-        let (writer, wake, logger) = (self.writer, self.wake, self.logger)
-        Task {
+        let writer = queue.withLock { queue -> CheckedContinuation<Void, Never>? in
+            guard !queue.closed else { return nil }
+            queue.events.append((new, alert.kind, alert.subject))
+            defer { queue.writer = nil }
+            return queue.writer
+        }
+        writer?.resume()
+    }
+
+    /// Stores queued alerts until graceful shutdown, then what is left.
+    func run() async throws {
+        await withGracefulShutdownHandler {
+            while let batch = await nextBatch() { await store(batch) }
+        } onGracefulShutdown: {
+            let writer = self.queue.withLock { queue in
+                queue.closed = true
+                defer { queue.writer = nil }
+                return queue.writer
+            }
+            writer?.resume()
+        }
+    }
+
+    /// What is queued; waits when nothing is. Nil once closed and empty.
+    private func nextBatch() async -> [(event: NewEvent, kind: AlertsConfig.Kind, subject: String)]? {
+        while true {
+            let taken = queue.withLock { queue -> [(event: NewEvent, kind: AlertsConfig.Kind, subject: String)]? in
+                defer { queue.events = [] }
+                return queue.events.isEmpty && queue.closed ? nil : queue.events
+            }
+            guard let taken else { return nil }
+            if !taken.isEmpty { return taken }
+            await withCheckedContinuation { continuation in
+                let resumeNow = queue.withLock { queue -> Bool in
+                    guard queue.events.isEmpty, !queue.closed else { return true }
+                    queue.writer = continuation
+                    return false
+                }
+                if resumeNow { continuation.resume() }
+            }
+        }
+    }
+
+    /// Stores alerts in one transaction, trying again every second while the store fails (until shutdown).
+    private func store(_ batch: [(event: NewEvent, kind: AlertsConfig.Kind, subject: String)]) async {
+        var logged = false
+        while true {
             do {
-                _ = try await writer.submit(new)
+                _ = try await store.insert(batch.map(\.event))
                 wake.signal()
-                logger.info(
-                    "alert raised", metadata: ["kind": "\(alert.kind.rawValue)", "subject": "\(alert.subject)", "event_id": "\(event.id)"])
+                for alert in batch {
+                    logger.info(
+                        "alert raised",
+                        metadata: ["kind": "\(alert.kind.rawValue)", "subject": "\(alert.subject)", "event_id": "\(alert.event.event.id)"])
+                }
+                return
             } catch {
-                logger.error("alert not stored", metadata: ["kind": "\(alert.kind.rawValue)", "error": "\(error)"])
+                if !logged {
+                    logger.error("alerts not stored yet; retrying", metadata: ["count": "\(batch.count)", "error": "\(error)"])
+                    logged = true
+                }
+                let closed = queue.withLock { $0.closed }
+                if closed {
+                    logger.error("alerts not stored at shutdown", metadata: ["count": "\(batch.count)", "error": "\(error)"])
+                    return
+                }
+                try? await Task.sleep(for: .seconds(1))
             }
         }
     }
@@ -84,6 +154,58 @@ final class Alerter: Sendable {
             state.lastSent[key] = now
             state.sentAt.append(now)
             return state.heldBack.removeValue(forKey: key) ?? 0
+        }
+    }
+}
+
+// MARK: What delivery tells operators
+
+extension Alerter {
+    /// A delivery gave up (not one of an alert: no loops).
+    func deliveryDead(_ delivery: ClaimedDelivery, reason: String?) {
+        let (source, destination, eventID) = (delivery.event.source, delivery.destination, delivery.event.id)
+        guard source != AlertsConfig.source else { return }
+        raise(
+            .init(
+                kind: .deliveryDead, subject: destination, title: "Delivery dead: \(source) → \(destination)",
+                summary: "\(reason ?? "gave up"). Event \(eventID); replay: hookproxy replay \(eventID)",
+                details: [
+                    ("destination", .string(destination)), ("event_id", .string(eventID)), ("delivery_id", .string(delivery.id)),
+                    ("source", .string(source)),
+                ]))
+    }
+
+    /// A delivery quarantined at start because it was in flight when the process crashed.
+    func quarantined(_ delivery: QuarantinedDelivery) {
+        guard delivery.source != AlertsConfig.source else { return }
+        raise(
+            .init(
+                kind: .deliveryDead, subject: delivery.destination,
+                title: "Delivery quarantined: \(delivery.source) → \(delivery.destination)",
+                summary: "\(delivery.reason). Event \(delivery.eventID); replay: hookproxy replay \(delivery.eventID)",
+                details: [
+                    ("destination", .string(delivery.destination)), ("event_id", .string(delivery.eventID)),
+                    ("delivery_id", .string(delivery.deliveryID)), ("source", .string(delivery.source)),
+                ]))
+    }
+
+    /// A destination's circuit breaker opened or closed.
+    func circuit(_ change: DestinationLane.CircuitChange, destination: String) {
+        switch change {
+        case .opened(let until, let failures, let again):
+            let time = Clock.rfc3339(milliseconds: until)
+            raise(
+                .init(
+                    kind: .destinationPaused, subject: destination, title: "Destination paused: \(destination)",
+                    summary: again
+                        ? "The probe request failed; paused again until \(time)."
+                        : "\(failures) consecutive failed attempts; paused until \(time). Deliveries wait without spending attempts.",
+                    details: [("destination", .string(destination)), ("paused_until", .string(time))]))
+        case .closed:
+            raise(
+                .init(
+                    kind: .destinationResumed, subject: destination, title: "Destination resumed: \(destination)",
+                    summary: "It answers again; queued deliveries are being sent.", details: [("destination", .string(destination))]))
         }
     }
 }

@@ -106,7 +106,7 @@ final class HookproxyServer: Sendable {
         let httpClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: clientConfiguration)
 
         let ingestor = Ingestor(runtime: runtime, writer: writer, wake: wake, logger: logger, journal: journal)
-        let alerter = Alerter(runtime: runtime, writer: writer, wake: wake, logger: logger)
+        let alerter = Alerter(runtime: runtime, store: store, wake: wake, logger: logger)
         reloader.observe { report in
             for refusal in report.refusedPlugins {
                 alerter.raise(
@@ -147,16 +147,19 @@ final class HookproxyServer: Sendable {
             onServerRunning: { channel in ports.bound(.admin, port: channel.localAddress?.port ?? 0) },
             logger: logger)
 
+        // Graceful shutdown stops the services in the reverse of this order, each after the one behind it returned:
+        // the listeners stop taking requests, the ingest writer commits what they accepted, the engine finishes or
+        // releases its sends and records their outcomes, the Alerter stores the last alerts; then the store closes.
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
-            .init(service: CommitterService(committer: writer)),
+            .init(service: alerter),
             .init(service: engine),
+            .init(service: CommitterService(committer: writer)),
             .init(service: RetentionSweeper(store: store, runtime: runtime, logger: logger)),
             .init(service: FirstByteSweeper(watch: limits.firstByte)),
-            .init(service: ingestApp),
-            .init(service: adminApp),
         ]
         // A process that handles signals (not tests in-process) reloads on SIGHUP.
         if !configuration.shutdownSignals.isEmpty { services.append(.init(service: ReloadOnSignal(reloader: reloader))) }
+        services += [.init(service: ingestApp), .init(service: adminApp)]
         let serviceGroup = ServiceGroup(
             configuration: .init(
                 services: services,

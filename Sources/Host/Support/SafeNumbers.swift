@@ -17,16 +17,18 @@ extension Int64 {
             self.init(value)
         }
     }
+}
 
+extension FixedWidthInteger where Self: SignedInteger {
     /// `self + other`, saturating at the bounds instead of trapping.
-    func addingSaturated(_ other: Int64) -> Int64 {
+    func addingSaturated(_ other: Self) -> Self {
         let (sum, overflow) = addingReportingOverflow(other)
         guard overflow else { return sum }
         return other > 0 ? .max : .min
     }
 
     /// `self - other`, saturating at the bounds instead of trapping.
-    func subtractingSaturated(_ other: Int64) -> Int64 {
+    func subtractingSaturated(_ other: Self) -> Self {
         let (difference, overflow) = subtractingReportingOverflow(other)
         guard overflow else { return difference }
         return other < 0 ? .max : .min

@@ -22,22 +22,32 @@ final class WakeSignal: Sendable {
         waiter?.resume()
     }
 
+    /// Returns at the first signal, or after `timeout`. The timer is a child task of the caller's (structured): it ends
+    /// with the wait, and a signal already sent returns at once without one.
     func wait(timeout: Duration) async {
-        let timer = Task { [weak self] in
-            try? await Task.sleep(for: timeout)
-            if !Task.isCancelled { self?.signal() }
+        let signaled = state.withLock { state in
+            defer { state.signaled = false }
+            return state.signaled
         }
-        defer { timer.cancel() }
-        await withCheckedContinuation { continuation in
-            let resumeNow = state.withLock { state -> Bool in
-                if state.signaled {
-                    state.signaled = false
-                    return true
-                }
-                state.waiter = continuation
-                return false
+        if signaled { return }
+        await withDiscardingTaskGroup { group in
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                // Resumes this wait (one waits at a time); before it has parked, it is left as a signal it takes.
+                if !Task.isCancelled { self.signal() }
             }
-            if resumeNow { continuation.resume() }
+            await withCheckedContinuation { continuation in
+                let resumeNow = state.withLock { state -> Bool in
+                    if state.signaled {
+                        state.signaled = false
+                        return true
+                    }
+                    state.waiter = continuation
+                    return false
+                }
+                if resumeNow { continuation.resume() }
+            }
+            group.cancelAll()
         }
     }
 }

@@ -1,0 +1,142 @@
+import Logging
+
+/// The first step of delivery: on every wake, asks each destination's lane how many deliveries may start
+/// (concurrency, rate limit, rate-limit window, circuit breaker, FIFO), claims only what may start now from the store
+/// (with a lease), and starts them. One destination's state never delays another's deliveries.
+///
+/// A claim serves a lane's next `maxConcurrency` deliveries, not one (decisions §27): what is claimed ahead waits here
+/// and starts as the lane's slots free up; it goes back to the store when the lane is held back (suspended, a closed
+/// window, an open circuit) or its destination is removed. Ingest wakes the dispatcher directly; otherwise it wakes for
+/// the earliest due delivery or lane change, and at least every `idlePoll`, so that work added by other processes is
+/// picked up.
+struct Dispatcher: Sendable {
+    let store: any EventStore
+    let lanes: Lanes
+    let runtime: RuntimeHolder
+    let recorder: OutcomeRecorder
+    let wake: WakeSignal
+    let logger: Logger
+    let configuration: DeliveryEngine.Configuration
+
+    /// Starts deliveries with `start` until `stopping` says to stop; then returns what it claimed ahead to the store.
+    func run(stopping: () -> Bool, start: (ClaimedDelivery, DestinationLane, Runtime) -> Void) async {
+        let clock = ContinuousClock()
+        let maintenanceInterval = min(configuration.maintenanceInterval, store.maintenanceInterval)
+        var nextMaintenance = clock.now + maintenanceInterval
+        var ahead = ClaimedAhead()
+        while !stopping() {
+            if clock.now >= nextMaintenance {
+                await releaseExpiredLeases()
+                lanes.markSuspensionsStale()
+                nextMaintenance = clock.now + maintenanceInterval
+            }
+            await lanes.refreshSuspensions()
+            // Outcomes are not being committed fast enough (or at all): start nothing until they are.
+            if recorder.isBackedUp {
+                await wake.wait(timeout: .milliseconds(50))
+                continue
+            }
+            let now = Clock.milliseconds()
+            let runtime = self.runtime.runtime
+            let lanes = self.lanes.current()
+            // Claimed ahead for a destination that a reload removed: back to the store.
+            await release(ahead.drop(except: Set(lanes.map(\.name))))
+            var pass = Pass(wakeAt: now.addingSaturated(configuration.idlePoll.wholeMilliseconds))
+            for lane in lanes {
+                for delivery in await fill(lane, now: now, ahead: &ahead, pass: &pass) { start(delivery, lane, runtime) }
+            }
+            if pass.busy { continue }
+            await wake.wait(timeout: .milliseconds(max(1, pass.wakeAt.subtractingSaturated(Clock.milliseconds()))))
+        }
+        await release(ahead.drop(except: []))
+    }
+
+    /// What one pass over the lanes found.
+    private struct Pass {
+        /// When the next pass is due unless something wakes the dispatcher first (ms).
+        var wakeAt: Int64
+        /// A lane used every slot it had: look again at once.
+        var busy = false
+    }
+
+    /// The deliveries `lane` starts now: its free slots, from what was claimed ahead and a new claim.
+    private func fill(_ lane: DestinationLane, now: Int64, ahead: inout ClaimedAhead, pass: inout Pass) async -> ArraySlice<ClaimedDelivery>
+    {
+        let admission = lane.admission(now: now)
+        guard admission.slots > 0 else {
+            if let at = admission.wakeAt { pass.wakeAt = min(pass.wakeAt, at) }
+            // Held back by more than its own concurrency (suspended, a closed window, an open circuit): what was claimed
+            // ahead goes back, so that it shows as pending and its lease does not run.
+            if lane.inFlight == 0 || admission.wakeAt != nil { await release(ahead.take(lane.name)) }
+            return []
+        }
+        let fifo = lane.ordering == .fifo
+        var ready = ahead.take(lane.name)
+        if ready.count < admission.slots {
+            // FIFO lanes claim their head only; others claim what is free now plus a lane's worth ahead, except under a
+            // rate limit, whose closed window would send what was claimed ahead back.
+            let extra = fifo || lane.isRateLimited ? 0 : lane.maxConcurrency
+            let limit = fifo ? 1 : admission.slots - ready.count + extra
+            do {
+                let claimed = try await store.claimDue(
+                    destination: lane.name, fifo: fifo, now: now, limit: limit,
+                    leaseUntil: now.addingSaturated(configuration.lease.wholeMilliseconds))
+                ready += claimed
+                if ready.isEmpty {
+                    if let due = try await store.nextDue(destination: lane.name, fifo: fifo), due > now {
+                        pass.wakeAt = min(pass.wakeAt, due)
+                    }
+                    return []
+                }
+            } catch {
+                logger.error("cannot claim deliveries", metadata: ["destination": "\(lane.name)", "error": "\(error)"])
+            }
+        }
+        let starting = ready.prefix(admission.slots)
+        ahead.keep(ready.dropFirst(starting.count), for: lane.name)
+        lane.started(starting.count)
+        if starting.count == admission.slots { pass.busy = true }
+        return starting
+    }
+
+    /// Returns deliveries claimed ahead and not started to pending. If that fails, their lease runs out instead.
+    private func release(_ deliveries: some Collection<ClaimedDelivery>) async {
+        guard !deliveries.isEmpty else { return }
+        do {
+            try await store.release(deliveryIDs: deliveries.map(\.id))
+        } catch {
+            logger.warning("cannot release deliveries claimed ahead; their lease will", metadata: ["error": "\(error)"])
+        }
+    }
+
+    private func releaseExpiredLeases() async {
+        do {
+            let released = try await store.releaseExpiredLeases(now: Clock.milliseconds())
+            if released > 0 { logger.warning("released expired delivery leases", metadata: ["count": "\(released)"]) }
+        } catch {
+            logger.error("cannot release expired leases", metadata: ["error": "\(error)"])
+        }
+    }
+}
+
+/// Deliveries claimed for a lane and not started yet, by destination.
+struct ClaimedAhead {
+    private var byDestination: [String: ArraySlice<ClaimedDelivery>] = [:]
+
+    /// Takes what waits for `destination`.
+    mutating func take(_ destination: String) -> ArraySlice<ClaimedDelivery> {
+        byDestination.removeValue(forKey: destination) ?? []
+    }
+
+    /// Keeps `deliveries` for `destination`'s next slots.
+    mutating func keep(_ deliveries: ArraySlice<ClaimedDelivery>, for destination: String) {
+        byDestination[destination] = deliveries.isEmpty ? nil : deliveries
+    }
+
+    /// Takes what waits for every destination not in `kept`.
+    mutating func drop(except kept: Set<String>) -> [ClaimedDelivery] {
+        var dropped: [ClaimedDelivery] = []
+        for name in byDestination.keys where !kept.contains(name) { dropped += take(name) }
+        return dropped
+    }
+}

@@ -1,0 +1,59 @@
+import Logging
+import Synchronization
+
+/// Writes attempt outcomes to the store, many in one transaction (group commit), and holds the dispatcher back when
+/// they are not being committed: at `maximumUncommitted` answered-but-unrecorded attempts nothing new starts, so a
+/// store that cannot commit (a full disk, a lost database) stops sending instead of piling up answers in memory.
+///
+/// An outcome that cannot be recorded is tried again until it is, or until shutdown; then its lease covers it and the
+/// delivery is sent again after restart (at least once, never lost).
+final class OutcomeRecorder: Sendable {
+    private let writer: GroupCommitter<DeliveryOutcome, Void>
+    private let uncommitted = Atomic<Int>(0)
+    private let maximumUncommitted: Int
+    private let logger: Logger
+
+    init(store: any EventStore, maximumBatch: Int = 512, maximumUncommitted: Int, logger: Logger) {
+        self.writer = GroupCommitter(maximumBatch: maximumBatch) { batch in
+            try await store.record(batch)
+            return Array(repeating: (), count: batch.count)
+        }
+        self.maximumUncommitted = maximumUncommitted
+        self.logger = logger
+    }
+
+    /// True while so many outcomes wait for their commit that nothing new should start.
+    var isBackedUp: Bool { uncommitted.load(ordering: .sequentiallyConsistent) >= maximumUncommitted }
+
+    /// The writer loop; returns after ``close()`` once everything submitted before it is committed.
+    func run() async { await writer.run() }
+
+    /// Stops taking outcomes once those queued are committed.
+    func close() { writer.close() }
+
+    /// Records `outcome`, retrying every 500 ms while the store fails, until it is recorded or `giveUp` says the
+    /// process is stopping.
+    func record(_ outcome: DeliveryOutcome, of delivery: ClaimedDelivery, giveUp: () -> Bool) async {
+        uncommitted.add(1, ordering: .sequentiallyConsistent)
+        defer { uncommitted.subtract(1, ordering: .sequentiallyConsistent) }
+        var logged = false
+        while true {
+            do {
+                try await writer.submit(outcome)
+                return
+            } catch {
+                if !logged {
+                    logger.error(
+                        "attempt outcome not recorded; retrying",
+                        metadata: [
+                            "event_id": "\(delivery.event.id)", "delivery_id": "\(delivery.id)", "destination": "\(delivery.destination)",
+                            "error": "\(error)",
+                        ])
+                    logged = true
+                }
+                if giveUp() || Task.isCancelled { return }
+                try? await Task.sleep(for: .milliseconds(500))
+            }
+        }
+    }
+}
