@@ -80,7 +80,7 @@ struct PrivateCluster: Sendable {
         let log = toolLog
         // waitpid blocks: on a thread of its own, not one of the few the concurrency runtime has.
         let status = try await withCheckedThrowingContinuation { continuation in
-            DispatchQueue.global().async { continuation.resume(with: Result { try Self.spawnAndWait(command, log: log) }) }
+            Thread { continuation.resume(with: Result { try Self.spawnAndWait(command, log: log) }) }.start()
         }
         guard status == 0 else {
             let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""

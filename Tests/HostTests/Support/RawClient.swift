@@ -40,18 +40,20 @@ final class RawClient: @unchecked Sendable {
         let bytes = Array(text.utf8)
         let descriptor = self.descriptor
         return await withCheckedContinuation { continuation in
-            DispatchQueue.global().async {
+            Thread {
                 let sent = bytes.withUnsafeBytes { Glibc.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
                 continuation.resume(returning: sent == bytes.count)
-            }
+            }.start()
         }
     }
 
     /// Reads until the server closes the connection or `timeout` passes; returns what arrived.
     func readAll(timeout: Duration) async -> String {
         let descriptor = self.descriptor
+        // A thread of its own: a blocking read on Dispatch's global queue (two threads on two cores) would hold back
+        // everything else queued there while it waits.
         return await withCheckedContinuation { continuation in
-            DispatchQueue.global().async {
+            Thread {
                 let deadline = Date().addingTimeInterval(timeout.seconds)
                 var received: [UInt8] = []
                 var buffer = [UInt8](repeating: 0, count: 4096)
@@ -66,7 +68,7 @@ final class RawClient: @unchecked Sendable {
                     }
                 }
                 continuation.resume(returning: String(decoding: received, as: UTF8.self))
-            }
+            }.start()
         }
     }
 
@@ -81,7 +83,8 @@ func rawPost(port: Int, from: String, path: String, body: String, headers: [(Str
     await client.send(
         "POST \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n"
             + "Connection: close\r\n\(extra)\r\n\(body)")
-    let answer = await client.readAll(timeout: .seconds(10))
+    // Generous: the first request of a new server on a loaded two-core machine has taken over 10 s.
+    let answer = await client.readAll(timeout: .seconds(30))
     guard answer.hasPrefix("HTTP/1.1 "), let code = Int(answer.dropFirst(9).prefix(3)) else { return 0 }
     return code
 }

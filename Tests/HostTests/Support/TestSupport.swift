@@ -73,17 +73,19 @@ func waitUntil(_ what: String, timeout: Duration = .seconds(20), _ condition: ()
     throw TimedOut(what: what)
 }
 
+/// Runs `body`, which blocks, on a thread of its own: never on the Swift concurrency pool, and never on Dispatch's
+/// global queue. Both have one thread per core (two on CI): a blocking wait on either stalls every other test running
+/// in parallel (a bench smoke run waited on there for 35 s, and the raw clients' reads queued behind it timed out).
+func onOwnThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread { continuation.resume(with: Result { try body() }) }.start()
+    }
+}
+
 /// Runs a shell command and returns its exit status and combined output.
-///
-/// The blocking wait happens on a Dispatch thread, never on the Swift concurrency pool: that pool has one thread per
-/// core (two on CI), and blocking it stalls every other test running in parallel.
 @discardableResult
 func shell(_ command: String) async throws -> (status: Int32, output: String) {
-    try await withCheckedThrowingContinuation { continuation in
-        DispatchQueue.global().async {
-            continuation.resume(with: Result { try runBlocking(command) })
-        }
-    }
+    try await onOwnThread { try runBlocking(command) }
 }
 
 private func runBlocking(_ command: String) throws -> (status: Int32, output: String) {
