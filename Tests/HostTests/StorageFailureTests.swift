@@ -48,6 +48,25 @@ struct StorageFailureTests {
 
 @Suite("Disk full")
 struct DiskFullTests {
+    @Test("a claim commits without an fsync, and every durable write after it syncs again, whatever happened in between")
+    func durableAfterClaim() async throws {
+        let directory = TestPaths.temporaryDirectory("synchronous")
+        let store = try SQLiteStore(path: directory + "/store.sqlite")
+        // 1 is NORMAL, 2 is FULL: the writer connection's setting inside each kind of transaction.
+        let claimSetting = try await store.writeWithoutSync { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") }
+        #expect(claimSetting == 1)
+        let durableSetting = try await store.write { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") }
+        #expect(durableSetting == 2, "a durable write ran with the claim's synchronous = NORMAL")
+        // A claim whose transaction fails leaves nothing behind either.
+        await #expect(throws: StoreError.self) {
+            try await store.writeWithoutSync { db in try db.execute(sql: "INSERT INTO no_such_table VALUES (1)") }
+        }
+        #expect(try await store.write { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") } == 2)
+        // Reads fail with the store's one error type too.
+        await #expect(throws: StoreError.self) { try await store.read { db in try Int.fetchOne(db, sql: "SELECT nope FROM nowhere") } }
+        try await store.close()
+    }
+
     @Test("when the database is full, ingest answers 503; once space is freed it accepts again and no acknowledged event is lost")
     func diskFull() async throws {
         let sink = RecordingSink()

@@ -8,7 +8,8 @@ import PluginKit
 /// keeps web pages out (Host, Origin and Content-Type checks).
 enum AdminRoutes {
     static func router(
-        store: any EventStore, runtime: RuntimeHolder, engine: DeliveryEngine, counters: IngestCounters, limits: IngestLimits,
+        store: any EventRecords & StoreMaintenance, runtime: RuntimeHolder, engine: DeliveryEngine, counters: IngestCounters,
+        limits: IngestLimits,
         reloader: Reloader, metrics: HookproxyMetrics, wake: WakeSignal, logger: Logger, listenHost: String
     ) -> Router<HookproxyRequestContext> {
         let router = Router(context: HookproxyRequestContext.self)

@@ -1,7 +1,7 @@
 /// Replay, shared by the admin API and the CLI: schedules a fresh delivery of an event to each of its destinations,
 /// unless its source says `replay: false`.
 struct Replayer: Sendable {
-    let store: any EventStore
+    let store: any EventRecords
     let config: HookproxyConfig
 
     enum Failure: Error {

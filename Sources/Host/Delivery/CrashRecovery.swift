@@ -6,7 +6,7 @@ import Logging
 /// row; a body that crashed an in-process mapper is remembered and refused from now on.
 struct CrashRecovery: Sendable {
     let journal: CallJournal
-    let store: any EventStore
+    let store: any DeliveryQueue
     let alerter: Alerter?
     let metrics: HookproxyMetrics
     let logger: Logger

@@ -30,7 +30,7 @@ final class DeliveryEngine: Service, Sendable {
         var maximumUncommitted = 256
     }
 
-    private let store: any EventStore
+    private let store: any DeliveryQueue
     private let runtime: RuntimeHolder
     private let lanes: Lanes
     private let attempt: Attempt
@@ -46,7 +46,7 @@ final class DeliveryEngine: Service, Sendable {
     private let inFlight = Atomic<Int>(0)
 
     init(
-        store: any EventStore, runtime: RuntimeHolder, httpClient: HTTPClient, wake: WakeSignal, logger: Logger,
+        store: any DeliveryQueue, runtime: RuntimeHolder, httpClient: HTTPClient, wake: WakeSignal, logger: Logger,
         metrics: HookproxyMetrics = HookproxyMetrics(), alerter: Alerter? = nil, journal: CallJournal? = nil,
         configuration: Configuration = Configuration()
     ) {

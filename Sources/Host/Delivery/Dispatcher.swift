@@ -10,7 +10,7 @@ import Logging
 /// the earliest due delivery or lane change, and at least every `idlePoll`, so that work added by other processes is
 /// picked up.
 struct Dispatcher: Sendable {
-    let store: any EventStore
+    let store: any DeliveryQueue
     let lanes: Lanes
     let runtime: RuntimeHolder
     let recorder: OutcomeRecorder

@@ -8,7 +8,7 @@ import Synchronization
 /// is read again when the store announces a change, and at each maintenance pass.
 final class Lanes: Sendable {
     private let runtime: RuntimeHolder
-    private let store: any EventStore
+    private let store: any DeliveryQueue
     private let logger: Logger
     private let buckets = RateLimitBuckets()
     /// The lanes, by name and in name order, for the runtime generation they were built from.
@@ -18,7 +18,7 @@ final class Lanes: Sendable {
     /// Set when the store announced a suspension or resumption, and at each maintenance pass: read them again.
     private let suspensionsStale = Atomic<Bool>(true)
 
-    init(runtime: RuntimeHolder, store: any EventStore, logger: Logger) {
+    init(runtime: RuntimeHolder, store: any DeliveryQueue, logger: Logger) {
         self.runtime = runtime
         self.store = store
         self.logger = logger

@@ -13,7 +13,7 @@ final class OutcomeRecorder: Sendable {
     private let maximumUncommitted: Int
     private let logger: Logger
 
-    init(store: any EventStore, maximumBatch: Int = 512, maximumUncommitted: Int, logger: Logger) {
+    init(store: any DeliveryQueue, maximumBatch: Int = 512, maximumUncommitted: Int, logger: Logger) {
         self.writer = GroupCommitter(maximumBatch: maximumBatch) { batch in
             try await store.record(batch)
             return Array(repeating: (), count: batch.count)

@@ -38,13 +38,13 @@ final class Alerter: Service, Sendable {
     }
 
     private let runtime: RuntimeHolder
-    private let store: any EventStore
+    private let store: any EventWriter
     private let wake: WakeSignal
     private let logger: Logger
     private let state = Mutex(State())
     private let queue = Mutex(Queue())
 
-    init(runtime: RuntimeHolder, store: any EventStore, wake: WakeSignal, logger: Logger) {
+    init(runtime: RuntimeHolder, store: any EventWriter, wake: WakeSignal, logger: Logger) {
         self.runtime = runtime
         self.store = store
         self.wake = wake

@@ -1,41 +1,47 @@
-/// The durable store behind ingest, delivery and replay: events, their deliveries and every attempt.
+/// The durable store behind ingest, delivery and replay: events, their deliveries and every attempt, in the roles its
+/// users have. Each user depends on the role it needs; the server holds the whole.
 ///
 /// All times are milliseconds since the Unix epoch. Implementations commit before returning: when `insert` returns, the
-/// events are on disk (fsynced). The store is also the delivery queue: due work is claimed with a lease, so work
-/// survives any crash and expired leases return to pending.
-protocol EventStore: Sendable {
+/// events are on disk (fsynced). Every call fails with one type, ``StoreError``, reads included; ingest and the admin
+/// API answer 503 for any of them.
+typealias EventStore = EventWriter & DeliveryQueue & EventRecords & StoreMaintenance
+
+/// Ingest's writer (and the Alerter's).
+protocol EventWriter: Sendable {
     /// Writes a batch of events and their deliveries in one transaction (one fsync). Events whose idempotency key was
     /// seen before for their source (also earlier in the same batch) are not stored and come back as duplicates.
-    func insert(_ events: [NewEvent]) async throws -> [InsertResult]
+    func insert(_ events: [NewEvent]) async throws(StoreError) -> [InsertResult]
+}
 
+/// The queue the delivery engine claims from: due work is claimed with a lease, so work survives any crash and expired
+/// leases return to pending.
+protocol DeliveryQueue: Sendable {
     /// When the next delivery to `destination` is due (`nil`: none waiting). With `fifo`, only the line's head counts,
     /// and a head in flight means nothing is due until it finishes. A read: it never blocks writers.
-    func nextDue(destination: String, fifo: Bool) async throws -> Int64?
+    func nextDue(destination: String, fifo: Bool) async throws(StoreError) -> Int64?
 
     /// Claims up to `limit` deliveries to `destination` that are due at `now` (with `fifo`, at most the line's head, in
     /// ingest order): marks them in flight until `leaseUntil` and returns them with their events.
-    func claimDue(destination: String, fifo: Bool, now: Int64, limit: Int, leaseUntil: Int64) async throws -> [ClaimedDelivery]
-
-    /// How many deliveries each destination has in each unfinished state (pending, in flight, retrying) and dead.
-    func queueDepths() async throws -> [String: [DeliveryStatus: Int]]
+    func claimDue(destination: String, fifo: Bool, now: Int64, limit: Int, leaseUntil: Int64) async throws(StoreError)
+        -> [ClaimedDelivery]
 
     /// Records attempt outcomes in one transaction.
-    func record(_ outcomes: [DeliveryOutcome]) async throws
+    func record(_ outcomes: [DeliveryOutcome]) async throws(StoreError)
 
     /// Returns deliveries whose lease expired before `now` to pending; returns how many.
-    func releaseExpiredLeases(now: Int64) async throws -> Int
+    func releaseExpiredLeases(now: Int64) async throws(StoreError) -> Int
 
     /// Returns these claimed deliveries, not sent, to pending (claimed ahead and then not started).
-    func release(deliveryIDs: [String]) async throws
+    func release(deliveryIDs: [String]) async throws(StoreError)
 
     /// Returns to pending the deliveries left in flight by processes that are gone, at start-up: on SQLite every one
     /// (one process owns the file), on PostgreSQL those of instances no longer seen and those whose lease ran out.
-    func releaseAbandonedClaims() async throws -> Int
+    func releaseAbandonedClaims() async throws(StoreError) -> Int
 
     /// Counts an abnormal exit of the process against each of these deliveries (unless it is finished), and
     /// quarantines those that reached their threshold: dead, with the reason, and an attempt row saying so. Returns the
     /// deliveries quarantined. Recording an attempt's outcome resets the count: crashes count only in a row.
-    func recordCrashes(_ crashes: [CrashRecord]) async throws -> [QuarantinedDelivery]
+    func recordCrashes(_ crashes: [CrashRecord]) async throws(StoreError) -> [QuarantinedDelivery]
 
     /// How often the engine should look for expired leases (``releaseExpiredLeases(now:)``).
     var maintenanceInterval: Duration { get }
@@ -46,44 +52,54 @@ protocol EventStore: Sendable {
     func onChange(_ handler: @escaping @Sendable (StoreChange) -> Void)
 
     /// The destinations an operator suspended (admin API), shared by every instance and kept across restarts.
-    func suspendedDestinations() async throws -> Set<String>
+    func suspendedDestinations() async throws(StoreError) -> Set<String>
 
     /// Records that an operator suspended (true) or resumed (false) `destination`.
-    func setSuspended(_ suspended: Bool, destination: String) async throws
+    func setSuspended(_ suspended: Bool, destination: String) async throws(StoreError)
+}
 
+/// What the admin API and the CLI read, and the replays they schedule.
+protocol EventRecords: Sendable {
     /// One event with its deliveries and their attempts; `nil` when it does not exist.
-    func eventDetail(id: String) async throws -> EventDetail?
+    func eventDetail(id: String) async throws(StoreError) -> EventDetail?
+
+    /// How many deliveries each destination has in each unfinished state (pending, in flight, retrying) and dead.
+    func queueDepths() async throws(StoreError) -> [String: [DeliveryStatus: Int]]
 
     /// Schedules a fresh delivery of the event to each destination it was delivered to before (or to `destinations`
     /// when the event had none). Returns the new delivery ids, or `nil` when the event does not exist.
-    func replay(eventID: String, fallbackDestinations: [String], now: Int64) async throws -> [String]?
+    func replay(eventID: String, fallbackDestinations: [String], now: Int64) async throws(StoreError) -> [String]?
 
     /// Events matching `filter`, newest first, `limit` at a time; `cursor` is the previous page's `nextCursor`.
-    func listEvents(_ filter: RecordFilter, cursor: String?, limit: Int) async throws -> Page<EventSummary>
+    func listEvents(_ filter: RecordFilter, cursor: String?, limit: Int) async throws(StoreError) -> Page<EventSummary>
 
     /// Current deliveries matching `filter`, newest first, `limit` at a time.
-    func listDeliveries(_ filter: RecordFilter, cursor: String?, limit: Int) async throws -> Page<DeliverySummary>
+    func listDeliveries(_ filter: RecordFilter, cursor: String?, limit: Int) async throws(StoreError) -> Page<DeliverySummary>
 
     /// Current, finished deliveries matching `filter` and created before `createdBefore`, oldest first, `limit` at a
     /// time: what a replay by filter supersedes. The bound keeps the deliveries a replay creates out of later pages.
-    func replayCandidates(_ filter: RecordFilter, createdBefore: Int64, cursor: String?, limit: Int) async throws -> Page<DeliverySummary>
+    func replayCandidates(_ filter: RecordFilter, createdBefore: Int64, cursor: String?, limit: Int) async throws(StoreError)
+        -> Page<DeliverySummary>
 
     /// Schedules a fresh delivery superseding each of `deliveries` (same event, same destination) in one transaction;
     /// returns the new ids. A delivery that was superseded meanwhile is skipped.
-    func replay(deliveries: [DeliverySummary], now: Int64) async throws -> [String]
-
-    /// Deletes up to `limit` events received before `cutoff` whose deliveries are all finished, with their deliveries
-    /// and attempts; returns how many. Callers repeat until it returns less than `limit`, so no transaction is long.
-    func purge(receivedBefore cutoff: Int64, limit: Int) async throws -> Int
-
-    /// Checks that the store answers.
-    func ping() async throws
-
-    /// Closes connections; further calls fail.
-    func close() async throws
+    func replay(deliveries: [DeliverySummary], now: Int64) async throws(StoreError) -> [String]
 }
 
-/// What changed in the store, as announced to ``EventStore/onChange(_:)``.
+/// Upkeep: retention, health, and the end.
+protocol StoreMaintenance: Sendable {
+    /// Deletes up to `limit` events received before `cutoff` whose deliveries are all finished, with their deliveries
+    /// and attempts; returns how many. Callers repeat until it returns less than `limit`, so no transaction is long.
+    func purge(receivedBefore cutoff: Int64, limit: Int) async throws(StoreError) -> Int
+
+    /// Checks that the store answers.
+    func ping() async throws(StoreError)
+
+    /// Closes connections; further calls fail.
+    func close() async throws(StoreError)
+}
+
+/// What changed in the store, as announced to ``DeliveryQueue/onChange(_:)``.
 enum StoreChange: String, Sendable {
     /// Work that may be due was committed.
     case newWork = "work"
@@ -157,7 +173,7 @@ struct CrashRecord: Sendable, Equatable {
     var reason: String
 }
 
-/// A delivery quarantined by ``EventStore/recordCrashes(_:)``.
+/// A delivery quarantined by ``DeliveryQueue/recordCrashes(_:)``.
 struct QuarantinedDelivery: Sendable, Equatable {
     var deliveryID: String
     var eventID: String

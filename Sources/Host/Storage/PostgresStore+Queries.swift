@@ -49,7 +49,7 @@ extension PostgresStore {
             attempts: attempts, nextAttemptAt: next, lastError: lastError, replayOf: replayOf, createdAt: created, updatedAt: updated)
     }
 
-    func listEvents(_ filter: RecordFilter, cursor: String?, limit: Int) async throws -> Page<EventSummary> {
+    func listEvents(_ filter: RecordFilter, cursor: String?, limit: Int) async throws(StoreError) -> Page<EventSummary> {
         try await run { client, logger in
             var conditions = Self.conditions(filter, deliveries: false)
             if let cursor { conditions.add("e.id < ?", cursor) }
@@ -81,13 +81,15 @@ extension PostgresStore {
         }
     }
 
-    func listDeliveries(_ filter: RecordFilter, cursor: String?, limit: Int) async throws -> Page<DeliverySummary> {
+    func listDeliveries(_ filter: RecordFilter, cursor: String?, limit: Int) async throws(StoreError) -> Page<DeliverySummary> {
         var conditions = Self.conditions(filter, deliveries: true)
         if let cursor { conditions.add("d.id < ?", cursor) }
         return try await deliveryPage(conditions, newestFirst: true, limit: limit)
     }
 
-    func replayCandidates(_ filter: RecordFilter, createdBefore: Int64, cursor: String?, limit: Int) async throws -> Page<DeliverySummary> {
+    func replayCandidates(_ filter: RecordFilter, createdBefore: Int64, cursor: String?, limit: Int) async throws(StoreError) -> Page<
+        DeliverySummary
+    > {
         var conditions = Self.conditions(filter, deliveries: true)
         conditions.add("d.status = ANY(?::text[])", DeliveryStatus.finished.map(\.rawValue).sorted())
         conditions.add("d.created_at < ?", createdBefore)
@@ -96,7 +98,7 @@ extension PostgresStore {
     }
 
     /// A page of current deliveries matching `conditions`, ordered by id.
-    private func deliveryPage(_ conditions: Conditions, newestFirst: Bool, limit: Int) async throws -> Page<DeliverySummary> {
+    private func deliveryPage(_ conditions: Conditions, newestFirst: Bool, limit: Int) async throws(StoreError) -> Page<DeliverySummary> {
         var conditions = conditions
         let limitPlaceholder = conditions.placeholder(limit + 1)
         let (sql, binds) = (conditions.sql, conditions.binds)

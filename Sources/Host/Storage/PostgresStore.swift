@@ -274,7 +274,7 @@ final class PostgresStore: EventStore {
 
     // MARK: Writes
 
-    func insert(_ events: [NewEvent]) async throws -> [InsertResult] {
+    func insert(_ events: [NewEvent]) async throws(StoreError) -> [InsertResult] {
         guard !events.isEmpty else { return [] }
         return try await transaction { [logger] connection in
             var ids: [String] = []
@@ -373,7 +373,7 @@ final class PostgresStore: EventStore {
         try await connection.query("SELECT pg_notify(\(workChannel), \(change.rawValue))", logger: logger)
     }
 
-    func nextDue(destination: String, fifo: Bool) async throws -> Int64? {
+    func nextDue(destination: String, fifo: Bool) async throws(StoreError) -> Int64? {
         try await run { client, logger in
             if fifo {
                 let rows = try await client.query(
@@ -396,7 +396,8 @@ final class PostgresStore: EventStore {
         }
     }
 
-    func claimDue(destination: String, fifo: Bool, now: Int64, limit: Int, leaseUntil: Int64) async throws -> [ClaimedDelivery] {
+    func claimDue(destination: String, fifo: Bool, now: Int64, limit: Int, leaseUntil: Int64) async throws(StoreError) -> [ClaimedDelivery]
+    {
         try await transaction { [instanceID, logger] connection in
             let claimed: PostgresRowSequence
             if fifo {
@@ -454,7 +455,7 @@ final class PostgresStore: EventStore {
         }
     }
 
-    func queueDepths() async throws -> [String: [DeliveryStatus: Int]] {
+    func queueDepths() async throws(StoreError) -> [String: [DeliveryStatus: Int]] {
         try await run { client, logger in
             var depths: [String: [DeliveryStatus: Int]] = [:]
             let rows = try await client.query(
@@ -469,7 +470,7 @@ final class PostgresStore: EventStore {
         }
     }
 
-    func record(_ outcomes: [DeliveryOutcome]) async throws {
+    func record(_ outcomes: [DeliveryOutcome]) async throws(StoreError) {
         guard !outcomes.isEmpty else { return }
         let now = Clock.milliseconds()
         try await transaction { [logger] connection in
@@ -547,7 +548,7 @@ final class PostgresStore: EventStore {
         }
     }
 
-    func releaseExpiredLeases(now: Int64) async throws -> Int {
+    func releaseExpiredLeases(now: Int64) async throws(StoreError) -> Int {
         try await transaction { [logger, staleAfterMilliseconds] connection in
             let stale = now - staleAfterMilliseconds
             let rows = try await connection.query(
@@ -564,7 +565,7 @@ final class PostgresStore: EventStore {
         }
     }
 
-    func release(deliveryIDs: [String]) async throws {
+    func release(deliveryIDs: [String]) async throws(StoreError) {
         guard !deliveryIDs.isEmpty else { return }
         try await transaction { [logger, instanceID] connection in
             let rows = try await connection.query(
@@ -579,7 +580,7 @@ final class PostgresStore: EventStore {
         }
     }
 
-    func recordCrashes(_ crashes: [CrashRecord]) async throws -> [QuarantinedDelivery] {
+    func recordCrashes(_ crashes: [CrashRecord]) async throws(StoreError) -> [QuarantinedDelivery] {
         guard !crashes.isEmpty else { return [] }
         let now = Clock.milliseconds()
         return try await transaction { [logger] connection in
@@ -624,11 +625,11 @@ final class PostgresStore: EventStore {
 
     /// Several instances share the store: only claims of instances that stopped being seen (or whose lease ran out)
     /// are abandoned; the others are still being worked on.
-    func releaseAbandonedClaims() async throws -> Int {
+    func releaseAbandonedClaims() async throws(StoreError) -> Int {
         try await releaseExpiredLeases(now: Clock.milliseconds())
     }
 
-    func replay(eventID: String, fallbackDestinations: [String], now: Int64) async throws -> [String]? {
+    func replay(eventID: String, fallbackDestinations: [String], now: Int64) async throws(StoreError) -> [String]? {
         try await transaction { [logger] connection in
             var exists = false
             for try await _ in try await connection.query("SELECT 1 FROM events WHERE id = \(eventID) FOR SHARE", logger: logger) {
@@ -659,7 +660,7 @@ final class PostgresStore: EventStore {
         }
     }
 
-    func replay(deliveries: [DeliverySummary], now: Int64) async throws -> [String] {
+    func replay(deliveries: [DeliverySummary], now: Int64) async throws(StoreError) -> [String] {
         guard !deliveries.isEmpty else { return [] }
         return try await transaction { [logger] connection in
             var ids: [String] = []
@@ -680,7 +681,7 @@ final class PostgresStore: EventStore {
         }
     }
 
-    func purge(receivedBefore cutoff: Int64, limit: Int) async throws -> Int {
+    func purge(receivedBefore cutoff: Int64, limit: Int) async throws(StoreError) -> Int {
         try await transaction { [logger] connection in
             // Deliveries and attempts go with their event (ON DELETE CASCADE).
             let rows = try await connection.query(
@@ -701,7 +702,7 @@ final class PostgresStore: EventStore {
 
     static let eventColumns = "id, source, received_at, content_type, headers, body, fields, idempotency_key"
 
-    func eventDetail(id: String) async throws -> EventDetail? {
+    func eventDetail(id: String) async throws(StoreError) -> EventDetail? {
         try await run { client, logger in
             var found: (StoredEvent, String?)?
             for try await row in try await client.query(
@@ -745,7 +746,7 @@ final class PostgresStore: EventStore {
 
     // MARK: Destination state
 
-    func suspendedDestinations() async throws -> Set<String> {
+    func suspendedDestinations() async throws(StoreError) -> Set<String> {
         try await run { client, logger in
             var names = Set<String>()
             for try await name in try await client.query("SELECT destination FROM suspended_destinations", logger: logger).decode(
@@ -757,7 +758,7 @@ final class PostgresStore: EventStore {
         }
     }
 
-    func setSuspended(_ suspended: Bool, destination: String) async throws {
+    func setSuspended(_ suspended: Bool, destination: String) async throws(StoreError) {
         try await transaction { [logger, instanceID] connection in
             if suspended {
                 try await connection.query(
@@ -772,16 +773,23 @@ final class PostgresStore: EventStore {
         }
     }
 
-    func ping() async throws {
+    func ping() async throws(StoreError) {
         _ = try await run { client, logger in
             try await client.query("SELECT 1", logger: logger)
         }
     }
 
-    func close() async throws {
+    func close() async throws(StoreError) {
         guard !closed.exchange(true, ordering: .sequentiallyConsistent) else { return }
         // Its claims were released or recorded by the engine's shutdown; leaving the table says nothing is held.
-        _ = try? await client.query("DELETE FROM instances WHERE id = \(instanceID)", logger: logger)
+        // If that fails, other instances find this one's heartbeat stale within `instance_timeout` instead.
+        do {
+            _ = try await client.query("DELETE FROM instances WHERE id = \(instanceID)", logger: logger)
+        } catch {
+            logger.warning(
+                "cannot remove this instance from the instances table; others will see it stop when its heartbeat is stale",
+                metadata: ["error": "\(Self.describe(error))"])
+        }
         for task in tasks.withLock({ $0 }) { task.cancel() }
         clientTask.cancel()
     }
@@ -802,7 +810,7 @@ final class PostgresStore: EventStore {
     /// the call fails as unavailable (ingest answers 503) instead of holding the request. A write that times out may
     /// still commit afterwards: the sender retries on the 503, and the idempotency key, when the source has one, makes
     /// the retry a duplicate (at least once, as after any lost answer).
-    func run<T: Sendable>(_ body: @escaping @Sendable (PostgresClient, Logger) async throws -> T) async throws -> T {
+    func run<T: Sendable>(_ body: @escaping @Sendable (PostgresClient, Logger) async throws -> T) async throws(StoreError) -> T {
         guard !closed.load(ordering: .sequentiallyConsistent) else { throw StoreError.closed }
         do {
             return try await withThrowingTaskGroup(of: T?.self) { [client, logger, operationTimeout] group in
@@ -825,7 +833,7 @@ final class PostgresStore: EventStore {
     }
 
     /// Runs `body` in one transaction (committed when it returns, rolled back when it throws).
-    func transaction<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
+    func transaction<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws(StoreError) -> T {
         try await run { client, logger in
             try await client.withTransaction(logger: logger) { connection in try await body(connection) }
         }

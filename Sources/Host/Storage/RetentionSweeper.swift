@@ -5,7 +5,7 @@ import ServiceLifecycle
 /// purge never holds the write lock for long and ingest is never blocked behind it. Idempotency keys live with their
 /// events, so they are kept exactly as long as retention.
 struct RetentionSweeper: Service {
-    let store: any EventStore
+    let store: any StoreMaintenance
     let runtime: RuntimeHolder
     let logger: Logger
     var interval: Duration = .seconds(60)
@@ -35,9 +35,9 @@ struct RetentionSweeper: Service {
                 if purged < batch { break }
                 await Task.yield()
             }
-        } catch is CancellationError {
-            return total
         } catch {
+            // Shutdown cancels a purge in progress: not a failure.
+            if Task.isCancelled { return total }
             logger.error("retention sweep failed", metadata: ["error": "\(error)"])
         }
         if total > 0 { logger.info("purged events past retention", metadata: ["count": "\(total)", "retention": "\(retention)"]) }

@@ -47,8 +47,8 @@ extension SQLiteStore {
             lastError: row["last_error"], replayOf: row["replay_of"], createdAt: row["created_at"], updatedAt: row["updated_at"])
     }
 
-    func listEvents(_ filter: RecordFilter, cursor: String?, limit: Int) async throws -> Page<EventSummary> {
-        try await pool.read { db in
+    func listEvents(_ filter: RecordFilter, cursor: String?, limit: Int) async throws(StoreError) -> Page<EventSummary> {
+        try await read { db in
             var (conditions, arguments) = Self.conditions(filter, deliveries: false)
             if let cursor {
                 conditions.append("e.id < ?")
@@ -84,14 +84,16 @@ extension SQLiteStore {
         }
     }
 
-    func listDeliveries(_ filter: RecordFilter, cursor: String?, limit: Int) async throws -> Page<DeliverySummary> {
-        try await pool.read { db in
+    func listDeliveries(_ filter: RecordFilter, cursor: String?, limit: Int) async throws(StoreError) -> Page<DeliverySummary> {
+        try await read { db in
             try Self.deliveryPage(db, filter, extra: [], after: cursor.map { ("<", $0) }, newestFirst: true, limit: limit)
         }
     }
 
-    func replayCandidates(_ filter: RecordFilter, createdBefore: Int64, cursor: String?, limit: Int) async throws -> Page<DeliverySummary> {
-        try await pool.read { db in
+    func replayCandidates(_ filter: RecordFilter, createdBefore: Int64, cursor: String?, limit: Int) async throws(StoreError) -> Page<
+        DeliverySummary
+    > {
+        try await read { db in
             let finished = DeliveryStatus.finished.map(\.rawValue).sorted()
             let extra: [(String, StatementArguments)] = [
                 ("d.status IN (\(databaseQuestionMarks(count: finished.count)))", StatementArguments(finished)),
@@ -127,7 +129,7 @@ extension SQLiteStore {
         return Page(fetched: rows.map(deliverySummary), limit: limit, id: \.id)
     }
 
-    func replay(deliveries: [DeliverySummary], now: Int64) async throws -> [String] {
+    func replay(deliveries: [DeliverySummary], now: Int64) async throws(StoreError) -> [String] {
         guard !deliveries.isEmpty else { return [] }
         return try await write { db in
             var ids: [String] = []

@@ -129,7 +129,7 @@ final class SQLiteStore: EventStore {
 
     // MARK: Writes
 
-    func insert(_ events: [NewEvent]) async throws -> [InsertResult] {
+    func insert(_ events: [NewEvent]) async throws(StoreError) -> [InsertResult] {
         try await write { db in
             // Cached statements: SQLite parses each SQL text once per connection, not once per row.
             let findDuplicate = try db.cachedStatement(sql: "SELECT id FROM events WHERE source = ? AND idempotency_key = ?")
@@ -172,8 +172,8 @@ final class SQLiteStore: EventStore {
         WHERE destination = ? AND status IN ('pending', 'retrying', 'in_flight') ORDER BY rowid LIMIT 1
         """
 
-    func nextDue(destination: String, fifo: Bool) async throws -> Int64? {
-        try await pool.read { db in
+    func nextDue(destination: String, fifo: Bool) async throws(StoreError) -> Int64? {
+        try await read { db in
             if fifo {
                 guard let head = try Row.fetchOne(db.cachedStatement(sql: Self.fifoHeadSQL), arguments: [destination]) else { return nil }
                 return head["status"] == DeliveryStatus.inFlight.rawValue ? nil : head["next_attempt_at"]
@@ -191,7 +191,8 @@ final class SQLiteStore: EventStore {
     /// A claim is committed without an fsync (`synchronous=NORMAL` for its transaction): losing it in a crash loses
     /// nothing, since one process owns the store and releases every claim when it starts. The next durable commit syncs
     /// the WAL up to and including it.
-    func claimDue(destination: String, fifo: Bool, now: Int64, limit: Int, leaseUntil: Int64) async throws -> [ClaimedDelivery] {
+    func claimDue(destination: String, fifo: Bool, now: Int64, limit: Int, leaseUntil: Int64) async throws(StoreError) -> [ClaimedDelivery]
+    {
         try await writeWithoutSync { db in
             let ids: [String]
             if fifo {
@@ -239,8 +240,8 @@ final class SQLiteStore: EventStore {
         }
     }
 
-    func queueDepths() async throws -> [String: [DeliveryStatus: Int]] {
-        try await pool.read { db in
+    func queueDepths() async throws(StoreError) -> [String: [DeliveryStatus: Int]] {
+        try await read { db in
             var depths: [String: [DeliveryStatus: Int]] = [:]
             for row in try Row.fetchAll(
                 db,
@@ -255,7 +256,7 @@ final class SQLiteStore: EventStore {
         }
     }
 
-    func record(_ outcomes: [DeliveryOutcome]) async throws {
+    func record(_ outcomes: [DeliveryOutcome]) async throws(StoreError) {
         guard !outcomes.isEmpty else { return }
         let now = Clock.milliseconds()
         try await write { db in
@@ -286,7 +287,7 @@ final class SQLiteStore: EventStore {
         }
     }
 
-    func releaseExpiredLeases(now: Int64) async throws -> Int {
+    func releaseExpiredLeases(now: Int64) async throws(StoreError) -> Int {
         try await write { db in
             try db.execute(
                 sql: """
@@ -298,7 +299,7 @@ final class SQLiteStore: EventStore {
         }
     }
 
-    func release(deliveryIDs: [String]) async throws {
+    func release(deliveryIDs: [String]) async throws(StoreError) {
         guard !deliveryIDs.isEmpty else { return }
         try await writeWithoutSync { db in
             try db.execute(
@@ -310,7 +311,7 @@ final class SQLiteStore: EventStore {
         }
     }
 
-    func recordCrashes(_ crashes: [CrashRecord]) async throws -> [QuarantinedDelivery] {
+    func recordCrashes(_ crashes: [CrashRecord]) async throws(StoreError) -> [QuarantinedDelivery] {
         guard !crashes.isEmpty else { return [] }
         let now = Clock.milliseconds()
         return try await write { db in
@@ -347,7 +348,7 @@ final class SQLiteStore: EventStore {
     }
 
     /// One process owns an SQLite file, so whatever is in flight at start was left by a process that is gone.
-    func releaseAbandonedClaims() async throws -> Int {
+    func releaseAbandonedClaims() async throws(StoreError) -> Int {
         let now = Clock.milliseconds()
         return try await write { db in
             try db.execute(
@@ -360,7 +361,7 @@ final class SQLiteStore: EventStore {
         }
     }
 
-    func replay(eventID: String, fallbackDestinations: [String], now: Int64) async throws -> [String]? {
+    func replay(eventID: String, fallbackDestinations: [String], now: Int64) async throws(StoreError) -> [String]? {
         try await write { db in
             guard try Bool.fetchOne(db, sql: "SELECT 1 FROM events WHERE id = ?", arguments: [eventID]) != nil else { return nil }
             // The newest delivery per destination is the one a replay supersedes.
@@ -393,7 +394,7 @@ final class SQLiteStore: EventStore {
         }
     }
 
-    func purge(receivedBefore cutoff: Int64, limit: Int) async throws -> Int {
+    func purge(receivedBefore cutoff: Int64, limit: Int) async throws(StoreError) -> Int {
         try await write { db in
             // Deliveries and attempts go with their event (ON DELETE CASCADE).
             try db.execute(
@@ -408,37 +409,59 @@ final class SQLiteStore: EventStore {
         }
     }
 
-    /// Runs `updates` in one write transaction, turning database failures into ``StoreError``.
-    /// One transaction committed without waiting for the disk, for writes that may be lost in a crash (claims).
-    func writeWithoutSync<T: Sendable>(_ updates: @escaping @Sendable (Database) throws -> T) async throws -> T {
+    /// One transaction committed without waiting for the disk (`synchronous = NORMAL`), for writes that may be lost in
+    /// a crash (claims, releases). The setting is not restored afterwards: every durable write sets `FULL` for itself
+    /// (``write(_:)``), so no failure here can leave a later commit believed durable without its fsync.
+    func writeWithoutSync<T: Sendable>(_ updates: @escaping @Sendable (Database) throws -> T) async throws(StoreError) -> T {
+        try await transaction(synchronous: "NORMAL", updates)
+    }
+
+    /// One durable transaction: `synchronous = FULL` is set on the writer connection before it, so its commit is on
+    /// disk before this returns.
+    func write<T: Sendable>(_ updates: @escaping @Sendable (Database) throws -> T) async throws(StoreError) -> T {
+        try await transaction(synchronous: "FULL", updates)
+    }
+
+    private func transaction<T: Sendable>(synchronous: String, _ updates: @escaping @Sendable (Database) throws -> T)
+        async throws(StoreError) -> T
+    {
         do {
             return try await pool.writeWithoutTransaction { db in
-                try db.execute(sql: "PRAGMA synchronous = NORMAL")
-                defer { try? db.execute(sql: "PRAGMA synchronous = FULL") }
+                try db.execute(sql: "PRAGMA synchronous = \(synchronous)")
                 var result: T?
                 try db.inTransaction {
                     result = try updates(db)
                     return .commit
                 }
-                return result!
+                guard let result else { throw StoreError.commitFailed("the transaction returned nothing") }
+                return result
             }
+        } catch let error as StoreError {
+            throw error
         } catch let error as DatabaseError {
             throw StoreError.commitFailed("\(error.resultCode): \(error.message ?? "no message")")
+        } catch {
+            throw StoreError.commitFailed("\(error)")
         }
     }
 
-    func write<T: Sendable>(_ updates: @escaping @Sendable (Database) throws -> T) async throws -> T {
+    /// A read on one of the pool's reader connections (it never blocks the writer).
+    func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws(StoreError) -> T {
         do {
-            return try await pool.write(updates)
+            return try await pool.read(body)
+        } catch let error as StoreError {
+            throw error
         } catch let error as DatabaseError {
-            throw StoreError.commitFailed("\(error.resultCode): \(error.message ?? "no message")")
+            throw StoreError.readFailed("\(error.resultCode): \(error.message ?? "no message")")
+        } catch {
+            throw StoreError.readFailed("\(error)")
         }
     }
 
     // MARK: Reads
 
-    func eventDetail(id: String) async throws -> EventDetail? {
-        try await pool.read { db in
+    func eventDetail(id: String) async throws(StoreError) -> EventDetail? {
+        try await read { db in
             guard let row = try Row.fetchOne(db, sql: "SELECT * FROM events WHERE id = ?", arguments: [id]) else { return nil }
             var attemptsByDelivery: [String: [AttemptRecord]] = [:]
             for attempt in try Row.fetchAll(
@@ -474,11 +497,11 @@ final class SQLiteStore: EventStore {
     /// Other processes (`hookproxy replay`) write to the file without telling: the engine's idle poll finds their work.
     func onChange(_ handler: @escaping @Sendable (StoreChange) -> Void) {}
 
-    func suspendedDestinations() async throws -> Set<String> {
-        try await pool.read { db in Set(try String.fetchAll(db, sql: "SELECT destination FROM suspended_destinations")) }
+    func suspendedDestinations() async throws(StoreError) -> Set<String> {
+        try await read { db in Set(try String.fetchAll(db, sql: "SELECT destination FROM suspended_destinations")) }
     }
 
-    func setSuspended(_ suspended: Bool, destination: String) async throws {
+    func setSuspended(_ suspended: Bool, destination: String) async throws(StoreError) {
         try await write { db in
             if suspended {
                 try db.execute(
@@ -490,16 +513,20 @@ final class SQLiteStore: EventStore {
         }
     }
 
-    func ping() async throws {
+    func ping() async throws(StoreError) {
         do {
-            _ = try await pool.read { db in try Int.fetchOne(db, sql: "SELECT 1") }
+            _ = try await read { db in try Int.fetchOne(db, sql: "SELECT 1") }
         } catch {
-            throw StoreError.unavailable("\(error)")
+            throw StoreError.unavailable(error.reason)
         }
     }
 
-    func close() async throws {
-        try pool.close()
+    func close() async throws(StoreError) {
+        do {
+            try pool.close()
+        } catch {
+            throw StoreError.unavailable("cannot close SQLite database \(path): \(error)")
+        }
     }
 
     private static func storedEvent(_ row: Row) -> StoredEvent {

@@ -3,6 +3,7 @@ struct StoreError: Error, CustomStringConvertible, Sendable {
     private enum Code: Sendable {
         case unavailable
         case commitFailed
+        case readFailed
         case closed
     }
 
@@ -19,6 +20,8 @@ struct StoreError: Error, CustomStringConvertible, Sendable {
     static func unavailable(_ reason: String) -> StoreError { StoreError(.unavailable, reason) }
     /// A transaction could not be committed (disk full, read-only, locked past the deadline).
     static func commitFailed(_ reason: String) -> StoreError { StoreError(.commitFailed, reason) }
+    /// A read failed (the database is locked past the deadline, corrupt, or unreachable).
+    static func readFailed(_ reason: String) -> StoreError { StoreError(.readFailed, reason) }
     /// The store is shutting down.
     static let closed = StoreError(.closed, "the store is closed")
 
@@ -26,6 +29,7 @@ struct StoreError: Error, CustomStringConvertible, Sendable {
         switch code {
         case .unavailable: "storage unavailable: \(reason)"
         case .commitFailed: "storage commit failed: \(reason)"
+        case .readFailed: "storage read failed: \(reason)"
         case .closed: "storage closed"
         }
     }
