@@ -14,9 +14,25 @@ final class Bench {
     private let databases: BenchDatabases
     /// Servers started so far, which numbers their files.
     private var started = 0
-    /// The ingest scenario's servers and result, which the ceiling scenario reuses.
+    /// The ingest scenario's servers, which the ceiling scenario reuses.
     private var ingestServers: [Server] = []
-    private var ingestThroughput: Double?
+    /// What this run measured, for the ratios (``ratioRows()``).
+    private var measured = Measured()
+
+    /// The numbers the ratios of issue 17 are made of, all from one run.
+    struct Measured {
+        var ingestThroughput: Double?
+        /// Server and plugin-worker CPU per ingested request (µs), and PostgreSQL's.
+        var ingestCPU: Double?
+        var ingestDatabaseCPU: Double?
+        var ceilingThroughput: Double?
+        /// Of the drain with plugins isolated (the default).
+        var drainThroughput: Double?
+        var drainCPU: Double?
+        var drainDatabaseCPU: Double?
+        /// The highest constant rate whose end-to-end p99 stayed within 50 ms.
+        var sustainedRate: Double?
+    }
 
     struct Server {
         var process: ServerProcess
@@ -71,6 +87,7 @@ final class Bench {
         case .pipeline: try await pipeline(isolation: "process") + pipeline(isolation: "in_process")
         case .drain: try await drains()
         case .backlog: try await backlog()
+        case .findRate: try await findRate()
         }
     }
 
@@ -168,8 +185,11 @@ final class Bench {
         let meter = try CPUMeter(
             servers.map(\.process), instructions: sizes.instructions, database: databases.isPostgres, work: work)
         let result = try await load(servers, shape: .closedLoop(count: nil, seconds: sizes.seconds))
+        let cpu = meter.microseconds(per: result.answered)
+        measured.ingestCPU = cpu.server + cpu.workers
+        measured.ingestDatabaseCPU = meter.databaseMicroseconds(per: result.answered)
         let perRequest = meter.perUnit(result.answered)
-        ingestThroughput = result.throughput
+        measured.ingestThroughput = result.throughput
         return [
             Row(
                 "ingest: \(sizes.connections) connections, delivery paused, \(seconds(sizes.seconds)) s\(acrossInstances)",
@@ -190,7 +210,8 @@ final class Bench {
             servers.map(\.process), instructions: sizes.instructions, database: databases.isPostgres, work: work)
         let result = try await load(servers, path: "/_bench/noop", shape: .closedLoop(count: nil, seconds: sizes.seconds))
         let perRequest = meter.perUnit(result.answered)
-        let ratio = ingestThroughput.map { String(format: "; ingest is %.0f%% of it", 100 * $0 / result.throughput) } ?? ""
+        measured.ceilingThroughput = result.throughput
+        let ratio = measured.ingestThroughput.map { String(format: "; ingest is %.0f%% of it", 100 * $0 / result.throughput) } ?? ""
         return [
             Row(
                 "ceiling: no-op route, same server and load\(acrossInstances)",
@@ -200,13 +221,32 @@ final class Bench {
     }
 
     private func pipeline(isolation: String) async throws -> [Row] {
+        let run = try await constantRate(sizes.rate, seconds: sizes.pipelineSeconds, isolation: isolation)
+        let p50 = millis(run.endToEnd.valueAtPercentile(50))
+        let p99 = millis(run.endToEnd.valueAtPercentile(99))
+        return [
+            Row(
+                "pipeline, \(describe(isolation)): ingest answers at \(rate(sizes.rate))/s constant for \(seconds(sizes.pipelineSeconds)) s\(acrossInstances)",
+                "\(latencies(run.ingest.latency)); \(run.ingest.errorSummary)"),
+            Row(
+                "pipeline, \(describe(isolation)): end to end (intended send -> sink received), one Discord destination",
+                "\(latencies(run.endToEnd)); \(run.count) sent, \(run.missing) missing, \(run.duplicates) duplicates, \(run.ingest.errorSummary) at ingest",
+                target: "p50 ≤ 10 ms, p99 ≤ 50 ms, zero errors", met: p50 <= 10 && p99 <= 50 && run.errors == 0),
+        ]
+    }
+
+    /// One constant-rate run on fresh servers: what ingest answered, and each event's time from its intended send to the
+    /// sink.
+    private func constantRate(_ perSecond: Double, seconds: Double, isolation: String) async throws -> (
+        ingest: LoadResult, endToEnd: Histogram<UInt64>, count: Int, missing: Int, duplicates: Int, errors: Int
+    ) {
         let servers = try await startInstances("pipeline", isolation: isolation)
         defer { for server in servers { server.stop() } }
-        let count = Int(sizes.rate * sizes.pipelineSeconds)
+        let count = max(1, Int(perSecond * seconds))
         try await sink.reset(expecting: count)
         let result = try await LoadGenerator.run(
             ports: servers.map(\.ingestPort), connections: sizes.connections,
-            shape: .constantRate(rate: sizes.rate, seconds: sizes.pipelineSeconds),
+            shape: .constantRate(rate: perSecond, seconds: seconds),
             group: group, request: Workload.numberedBodies(path: "/webhooks/\(Workload.source)"))
         let deadline = Date().addingTimeInterval(30)
         while try await sink.counts().received < count, Date() < deadline { try await Task.sleep(for: .milliseconds(20)) }
@@ -214,7 +254,7 @@ final class Bench {
         let arrivals = try await sink.arrivalTimes()
         var endToEnd = LoadResult().latency
         var missing = 0
-        let interval = 1e9 / sizes.rate
+        let interval = 1e9 / perSecond
         for (number, arrival) in arrivals.enumerated() {
             guard arrival != 0 else {
                 missing += 1
@@ -224,22 +264,80 @@ final class Bench {
             endToEnd.record(arrival > intended ? (arrival - intended) / 1000 : 0)
         }
         let errors = result.errors + missing + counts.duplicates + counts.unnumbered
-        let p50 = millis(endToEnd.valueAtPercentile(50))
-        let p99 = millis(endToEnd.valueAtPercentile(99))
+        return (result, endToEnd, count, missing, counts.duplicates, errors)
+    }
+
+    /// The highest constant rate whose end-to-end p99 stays within 50 ms with no errors, plugins isolated: a bisection
+    /// between nothing and the ingest throughput (measured in this run, or 4,000/s), to within 5% of it (25% with
+    /// `--quick`), each step a
+    /// fresh server and `--find-rate-seconds` of load.
+    private func findRate() async throws -> [Row] {
+        let top = measured.ingestThroughput ?? 4000
+        var (low, high) = (0.0, top)
+        var best: (rate: Double, p99: Double)?
+        var tried: [String] = []
+        while high - low > top * sizes.findRatePrecision {
+            let candidate = ((low + high) / 2).rounded()
+            let run = try await constantRate(candidate, seconds: sizes.findRateSeconds, isolation: "process")
+            let p99 = millis(run.endToEnd.valueAtPercentile(99))
+            let held = p99 <= 50 && run.errors == 0
+            tried.append("\(rate(candidate))/s: p99 \(String(format: "%.1f", p99)) ms\(run.errors > 0 ? ", \(run.errors) errors" : "")")
+            FileHandle.standardError.write(Data("  find-rate: \(tried.last ?? "")\n".utf8))
+            if held {
+                low = candidate
+                best = (candidate, p99)
+            } else {
+                high = candidate
+            }
+        }
+        measured.sustainedRate = best?.rate ?? 0
         return [
             Row(
-                "pipeline, \(describe(isolation)): ingest answers at \(rate(sizes.rate))/s constant for \(seconds(sizes.pipelineSeconds)) s\(acrossInstances)",
-                "\(latencies(result.latency)); \(result.errorSummary)"),
-            Row(
-                "pipeline, \(describe(isolation)): end to end (intended send -> sink received), one Discord destination",
-                "\(latencies(endToEnd)); \(count) sent, \(missing) missing, \(counts.duplicates) duplicates, \(result.errorSummary) at ingest",
-                target: "p50 ≤ 10 ms, p99 ≤ 50 ms, zero errors", met: p50 <= 10 && p99 <= 50 && errors == 0),
+                "find-rate: highest constant rate with end-to-end p99 ≤ 50 ms, plugins isolated\(acrossInstances)",
+                (best.map { "\(rate($0.rate))/s (p99 \(String(format: "%.1f", $0.p99)) ms)" } ?? "none of the rates tried")
+                    + "; tried \(tried.joined(separator: "; "))")
         ]
+    }
+
+    /// The ratios issue 17 sets targets for, from this run's numbers (a row only where both of its numbers were measured).
+    func ratioRows() -> [Row] {
+        var rows: [Row] = []
+        let m = measured
+        func ratio(_ title: String, _ value: Double?, target: String, met: (Double) -> Bool, _ detail: String = "") {
+            guard let value, value.isFinite else { return }
+            rows.append(Row(title, String(format: "%.2f", value) + detail, target: target, met: met(value)))
+        }
+        if let ingest = m.ingestThroughput, let ceiling = m.ceilingThroughput {
+            ratio("ratio: ingest throughput / no-op ceiling", ingest / ceiling, target: "≥ 0.5", met: { $0 >= 0.5 })
+        }
+        if let delivery = m.drainCPU, let ingest = m.ingestCPU {
+            ratio(
+                "ratio: CPU per delivery / CPU per ingested request (server and plugin workers)", delivery / ingest, target: "≤ 1.0",
+                met: { $0 <= 1.0 }, String(format: " (%.0f µs / %.0f µs)", delivery, ingest))
+            if databases.isPostgres, let deliveryDB = m.drainDatabaseCPU, let ingestDB = m.ingestDatabaseCPU {
+                ratio(
+                    "ratio, PostgreSQL: server + database CPU per delivery / per ingested request",
+                    (delivery + deliveryDB) / (ingest + ingestDB), target: "≤ 1.5", met: { $0 <= 1.5 },
+                    String(format: " (%.0f µs / %.0f µs)", delivery + deliveryDB, ingest + ingestDB))
+            }
+        }
+        if let drain = m.drainThroughput, let ingest = m.ingestThroughput {
+            ratio("ratio: drain throughput / ingest throughput", drain / ingest, target: "≥ 0.8", met: { $0 >= 0.8 })
+        }
+        if let sustained = m.sustainedRate, let ingest = m.ingestThroughput {
+            ratio(
+                "ratio: highest rate with end-to-end p99 ≤ 50 ms / ingest throughput", sustained / ingest, target: "≥ 0.5",
+                met: { $0 >= 0.5 })
+        }
+        return rows
     }
 
     /// Drain with the formatter isolated (the default) and in process, one after the other, and the ratio of the two.
     private func drains() async throws -> [Row] {
         let isolated = try await drain(isolation: "process")
+        measured.drainThroughput = isolated.perSecond
+        measured.drainCPU = isolated.cpu.server + isolated.cpu.workers
+        measured.drainDatabaseCPU = isolated.database
         let inProcess = try await drain(isolation: "in_process")
         let ratio = isolated.perSecond / max(1, inProcess.perSecond)
         let extra = (isolated.cpu.server + isolated.cpu.workers) - (inProcess.cpu.server + inProcess.cpu.workers)
@@ -254,7 +352,9 @@ final class Bench {
         ]
     }
 
-    private func drain(isolation: String) async throws -> (rows: [Row], perSecond: Double, cpu: (server: Double, workers: Double)) {
+    private func drain(isolation: String) async throws -> (
+        rows: [Row], perSecond: Double, cpu: (server: Double, workers: Double), database: Double
+    ) {
         let servers = try await startInstances("drain", isolation: isolation)
         defer { for server in servers { server.stop() } }
         try servers[0].admin("POST", "/admin/destinations/chat/pause")
@@ -273,6 +373,7 @@ final class Bench {
         let received = try await sink.counts().received
         let perSecond = Double(received) / seconds
         let cpu = meter.microseconds(per: received)
+        let database = meter.databaseMicroseconds(per: received)
         let perDelivery = meter.perUnit(received)
         let workers = servers.flatMap { $0.process.workers() }.count
         return (
@@ -281,7 +382,7 @@ final class Bench {
                     "drain, \(describe(isolation)): \(count(sizes.drainCount)) queued deliveries, then the destination resumes\(acrossInstances)",
                     "\(rate(perSecond)) deliveries/s (\(count(received)) in \(String(format: "%.1f", seconds)) s); server CPU \(perDelivery)/delivery; peak RSS \(mb(peakMemory(servers)))\(workers > 0 ? ", \(workers) plugin workers" : "")",
                     target: "≥ 5,000 deliveries/s", met: perSecond >= 5000 && received >= sizes.drainCount)
-            ], perSecond, cpu
+            ], perSecond, cpu, database
         )
     }
 

@@ -11,7 +11,17 @@ struct BenchCommand: AsyncParsableCommand {
         abstract: "Measure hookproxy: ingest, ceiling, pipeline, drain, backlog and startup (see docs/benchmarks.md).")
 
     @Option(help: "Scenarios to run, comma-separated: \(Scenario.allCases.map(\.rawValue).joined(separator: ",")).")
-    var only: String = Scenario.allCases.map(\.rawValue).joined(separator: ",")
+    var only: String = Scenario.standard.map(\.rawValue).joined(separator: ",")
+
+    @Flag(
+        help: """
+            After the scenarios, search for the highest constant rate whose end-to-end p99 stays within 50 ms (the \
+            find-rate scenario; about ten runs of --find-rate-seconds).
+            """)
+    var findRate = false
+
+    @Option(help: "Seconds of each step of the find-rate search.")
+    var findRateSeconds = 10.0
 
     @Flag(help: "A smoke run of a few seconds: every scenario, tiny sizes. Its numbers mean nothing.")
     var quick = false
@@ -57,14 +67,15 @@ struct BenchCommand: AsyncParsableCommand {
     var workDirectory: String?
 
     func run() async throws {
-        let scenarios = try only.split(separator: ",").map { name in
+        var scenarios = try only.split(separator: ",").map { name in
             guard let scenario = Scenario(rawValue: String(name)) else { throw ValidationError("unknown scenario '\(name)'") }
             return scenario
         }
+        if findRate, !scenarios.contains(.findRate) { scenarios.append(.findRate) }
         guard instances >= 1 else { throw ValidationError("--instances must be at least 1") }
         if instances > 1 {
             guard postgres != nil else { throw ValidationError("--instances \(instances) needs --postgres: SQLite has one process") }
-            let single = scenarios.filter { [.startup, .backlog].contains($0) }
+            let single = scenarios.filter { [.startup, .backlog, .findRate].contains($0) }
             guard single.isEmpty else {
                 throw ValidationError(
                     "--instances applies to ingest, ceiling, pipeline and drain; leave out \(single.map(\.rawValue).joined(separator: ","))"
@@ -73,11 +84,13 @@ struct BenchCommand: AsyncParsableCommand {
         }
         var sizes = Sizes(
             connections: connections, seconds: seconds, rate: rate, pipelineSeconds: pipelineSeconds, drainCount: drainCount,
-            backlogCount: backlogCount, startups: 5, maxConcurrency: maxConcurrency, instructions: instructions, instances: instances)
+            backlogCount: backlogCount, startups: 5, maxConcurrency: maxConcurrency, instructions: instructions, instances: instances,
+            findRateSeconds: findRateSeconds, findRatePrecision: 0.05)
         if quick {
             sizes = Sizes(
                 connections: 4, seconds: 0.5, rate: 100, pipelineSeconds: 1, drainCount: 200, backlogCount: 500, startups: 2,
-                maxConcurrency: maxConcurrency, instructions: instructions, instances: instances)
+                maxConcurrency: maxConcurrency, instructions: instructions, instances: instances, findRateSeconds: 0.5,
+                findRatePrecision: 0.25)
         }
         let directory =
             binaries ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
@@ -98,6 +111,7 @@ struct BenchCommand: AsyncParsableCommand {
             rows += produced
             for row in produced { FileHandle.standardError.write(Data("  \(row.scenario): \(row.measured)\n".utf8)) }
         }
+        rows += bench.ratioRows()
         await bench.finish()
         try await group.shutdownGracefully()
         print(Row.table(rows))
@@ -107,6 +121,10 @@ struct BenchCommand: AsyncParsableCommand {
 
 enum Scenario: String, CaseIterable {
     case startup, ingest, ceiling, pipeline, drain, backlog
+    case findRate = "find-rate"
+
+    /// What runs unless `--only` says otherwise (find-rate takes minutes: `--find-rate`).
+    static let standard: [Scenario] = [.startup, .ingest, .ceiling, .pipeline, .drain, .backlog]
 }
 
 struct Sizes {
@@ -121,6 +139,10 @@ struct Sizes {
     var instructions: Bool
     /// hookproxy processes sharing one PostgreSQL database in the scenarios that allow several.
     var instances: Int
+    /// Seconds of each step of the find-rate search.
+    var findRateSeconds: Double
+    /// The search stops when the bracket is narrower than this share of the ingest throughput.
+    var findRatePrecision: Double
 }
 
 /// One line of the result table.

@@ -73,6 +73,14 @@ final class CPUMeter {
         return (server * 1e6 / divisor, workers * 1e6 / divisor)
     }
 
+    /// The CPU of this machine's PostgreSQL processes per unit so far, in microseconds (0 without `database`).
+    func databaseMicroseconds(per units: Int) -> Double {
+        guard database else { return 0 }
+        // Backends that exited meanwhile are not counted; the pools keep theirs open.
+        let used = Self.postgresProcesses().map { pid, total in total - (startDatabase[pid] ?? 0) }.reduce(0, +)
+        return used * 1e6 / Double(max(1, units))
+    }
+
     /// Stops measuring and describes the cost of each of `units` (answered requests or deliveries), for example
     /// "190 µs" or "190 µs, 1.52 M instructions"; the plugin workers' part is given when there is one.
     func perUnit(_ units: Int) -> String {
@@ -80,11 +88,7 @@ final class CPUMeter {
         let (server, workers) = microseconds(per: units)
         var text = String(format: "%.0f µs", server + workers)
         if workers > 0 { text += String(format: " (plugin workers %.0f µs of it)", workers) }
-        if database {
-            // Backends that exited meanwhile are not counted; the pools keep theirs open.
-            let used = Self.postgresProcesses().map { pid, total in total - (startDatabase[pid] ?? 0) }.reduce(0, +)
-            text += String(format: " + PostgreSQL %.0f µs", used * 1e6 / divisor)
-        }
+        if database { text += String(format: " + PostgreSQL %.0f µs", databaseMicroseconds(per: units)) }
         if let perf {
             try? perfInput.fileHandleForWriting.close()
             perf.waitUntilExit()

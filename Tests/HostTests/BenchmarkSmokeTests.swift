@@ -16,17 +16,19 @@ struct BenchmarkSmokeTests {
         return bench
     }
 
-    @Test("hookproxy-bench --quick runs every scenario and prints its table with the machine")
+    @Test("hookproxy-bench --quick --find-rate runs every scenario and prints its table, the ratios and the machine")
     func quickRun() async throws {
         let directory = PluginLoader.executableDirectory
         let bench = try Self.bench(in: directory)
-        let (status, output) = try await shell("'\(bench)' --quick --binaries '\(directory)' 2>&1")
+        let (status, output) = try await shell("'\(bench)' --quick --find-rate --binaries '\(directory)' 2>&1")
         #expect(status == 0, "\(output)")
         #expect(output.contains("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores"), "\(output)")
         for scenario in [
             "startup to ready", "idle RSS", "ingest:", "ceiling:", "pipeline, plugins isolated: end to end",
             "pipeline, plugins in process: end to end", "drain, plugins isolated:", "drain, plugins in process:",
-            "drain: isolated against in process", "backlog: RSS holding",
+            "drain: isolated against in process", "backlog: RSS holding", "find-rate: highest constant rate",
+            "ratio: ingest throughput / no-op ceiling", "ratio: CPU per delivery / CPU per ingested request",
+            "ratio: drain throughput / ingest throughput", "ratio: highest rate with end-to-end p99 ≤ 50 ms / ingest throughput",
         ] {
             #expect(output.contains("| \(scenario)"), "no row '\(scenario)' in:\n\(output)")
         }
