@@ -409,8 +409,8 @@ final class SQLiteStore: EventStore {
         }
     }
 
-    /// One transaction committed without waiting for the disk (`synchronous = NORMAL`), for writes that may be lost in
-    /// a crash (claims, releases). The setting is not restored afterwards: every durable write sets `FULL` for itself
+    /// One transaction committed without waiting for the disk (`synchronous = NORMAL`), for writes that a power loss
+    /// may take back (claims, releases; a process crash loses nothing, the WAL is in the system's cache). The setting is not restored afterwards: every durable write sets `FULL` for itself
     /// (``write(_:)``), so no failure here can leave a later commit believed durable without its fsync.
     func writeWithoutSync<T: Sendable>(_ updates: @escaping @Sendable (Database) throws -> T) async throws(StoreError) -> T {
         try await transaction(synchronous: "NORMAL", updates)
