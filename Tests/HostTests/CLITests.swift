@@ -263,8 +263,12 @@ struct CLITests {
                 sources:
                   inbox: { destinations: [] }
                 """).write(toFile: config, atomically: true, encoding: .utf8)
-        let result = try await shell("timeout -s TERM 2 \(Self.hookproxy) serve --config \(config) --log-format json 2>&1 >/dev/null")
-        let lines = result.output.split(separator: "\n").map(String.init)
+        // Until it answers, not for a fixed time: a loaded machine has taken over 2 s to log its first line.
+        let child = try await ChildServer(
+            config: config, healthURL: "http://127.0.0.1:\(admin)/healthz", log: directory + "/serve.log",
+            arguments: ["--log-format", "json"])
+        #expect(try await child.terminate() == 0)
+        let lines = try String(contentsOfFile: directory + "/serve.log", encoding: .utf8).split(separator: "\n").map(String.init)
         #expect(!lines.isEmpty)
         for line in lines {
             let object = try JSONValue(parsing: Array(line.utf8))

@@ -11,14 +11,15 @@ final class ChildServer: Sendable {
     /// Starts `hookproxy serve --config FILE` and waits until `healthURL` answers. With `dataLimit` (bytes) the
     /// process's data segment is capped (`ulimit -d`), for plugins that allocate without end in process.
     init(
-        config: String, healthURL: String, log: String, dataLimit: Int? = nil, environment: [String: String] = [:]
+        config: String, healthURL: String, log: String, dataLimit: Int? = nil, environment: [String: String] = [:],
+        arguments extra: [String] = []
     ) async throws {
         let executable = PluginLoader.executableDirectory + "/hookproxy"
         guard FileManager.default.isExecutableFile(atPath: executable) else {
             throw TimedOut(what: "the hookproxy executable at \(executable) (run swift build first)")
         }
         let process = Process()
-        let arguments = ["serve", "--config", config, "--log-level", "info"]
+        let arguments = ["serve", "--config", config, "--log-level", "info"] + extra
         if let dataLimit {
             // `exec` keeps the pid: signals go to hookproxy itself.
             process.executableURL = URL(fileURLWithPath: "/bin/sh")
