@@ -1,4 +1,5 @@
 import Foundation
+import NIOPosix
 import PluginKit
 import Testing
 
@@ -250,6 +251,25 @@ struct CLITests {
         #expect(health?["crashes"] == 0)
         try await server.stop()
         try await sink.stop()
+    }
+
+    @Test("serve exits 1 naming the reason when its ingest port is taken, instead of hanging with the admin port open")
+    func portTaken() async throws {
+        let directory = TestPaths.temporaryDirectory("port-taken")
+        let config = directory + "/sources.yaml"
+        let taken = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
+        let port = try #require(taken.localAddress?.port)
+        try
+            (testServerSection(listen: "127.0.0.1:\(port)", admin: "127.0.0.1:\(try unusedPort())")
+                + """
+                sources:
+                  inbox: { destinations: [] }
+                """).write(toFile: config, atomically: true, encoding: .utf8)
+        // `timeout` answers 124 if serve is still running after 60 s.
+        let result = try await shell("timeout -s KILL 60 \(Self.hookproxy) serve --config \(config) 2>&1")
+        #expect(result.status == 1, "\(result.output)")
+        #expect(result.output.contains("Address already in use"), "\(result.output)")
+        try await taken.close()
     }
 
     @Test("--log-format json writes one JSON object per line with level, message and metadata")

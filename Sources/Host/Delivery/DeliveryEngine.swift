@@ -76,6 +76,12 @@ final class DeliveryEngine: Service, Sendable {
 
     private var isStopping: Bool { stopping.load(ordering: .sequentiallyConsistent) }
 
+    /// Stops claiming; what is in flight finishes or is released.
+    private func stop() {
+        stopping.store(true, ordering: .sequentiallyConsistent)
+        wake.signal()
+    }
+
     func run() async throws {
         // Work committed and destinations suspended by other instances (PostgreSQL) are seen at once.
         store.onChange { [lanes, wake] change in
@@ -92,17 +98,22 @@ final class DeliveryEngine: Service, Sendable {
         let dispatcher = Dispatcher(
             store: store, lanes: lanes, runtime: runtime, recorder: recorder, wake: wake, logger: logger, configuration: configuration)
         async let recorderFinished: Void = recorder.run()
-        await withGracefulShutdownHandler {
-            await withDiscardingTaskGroup { group in
-                await dispatcher.run(stopping: { isStopping }) { delivery, lane, runtime in
-                    inFlight.add(1, ordering: .sequentiallyConsistent)
-                    group.addTask { await self.deliver(delivery, runtime: runtime, lane: lane) }
+        // Cancelled when another service failed: stop as on a graceful shutdown (attempts in flight are cancelled with
+        // the task and released).
+        await withTaskCancellationHandler {
+            await withGracefulShutdownHandler {
+                await withDiscardingTaskGroup { group in
+                    await dispatcher.run(stopping: { isStopping }) { delivery, lane, runtime in
+                        inFlight.add(1, ordering: .sequentiallyConsistent)
+                        group.addTask { await self.deliver(delivery, runtime: runtime, lane: lane) }
+                    }
+                    await finishInFlight(cancelling: &group)
                 }
-                await finishInFlight(cancelling: &group)
+            } onGracefulShutdown: {
+                self.stop()
             }
-        } onGracefulShutdown: {
-            self.stopping.store(true, ordering: .sequentiallyConsistent)
-            self.wake.signal()
+        } onCancel: {
+            self.stop()
         }
         recorder.close()
         await recorderFinished

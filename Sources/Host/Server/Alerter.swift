@@ -78,18 +78,27 @@ final class Alerter: Service, Sendable {
         writer?.resume()
     }
 
-    /// Stores queued alerts until graceful shutdown, then what is left.
+    /// Stores queued alerts until graceful shutdown (or cancellation, when another service failed), then what is left.
     func run() async throws {
-        await withGracefulShutdownHandler {
-            while let batch = await nextBatch() { await store(batch) }
-        } onGracefulShutdown: {
-            let writer = self.queue.withLock { queue in
-                queue.closed = true
-                defer { queue.writer = nil }
-                return queue.writer
+        await withTaskCancellationHandler {
+            await withGracefulShutdownHandler {
+                while let batch = await nextBatch() { await store(batch) }
+            } onGracefulShutdown: {
+                self.close()
             }
-            writer?.resume()
+        } onCancel: {
+            self.close()
         }
+    }
+
+    /// Takes no more alerts; the service stores what is queued and returns.
+    private func close() {
+        let writer = queue.withLock { queue in
+            queue.closed = true
+            defer { queue.writer = nil }
+            return queue.writer
+        }
+        writer?.resume()
     }
 
     /// What is queued; waits when nothing is. Nil once closed and empty.

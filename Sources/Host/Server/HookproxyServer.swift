@@ -202,14 +202,21 @@ final class HookproxyServer: Sendable {
     }
 }
 
-/// Runs a ``GroupCommitter`` as a service: on graceful shutdown it stops taking new items and commits what is queued.
+/// Runs a ``GroupCommitter`` as a service: on graceful shutdown (or cancellation) it stops taking new items and commits
+/// what is queued.
 struct CommitterService<Item: Sendable, Output: Sendable>: Service {
     let committer: GroupCommitter<Item, Output>
 
     func run() async throws {
-        await withGracefulShutdownHandler {
-            await committer.run()
-        } onGracefulShutdown: {
+        // Cancelled when another service failed (a listener that cannot bind): stop as on a graceful shutdown, or
+        // the group would wait for this writer forever.
+        await withTaskCancellationHandler {
+            await withGracefulShutdownHandler {
+                await committer.run()
+            } onGracefulShutdown: {
+                committer.close()
+            }
+        } onCancel: {
             committer.close()
         }
     }
