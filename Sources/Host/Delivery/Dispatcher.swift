@@ -40,7 +40,7 @@ struct Dispatcher: Sendable {
             let runtime = self.runtime.runtime
             let lanes = self.lanes.current()
             // Claimed ahead for a destination that a reload removed: back to the store.
-            await release(ahead.drop(except: Set(lanes.map(\.name))))
+            await release(ahead.drop(except: lanes))
             var pass = Pass(wakeAt: now.addingSaturated(configuration.idlePoll.wholeMilliseconds))
             for lane in lanes {
                 for delivery in await fill(lane, now: now, ahead: &ahead, pass: &pass) { start(delivery, lane, runtime) }
@@ -133,10 +133,12 @@ struct ClaimedAhead {
         byDestination[destination] = deliveries.isEmpty ? nil : deliveries
     }
 
-    /// Takes what waits for every destination not in `kept`.
-    mutating func drop(except kept: Set<String>) -> [ClaimedDelivery] {
+    /// Takes what waits for every destination without one of `lanes` (nothing to do, and no allocation, when nothing
+    /// waits: the usual case on every dispatch pass).
+    mutating func drop(except lanes: [DestinationLane]) -> [ClaimedDelivery] {
+        guard !byDestination.isEmpty else { return [] }
         var dropped: [ClaimedDelivery] = []
-        for name in byDestination.keys where !kept.contains(name) { dropped += take(name) }
+        for name in byDestination.keys where !lanes.contains(where: { $0.name == name }) { dropped += take(name) }
         return dropped
     }
 }

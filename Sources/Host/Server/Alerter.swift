@@ -82,7 +82,7 @@ final class Alerter: Service, Sendable {
     func run() async throws {
         await withTaskCancellationHandler {
             await withGracefulShutdownHandler {
-                while let batch = await nextBatch() { await store(batch) }
+                while let batch = await nextBatch() { await write(batch) }
             } onGracefulShutdown: {
                 self.close()
             }
@@ -122,7 +122,7 @@ final class Alerter: Service, Sendable {
     }
 
     /// Stores alerts in one transaction, trying again every second while the store fails (until shutdown).
-    private func store(_ batch: [(event: NewEvent, kind: AlertsConfig.Kind, subject: String)]) async {
+    private func write(_ batch: [(event: NewEvent, kind: AlertsConfig.Kind, subject: String)]) async {
         var logged = false
         while true {
             do {
