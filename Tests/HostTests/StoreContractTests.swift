@@ -1,9 +1,12 @@
 import Foundation
+import GRDB
 import Testing
 
 @testable import Host
 
-/// The storage protocol's promises, checked against every backend: SQLite and a real PostgreSQL.
+/// The storage protocol's promises, checked against every backend (SQLite and a real PostgreSQL), role by role: the
+/// ingest writer (``EventWriter``), the delivery queue (``DeliveryQueue``), the records operators read
+/// (``EventRecords``) and upkeep (``StoreMaintenance``); and the schema both hold (``StoreSchema``).
 @Suite("Store contract")
 struct StoreContractTests {
     static let t0: Int64 = 1_795_000_000_000
@@ -238,5 +241,171 @@ struct StoreContractTests {
             #expect(try await second.suspendedDestinations() == ["slack"])
             try await second.close()
         }
+    }
+
+    // MARK: DeliveryQueue, beyond claims
+
+    @Test(
+        "a lease that ran out, or a claim given back, returns the delivery to pending; crashes in a row quarantine it, and a recorded attempt resets the count",
+        arguments: TestBackend.enabled)
+    func releasesAndCrashes(backend: TestBackend) async throws {
+        try await withTestStore(backend) { store in
+            _ = try await store.insert([Self.event("a"), Self.event("b"), Self.event("c")])
+            let now = Clock.milliseconds()
+            let claimed = try await store.claimDue(destination: "out", fifo: false, now: now, limit: 3, leaseUntil: now + 100)
+            #expect(claimed.map(\.id) == ["a-out", "b-out", "c-out"])
+            try await store.release(deliveryIDs: ["a-out"])
+            #expect(try await store.queueDepths()["out"] == [.pending: 1, .inFlight: 2])
+            #expect(try await store.releaseExpiredLeases(now: now + 50) == 0, "the lease has not run out")
+            #expect(try await store.releaseExpiredLeases(now: now + 101) == 2)
+            #expect(try await store.queueDepths()["out"] == [.pending: 3])
+
+            let crash = { (id: String) in CrashRecord(deliveryID: id, quarantineAt: 2, reason: "the process died twice during it") }
+            #expect(try await store.recordCrashes([crash("a-out"), crash("b-out")]).isEmpty, "one crash is not a row of two")
+            try await store.record([Self.outcome("b-out", .retrying, next: now)])
+            let quarantined = try await store.recordCrashes([crash("a-out"), crash("b-out")])
+            #expect(
+                quarantined == [
+                    QuarantinedDelivery(deliveryID: "a-out", eventID: "a", source: "app", destination: "out", reason: crash("a-out").reason)
+                ])
+            let detail = try #require(try await store.eventDetail(id: "a"))
+            #expect(detail.deliveries.first?.status == .dead)
+            #expect(detail.deliveries.first?.lastError == crash("a-out").reason)
+            #expect(detail.deliveries.first?.history.map(\.error) == [crash("a-out").reason], "the quarantine is logged as an attempt")
+            #expect(try await store.eventDetail(id: "b")?.deliveries.first?.status == .retrying, "b's count was reset by its attempt")
+            // A finished delivery is never counted.
+            #expect(try await store.recordCrashes([crash("a-out"), crash("a-out")]).isEmpty)
+        }
+    }
+
+    // MARK: EventRecords
+
+    @Test("listings filter by source, destination, current status and time, the same on every backend", arguments: TestBackend.enabled)
+    func filters(backend: TestBackend) async throws {
+        try await withTestStore(backend) { store in
+            let base = Clock.milliseconds() - 60_000
+            var ids: [String] = []
+            for index in 0..<6 {
+                let id = EventID.make(milliseconds: base + Int64(index) * 10)
+                ids.append(id)
+                _ = try await store.insert([
+                    Self.event(
+                        id, source: index < 3 ? "github" : "stripe", at: base + Int64(index) * 10,
+                        to: index % 2 == 0 ? ["chat", "log"] : ["log"])
+                ])
+            }
+            // Every chat delivery is dead; the log ones are delivered.
+            let now = Clock.milliseconds()
+            let chat = try await store.claimDue(destination: "chat", fifo: false, now: now, limit: 10, leaseUntil: now + 60_000)
+            let log = try await store.claimDue(destination: "log", fifo: false, now: now, limit: 10, leaseUntil: now + 60_000)
+            #expect(chat.count == 3 && log.count == 6)
+            try await store.record(chat.map { Self.outcome($0.id, .dead, error: "HTTP 410") } + log.map { Self.outcome($0.id, .delivered) })
+
+            func events(_ filter: RecordFilter) async throws -> [String] {
+                try await store.listEvents(filter, cursor: nil, limit: 50).items.map(\.id)
+            }
+            func deliveries(_ filter: RecordFilter) async throws -> [String] {
+                try await store.listDeliveries(filter, cursor: nil, limit: 50).items.map(\.id)
+            }
+            #expect(try await events(RecordFilter()) == ids.reversed())
+            #expect(try await events(RecordFilter(source: "stripe")) == [ids[5], ids[4], ids[3]])
+            #expect(try await events(RecordFilter(destination: "chat")) == [ids[4], ids[2], ids[0]])
+            #expect(try await events(RecordFilter(source: "github", status: .dead)) == [ids[2], ids[0]])
+            #expect(try await events(RecordFilter(since: base + 20, until: base + 40)) == [ids[3], ids[2]])
+            #expect(try await events(RecordFilter(destination: "nowhere")).isEmpty)
+            #expect(try await deliveries(RecordFilter(destination: "chat", status: .dead)) == chat.map(\.id).reversed())
+            #expect(try await deliveries(RecordFilter(source: "stripe", destination: "log")) == log.suffix(3).map(\.id).reversed())
+            #expect(try await deliveries(RecordFilter(status: .pending)).isEmpty)
+            let listed = try #require(try await store.listEvents(RecordFilter(source: "stripe"), cursor: nil, limit: 1).items.first)
+            #expect(listed.deliveries.map(\.destination) == ["log"], "an event's summary shows its current deliveries")
+
+            // Replay candidates: finished, current, created before the bound, oldest first, a page at a time.
+            let first = try await store.replayCandidates(RecordFilter(destination: "chat"), createdBefore: now + 1, cursor: nil, limit: 2)
+            #expect(first.items.map(\.id) == Array(chat.map(\.id).prefix(2)))
+            let second = try await store.replayCandidates(
+                RecordFilter(destination: "chat"), createdBefore: now + 1, cursor: first.nextCursor, limit: 2)
+            #expect(second.items.map(\.id) == [chat[2].id] && second.nextCursor == nil)
+            #expect(try await store.replayCandidates(RecordFilter(), createdBefore: base, cursor: nil, limit: 10).items.isEmpty)
+            #expect(try await store.queueDepths() == ["chat": [.dead: 3]])
+        }
+    }
+
+    // MARK: StoreMaintenance
+
+    @Test("ping answers while the store is open; after close every call fails with the store's error", arguments: TestBackend.enabled)
+    func pingAndClose(backend: TestBackend) async throws {
+        try await withTestDatabase(backend) { database in
+            let store = try await database.open()
+            try await store.ping()
+            try await store.close()
+            await #expect(throws: StoreError.self) { try await store.ping() }
+            await #expect(throws: StoreError.self) { try await store.insert([Self.event("late")]) }
+            await #expect(throws: StoreError.self) { try await store.eventDetail(id: "late") }
+        }
+    }
+
+    // MARK: The schema
+
+    @Test(
+        "every backend's migrated tables hold the columns of the shared schema, and only those (and its own extras)",
+        arguments: TestBackend.enabled)
+    func schema(backend: TestBackend) async throws {
+        try await withTestStore(backend) { store in
+            let extras = backend == .postgres ? StoreSchema.postgresExtras : [:]
+            for table in Set(StoreSchema.columns.keys).union(extras.keys) {
+                let expected = (StoreSchema.columns[table] ?? []).union(extras[table] ?? [])
+                let actual = try await Self.columns(of: table, in: store)
+                #expect(actual == expected, "table \(table)")
+            }
+        }
+    }
+
+    static func columns(of table: String, in store: any EventStore) async throws -> Set<String> {
+        if let sqlite = store as? SQLiteStore {
+            return try await sqlite.read { db in Set(try Row.fetchAll(db, sql: "PRAGMA table_info(\(table))").map { $0["name"] as String })
+            }
+        }
+        let postgres = try #require(store as? PostgresStore)
+        return try await postgres.run { client, logger in
+            let rows = try await client.rows(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = \(table)",
+                logger: logger)
+            return Set(try rows.map { row throws(StoreError) in try row.text("column_name") })
+        }
+    }
+
+    // MARK: Damaged rows
+
+    @Test(
+        "a row damaged by hand (text where a number belongs, an unknown status) fails the calls that read it with a store error naming the column, never a trap; fixed, it is served again"
+    )
+    func damagedRows() async throws {
+        let store = try SQLiteStore(path: TestPaths.temporaryDirectory("damaged") + "/store.sqlite")
+        _ = try await store.insert([Self.event("e1"), Self.event("e2", to: ["other"])])
+        // SQLite keeps a text that is not a number as text, even in an INTEGER column.
+        try await store.write { db in try db.execute(sql: "UPDATE deliveries SET attempts = 'many' WHERE id = 'e1-out'") }
+        let now = Clock.milliseconds()
+        func expectNamesColumn(_ name: String, _ call: () async throws -> Void) async {
+            let error = await #expect(throws: StoreError.self, "\(name)") { try await call() }
+            #expect(error?.description.contains("column attempts") == true, "\(name): \(String(describing: error))")
+        }
+        await expectNamesColumn("claim") {
+            _ = try await store.claimDue(destination: "out", fifo: false, now: now, limit: 5, leaseUntil: now + 1000)
+        }
+        await expectNamesColumn("detail") { _ = try await store.eventDetail(id: "e1") }
+        await expectNamesColumn("listing") { _ = try await store.listDeliveries(RecordFilter(), cursor: nil, limit: 10) }
+        await expectNamesColumn("events") { _ = try await store.listEvents(RecordFilter(), cursor: nil, limit: 10) }
+        // Other destinations' work is untouched.
+        #expect(
+            try await store.claimDue(destination: "other", fifo: false, now: now, limit: 5, leaseUntil: now + 1000).map(\.id) == [
+                "e2-other"
+            ])
+        try await store.write { db in try db.execute(sql: "UPDATE deliveries SET attempts = 0, status = 'lost' WHERE id = 'e1-out'") }
+        let error = await #expect(throws: StoreError.self) { try await store.listDeliveries(RecordFilter(), cursor: nil, limit: 10) }
+        #expect(error?.description.contains("unknown delivery status 'lost'") == true, "\(String(describing: error))")
+        try await store.write { db in try db.execute(sql: "UPDATE deliveries SET status = 'pending' WHERE id = 'e1-out'") }
+        #expect(
+            try await store.claimDue(destination: "out", fifo: false, now: now, limit: 5, leaseUntil: now + 1000).map(\.id) == ["e1-out"])
+        try await store.close()
     }
 }

@@ -1,118 +1,162 @@
+import Logging
 import PostgresNIO
 
-/// Listings and replay by filter on PostgreSQL, with the same meaning and order as on SQLite (SQLiteStore+Queries).
+/// The records the admin API and the CLI read, and the replays they schedule, on PostgreSQL: the shared queries
+/// (``StoreQueries``) with the same meaning and order as on SQLite, assembled by the shared code (`StoreAssembly.swift`).
+/// Replays lock the event and announce their work to the other instances.
 extension PostgresStore {
-    /// SQL text with numbered placeholders and the values bound to them, built a condition at a time.
-    private struct Conditions {
-        var sql: [String] = []
-        var binds = PostgresBindings()
-
-        /// Adds `condition`, in which `?` stands for `value`.
-        mutating func add(_ condition: String, _ value: some PostgresDynamicTypeEncodable) {
-            sql.append(condition.replacingOccurrences(of: "?", with: placeholder(value)))
-        }
-
-        /// Binds `value` and returns its placeholder (`$n`).
-        mutating func placeholder(_ value: some PostgresDynamicTypeEncodable) -> String {
-            binds.append(value)
-            return "$\(binds.count)"
+    func eventDetail(id: String) async throws(StoreError) -> EventDetail? {
+        try await run { client, logger in
+            guard let event = try await client.rows(StoreQueries.event(id: id), logger: logger).first else { return nil }
+            return try EventDetail(
+                event: event, deliveries: try await client.rows(StoreQueries.deliveries(ofEvent: id), logger: logger),
+                attempts: try await client.rows(StoreQueries.attempts(ofEvent: id), logger: logger))
         }
     }
 
-    private static let current = RecordFilter.currentDelivery
-
-    /// Conditions for `filter` on events `e` and deliveries `d`.
-    private static func conditions(_ filter: RecordFilter, deliveries: Bool) -> Conditions {
-        var conditions = Conditions()
-        if let source = filter.source { conditions.add("e.source = ?", source) }
-        if let since = filter.since { conditions.add("e.received_at >= ?", since) }
-        if let until = filter.until { conditions.add("e.received_at < ?", until) }
-        var delivery = [current]
-        if let destination = filter.destination { delivery.append("d.destination = \(conditions.placeholder(destination))") }
-        if let status = filter.status { delivery.append("d.status = \(conditions.placeholder(status.rawValue))") }
-        if deliveries {
-            conditions.sql += delivery
-        } else if delivery.count > 1 {
-            conditions.sql.append("EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND \(delivery.joined(separator: " AND ")))")
-        }
-        return conditions
-    }
-
-    private static let deliveryColumns =
-        "d.id, d.event_id, e.source, d.destination, d.status, d.attempts, d.next_attempt_at, d.last_error, d.replay_of, d.created_at, d.updated_at"
-
-    private static func deliverySummary(_ row: PostgresRow) throws -> DeliverySummary {
-        let (id, eventID, source, destination, status, attempts, next, lastError, replayOf, created, updated) = try row.decode(
-            (String, String, String, String, String, Int, Int64?, String?, String?, Int64, Int64).self)
-        return DeliverySummary(
-            id: id, eventID: eventID, source: source, destination: destination, status: DeliveryStatus(rawValue: status) ?? .pending,
-            attempts: attempts, nextAttemptAt: next, lastError: lastError, replayOf: replayOf, createdAt: created, updatedAt: updated)
+    func queueDepths() async throws(StoreError) -> [String: [DeliveryStatus: Int]] {
+        try await run { client, logger in try StoreAssembly.queueDepths(try await client.rows(StoreQueries.queueDepths, logger: logger)) }
     }
 
     func listEvents(_ filter: RecordFilter, cursor: String?, limit: Int) async throws(StoreError) -> Page<EventSummary> {
         try await run { client, logger in
-            var conditions = Self.conditions(filter, deliveries: false)
-            if let cursor { conditions.add("e.id < ?", cursor) }
-            let where_ = conditions.sql.isEmpty ? "" : "WHERE " + conditions.sql.joined(separator: " AND ")
-            let limitPlaceholder = conditions.placeholder(limit + 1)
-            var events: [(id: String, source: String, receivedAt: Int64)] = []
-            let rows = try await client.query(
-                PostgresQuery(
-                    unsafeSQL: "SELECT e.id, e.source, e.received_at FROM events e \(where_) ORDER BY e.id DESC LIMIT \(limitPlaceholder)",
-                    binds: conditions.binds), logger: logger)
-            for try await (id, source, received) in rows.decode((String, String, Int64).self) { events.append((id, source, received)) }
-            var byEvent: [String: [DeliverySummary]] = [:]
-            if !events.isEmpty {
-                let ids = events.map(\.id)
-                let rows = try await client.query(
-                    """
-                    SELECT \(unescaped: Self.deliveryColumns) FROM deliveries d JOIN events e ON e.id = d.event_id
-                    WHERE d.event_id = ANY(\(ids)::text[]) AND \(unescaped: Self.current) ORDER BY d.destination, d.id
-                    """, logger: logger)
-                for try await row in rows {
-                    let summary = try Self.deliverySummary(row)
-                    byEvent[summary.eventID, default: []].append(summary)
-                }
-            }
-            let summaries = events.map {
-                EventSummary(id: $0.id, source: $0.source, receivedAt: $0.receivedAt, deliveries: byEvent[$0.id] ?? [])
-            }
-            return Page(fetched: summaries, limit: limit, id: \.id)
+            let events = try await client.rows(StoreQueries.eventPage(filter, cursor: cursor, limit: limit), logger: logger)
+            let ids = try events.map { row throws(StoreError) in try row.text("id") }
+            let deliveries = ids.isEmpty ? [] : try await client.rows(StoreQueries.currentDeliveries(ofEvents: ids), logger: logger)
+            return try Page(events: events, deliveries: deliveries, limit: limit)
         }
     }
 
     func listDeliveries(_ filter: RecordFilter, cursor: String?, limit: Int) async throws(StoreError) -> Page<DeliverySummary> {
-        var conditions = Self.conditions(filter, deliveries: true)
-        if let cursor { conditions.add("d.id < ?", cursor) }
-        return try await deliveryPage(conditions, newestFirst: true, limit: limit)
+        try await run { client, logger in
+            try Page(
+                deliveries: try await client.rows(StoreQueries.deliveryPage(filter, cursor: cursor, limit: limit), logger: logger),
+                limit: limit)
+        }
     }
 
     func replayCandidates(_ filter: RecordFilter, createdBefore: Int64, cursor: String?, limit: Int) async throws(StoreError) -> Page<
         DeliverySummary
     > {
-        var conditions = Self.conditions(filter, deliveries: true)
-        conditions.add("d.status = ANY(?::text[])", DeliveryStatus.finished.map(\.rawValue).sorted())
-        conditions.add("d.created_at < ?", createdBefore)
-        if let cursor { conditions.add("d.id > ?", cursor) }
-        return try await deliveryPage(conditions, newestFirst: false, limit: limit)
+        try await run { client, logger in
+            let query = StoreQueries.replayCandidatePage(filter, createdBefore: createdBefore, cursor: cursor, limit: limit)
+            return try Page(deliveries: try await client.rows(query, logger: logger), limit: limit)
+        }
     }
 
-    /// A page of current deliveries matching `conditions`, ordered by id.
-    private func deliveryPage(_ conditions: Conditions, newestFirst: Bool, limit: Int) async throws(StoreError) -> Page<DeliverySummary> {
-        var conditions = conditions
-        let limitPlaceholder = conditions.placeholder(limit + 1)
-        let (sql, binds) = (conditions.sql, conditions.binds)
-        return try await run { client, logger in
-            let rows = try await client.query(
-                PostgresQuery(
-                    unsafeSQL: """
-                        SELECT \(Self.deliveryColumns) FROM deliveries d JOIN events e ON e.id = d.event_id
-                        WHERE \(sql.joined(separator: " AND ")) ORDER BY d.id \(newestFirst ? "DESC" : "") LIMIT \(limitPlaceholder)
-                        """,
-                    binds: binds), logger: logger)
-            var items: [DeliverySummary] = []
-            for try await row in rows { items.append(try Self.deliverySummary(row)) }
-            return Page(fetched: items, limit: limit, id: \.id)
+    func replay(eventID: String, fallbackDestinations: [String], now: Int64) async throws(StoreError) -> [String]? {
+        try await transaction { [logger] connection in
+            // Locked, so that a purge on another instance cannot take the event away under the new deliveries.
+            guard try await !connection.rows("\(StoreQueries.event(id: eventID)) FOR SHARE", logger: logger).isEmpty else { return nil }
+            let targets = try StoreAssembly.replayTargets(
+                try await connection.rows(StoreQueries.replayableDeliveries(ofEvent: eventID), logger: logger),
+                fallback: fallbackDestinations)
+            var ids: [String] = []
+            for target in targets {
+                let id = EventID.make()
+                try await connection.execute(
+                    StoreQueries.insertDelivery(
+                        id: id, eventID: eventID, destination: target.destination, replayOf: target.replayOf, now: now),
+                    logger: logger)
+                ids.append(id)
+            }
+            if !ids.isEmpty { try await Self.notify(connection, .newWork, logger: logger) }
+            return ids
         }
+    }
+
+    func replay(deliveries: [DeliverySummary], now: Int64) async throws(StoreError) -> [String] {
+        guard !deliveries.isEmpty else { return [] }
+        return try await transaction { [logger] connection in
+            var ids: [String] = []
+            for delivery in deliveries {
+                // Skipped when a replay superseded it meanwhile (here or on another instance). The delivery is locked
+                // first, so that two instances replaying it at once cannot both find it current.
+                _ = try await connection.rows("SELECT id FROM deliveries WHERE id = \(delivery.id) FOR UPDATE", logger: logger)
+                guard try await connection.rows(StoreQueries.supersedes(delivery.id), logger: logger).isEmpty else { continue }
+                let id = EventID.make()
+                try await connection.execute(
+                    StoreQueries.insertDelivery(
+                        id: id, eventID: delivery.eventID, destination: delivery.destination, replayOf: delivery.id, now: now),
+                    logger: logger)
+                ids.append(id)
+            }
+            if !ids.isEmpty { try await Self.notify(connection, .newWork, logger: logger) }
+            return ids
+        }
+    }
+
+    func suspendedDestinations() async throws(StoreError) -> Set<String> {
+        try await run { client, logger in
+            var names = Set<String>()
+            for row in try await client.rows(StoreQueries.suspendedDestinations, logger: logger) {
+                names.insert(try row.text("destination"))
+            }
+            return names
+        }
+    }
+}
+
+// MARK: The dialect
+
+extension PostgresRandomAccessRow: StoreRow {
+    func optionalText(_ column: String) throws(StoreError) -> String? {
+        guard contains(column) else { throw StoreError.malformedRow(column, "is missing") }
+        do { return try self[column].decode(String?.self) } catch { throw StoreError.malformedRow(column, "is not text") }
+    }
+
+    func optionalInteger(_ column: String) throws(StoreError) -> Int64? {
+        guard contains(column) else { throw StoreError.malformedRow(column, "is missing") }
+        do { return try self[column].decode(Int64?.self) } catch { throw StoreError.malformedRow(column, "is not an integer") }
+    }
+
+    func optionalBytes(_ column: String) throws(StoreError) -> [UInt8]? {
+        guard contains(column) else { throw StoreError.malformedRow(column, "is missing") }
+        do { return try self[column].decode(ByteBuffer?.self).map { Array(buffer: $0) } } catch {
+            throw StoreError.malformedRow(column, "is not bytes")
+        }
+    }
+}
+
+extension StoreSQL {
+    /// PostgreSQL's form: `$n` for each value, a list as one array parameter.
+    var postgres: PostgresQuery {
+        var binds = PostgresBindings()
+        let sql = render { value, index in
+            switch value {
+            case .text(let text):
+                binds.append(text)
+                return "$\(index)"
+            case .integer(let integer):
+                binds.append(integer)
+                return "$\(index)"
+            case .textList(let texts):
+                binds.append(texts)
+                return "(SELECT unnest($\(index)::text[]))"
+            }
+        }
+        return PostgresQuery(unsafeSQL: sql, binds: binds)
+    }
+}
+
+extension PostgresClient {
+    /// Runs a shared query on a pooled connection.
+    func rows(_ query: StoreSQL, logger: Logger) async throws -> [PostgresRandomAccessRow] {
+        var rows: [PostgresRandomAccessRow] = []
+        for try await row in try await self.query(query.postgres, logger: logger) { rows.append(row.makeRandomAccess()) }
+        return rows
+    }
+}
+
+extension PostgresConnection {
+    /// Runs a shared query in this connection's transaction.
+    func rows(_ query: StoreSQL, logger: Logger) async throws -> [PostgresRandomAccessRow] {
+        var rows: [PostgresRandomAccessRow] = []
+        for try await row in try await self.query(query.postgres, logger: logger) { rows.append(row.makeRandomAccess()) }
+        return rows
+    }
+
+    func execute(_ query: StoreSQL, logger: Logger) async throws {
+        try await self.query(query.postgres, logger: logger)
     }
 }

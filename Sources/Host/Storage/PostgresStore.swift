@@ -33,7 +33,7 @@ final class PostgresStore: EventStore {
     private let client: PostgresClient
     /// `client.run()`: the connection pool lives as long as this task; cancelling it closes every connection.
     private let clientTask: Task<Void, Never>
-    private let logger: Logger
+    let logger: Logger
     private let tasks = Mutex<[Task<Void, Never>]>([])
     private let changeHandlers = Mutex<[@Sendable (StoreChange) -> Void]>([])
     private let closed = Atomic<Bool>(false)
@@ -369,7 +369,7 @@ final class PostgresStore: EventStore {
 
     /// Announces `change`, delivered to listeners when the transaction commits. The ingest and outcome paths announce
     /// in their own statement instead.
-    private static func notify(_ connection: PostgresConnection, _ change: StoreChange, logger: Logger) async throws {
+    static func notify(_ connection: PostgresConnection, _ change: StoreChange, logger: Logger) async throws {
         try await connection.query("SELECT pg_notify(\(workChannel), \(change.rawValue))", logger: logger)
     }
 
@@ -427,46 +427,11 @@ final class PostgresStore: EventStore {
                     RETURNING d.id, d.event_id, d.destination, d.attempts, d.parts_sent, d.next_attempt_at, d.seq, d.plugin_failures
                     """, logger: logger)
             }
-            var rows:
-                [(id: String, eventID: String, destination: String, attempts: Int, partsSent: Int, due: Int64, seq: Int64, failures: Int)] =
-                    []
-            for try await row in claimed {
-                let (id, eventID, destination, attempts, partsSent, due, seq, failures) = try row.decode(
-                    (String, String, String, Int, Int, Int64, Int64, Int).self)
-                rows.append((id, eventID, destination, attempts, partsSent, due, seq, failures))
-            }
-            // RETURNING does not keep the order the deliveries were chosen in: due time, then ingest order.
-            rows.sort { ($0.due, $0.seq) < ($1.due, $1.seq) }
-            guard !rows.isEmpty else { return [] }
-            let eventIDs = Array(Set(rows.map(\.eventID)))
-            var events: [String: StoredEvent] = [:]
-            for try await row in try await connection.query(
-                "SELECT \(unescaped: Self.eventColumns) FROM events WHERE id = ANY(\(eventIDs)::text[])", logger: logger)
-            {
-                let event = try Self.storedEvent(row)
-                events[event.id] = event
-            }
-            return rows.compactMap { row -> ClaimedDelivery? in
-                guard let event = events[row.eventID] else { return nil }
-                return ClaimedDelivery(
-                    id: row.id, destination: row.destination, attempts: row.attempts, event: event, partsSent: row.partsSent,
-                    pluginFailures: row.failures)
-            }
-        }
-    }
-
-    func queueDepths() async throws(StoreError) -> [String: [DeliveryStatus: Int]] {
-        try await run { client, logger in
-            var depths: [String: [DeliveryStatus: Int]] = [:]
-            let rows = try await client.query(
-                """
-                SELECT destination, status, COUNT(*) FROM deliveries
-                WHERE status IN ('pending', 'in_flight', 'retrying', 'dead') GROUP BY destination, status
-                """, logger: logger)
-            for try await (destination, status, count) in rows.decode((String, String, Int).self) {
-                if let status = DeliveryStatus(rawValue: status) { depths[destination, default: [:]][status] = count }
-            }
-            return depths
+            var claims: [StoreAssembly.Claim] = []
+            for try await row in claimed { claims.append(try StoreAssembly.Claim(row: row.makeRandomAccess())) }
+            guard !claims.isEmpty else { return [] }
+            let events = try await connection.rows(StoreQueries.events(ids: Array(Set(claims.map(\.eventID)))), logger: logger)
+            return try StoreAssembly.claimedDeliveries(claims, events: events)
         }
     }
 
@@ -629,58 +594,6 @@ final class PostgresStore: EventStore {
         try await releaseExpiredLeases(now: Clock.milliseconds())
     }
 
-    func replay(eventID: String, fallbackDestinations: [String], now: Int64) async throws(StoreError) -> [String]? {
-        try await transaction { [logger] connection in
-            var exists = false
-            for try await _ in try await connection.query("SELECT 1 FROM events WHERE id = \(eventID) FOR SHARE", logger: logger) {
-                exists = true
-            }
-            guard exists else { return nil }
-            // The newest delivery per destination is the one a replay supersedes.
-            var targets: [(destination: String, replayOf: String?)] = []
-            let rows = try await connection.query(
-                """
-                SELECT DISTINCT ON (destination) destination, id FROM deliveries WHERE event_id = \(eventID)
-                ORDER BY destination, created_at DESC, id DESC
-                """, logger: logger)
-            for try await (destination, id) in rows.decode((String, String).self) { targets.append((destination, id)) }
-            if targets.isEmpty { targets = fallbackDestinations.map { ($0, nil) } }
-            var ids: [String] = []
-            for target in targets {
-                let id = EventID.make()
-                try await connection.query(
-                    """
-                    INSERT INTO deliveries (id, event_id, destination, status, attempts, next_attempt_at, replay_of, created_at, updated_at)
-                    VALUES (\(id), \(eventID), \(target.destination), 'pending', 0, \(now), \(target.replayOf), \(now), \(now))
-                    """, logger: logger)
-                ids.append(id)
-            }
-            if !ids.isEmpty { try await Self.notify(connection, .newWork, logger: logger) }
-            return ids
-        }
-    }
-
-    func replay(deliveries: [DeliverySummary], now: Int64) async throws(StoreError) -> [String] {
-        guard !deliveries.isEmpty else { return [] }
-        return try await transaction { [logger] connection in
-            var ids: [String] = []
-            for delivery in deliveries {
-                let id = EventID.make()
-                // Skipped when a replay superseded it meanwhile (here or on another instance).
-                let rows = try await connection.query(
-                    """
-                    INSERT INTO deliveries (id, event_id, destination, status, attempts, next_attempt_at, replay_of, created_at, updated_at)
-                    SELECT \(id), \(delivery.eventID), \(delivery.destination), 'pending', 0, \(now), \(delivery.id), \(now), \(now)
-                    WHERE NOT EXISTS (SELECT 1 FROM deliveries WHERE replay_of = \(delivery.id))
-                    RETURNING id
-                    """, logger: logger)
-                for try await _ in rows { ids.append(id) }
-            }
-            if !ids.isEmpty { try await Self.notify(connection, .newWork, logger: logger) }
-            return ids
-        }
-    }
-
     func purge(receivedBefore cutoff: Int64, limit: Int) async throws(StoreError) -> Int {
         try await transaction { [logger] connection in
             // Deliveries and attempts go with their event (ON DELETE CASCADE).
@@ -698,65 +611,7 @@ final class PostgresStore: EventStore {
         }
     }
 
-    // MARK: Reads
-
-    static let eventColumns = "id, source, received_at, content_type, headers, body, fields, idempotency_key"
-
-    func eventDetail(id: String) async throws(StoreError) -> EventDetail? {
-        try await run { client, logger in
-            var found: (StoredEvent, String?)?
-            for try await row in try await client.query(
-                "SELECT \(unescaped: Self.eventColumns) FROM events WHERE id = \(id)", logger: logger)
-            {
-                found = (try Self.storedEvent(row), try row.makeRandomAccess()["idempotency_key"].decode(String?.self))
-            }
-            guard let (event, key) = found else { return nil }
-            var attemptsByDelivery: [String: [AttemptRecord]] = [:]
-            for try await row in try await client.query(
-                """
-                SELECT a.delivery_id, a.number, a.started_at, a.duration_ms, a.http_status, a.response_body, a.error
-                FROM attempts a JOIN deliveries d ON d.id = a.delivery_id WHERE d.event_id = \(id) ORDER BY a.id
-                """, logger: logger)
-            {
-                let (delivery, number, started, duration, status, body, error) = try row.decode(
-                    (String, Int, Int64, Int64, Int?, ByteBuffer, String?).self)
-                attemptsByDelivery[delivery, default: []].append(
-                    AttemptRecord(
-                        number: number, startedAt: started, durationMilliseconds: duration, httpStatus: status,
-                        responseBody: Array(buffer: body), error: error))
-            }
-            var deliveries: [EventDetail.Delivery] = []
-            for try await row in try await client.query(
-                """
-                SELECT id, destination, status, attempts, next_attempt_at, last_error, replay_of, created_at FROM deliveries
-                WHERE event_id = \(id) ORDER BY created_at, destination
-                """, logger: logger)
-            {
-                let (deliveryID, destination, status, attempts, next, lastError, replayOf, created) = try row.decode(
-                    (String, String, String, Int, Int64?, String?, String?, Int64).self)
-                deliveries.append(
-                    EventDetail.Delivery(
-                        id: deliveryID, destination: destination, status: DeliveryStatus(rawValue: status) ?? .pending, attempts: attempts,
-                        nextAttemptAt: next, lastError: lastError, replayOf: replayOf, createdAt: created,
-                        history: attemptsByDelivery[deliveryID] ?? []))
-            }
-            return EventDetail(event: event, idempotencyKey: key, deliveries: deliveries)
-        }
-    }
-
     // MARK: Destination state
-
-    func suspendedDestinations() async throws(StoreError) -> Set<String> {
-        try await run { client, logger in
-            var names = Set<String>()
-            for try await name in try await client.query("SELECT destination FROM suspended_destinations", logger: logger).decode(
-                String.self)
-            {
-                names.insert(name)
-            }
-            return names
-        }
-    }
 
     func setSuspended(_ suspended: Bool, destination: String) async throws(StoreError) {
         try await transaction { [logger, instanceID] connection in
@@ -796,20 +651,6 @@ final class PostgresStore: EventStore {
 
     // MARK: Helpers
 
-    static func storedEvent(_ row: PostgresRow) throws -> StoredEvent {
-        let (id, source, received, contentType, headers, body, fields, _) = try row.decode(
-            (String, String, Int64, String, String, ByteBuffer, String, String?).self)
-        return StoredEvent(
-            id: id, source: source, receivedAt: received, contentType: contentType, headersJSON: headers, body: Array(buffer: body),
-            fieldsJSON: fields)
-    }
-
-    /// Runs `body` with the client, turning database failures into ``StoreError``.
-    ///
-    /// While the database cannot be reached, the pool waits for a connection it cannot make; past ``operationTimeout``
-    /// the call fails as unavailable (ingest answers 503) instead of holding the request. A write that times out may
-    /// still commit afterwards: the sender retries on the 503, and the idempotency key, when the source has one, makes
-    /// the retry a duplicate (at least once, as after any lost answer).
     func run<T: Sendable>(_ body: @escaping @Sendable (PostgresClient, Logger) async throws -> T) async throws(StoreError) -> T {
         guard !closed.load(ordering: .sequentiallyConsistent) else { throw StoreError.closed }
         do {

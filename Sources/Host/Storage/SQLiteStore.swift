@@ -176,15 +176,16 @@ final class SQLiteStore: EventStore {
         try await read { db in
             if fifo {
                 guard let head = try Row.fetchOne(db.cachedStatement(sql: Self.fifoHeadSQL), arguments: [destination]) else { return nil }
-                return head["status"] == DeliveryStatus.inFlight.rawValue ? nil : head["next_attempt_at"]
+                return try head.status("status") == .inFlight ? nil : try head.optionalInteger("next_attempt_at")
             }
-            return try Int64.fetchOne(
+            let earliest = try Row.fetchOne(
                 db.cachedStatement(
                     sql: """
-                        SELECT MIN(next_attempt_at) FROM deliveries INDEXED BY deliveries_waiting
+                        SELECT MIN(next_attempt_at) AS due FROM deliveries INDEXED BY deliveries_waiting
                         WHERE destination = ? AND status IN ('pending', 'retrying')
                         """),
                 arguments: [destination])
+            return try earliest?.optionalInteger("due")
         }
     }
 
@@ -197,62 +198,33 @@ final class SQLiteStore: EventStore {
             let ids: [String]
             if fifo {
                 guard let head = try Row.fetchOne(db.cachedStatement(sql: Self.fifoHeadSQL), arguments: [destination]),
-                    head["status"] != DeliveryStatus.inFlight.rawValue, (head["next_attempt_at"] as Int64? ?? .max) <= now
+                    try head.status("status") != .inFlight, (try head.optionalInteger("next_attempt_at") ?? .max) <= now
                 else { return [] }
-                ids = [head["id"]]
+                ids = [try head.text("id")]
             } else {
-                ids = try String.fetchAll(
+                ids = try Row.fetchAll(
                     db.cachedStatement(
                         sql: """
                             SELECT id FROM deliveries INDEXED BY deliveries_waiting
                             WHERE destination = ? AND status IN ('pending', 'retrying') AND next_attempt_at <= ?
                             ORDER BY next_attempt_at, rowid LIMIT ?
                             """),
-                    arguments: [destination, now, limit])
+                    arguments: [destination, now, limit]
+                ).map { row throws(StoreError) in try row.text("id") }
             }
             guard !ids.isEmpty else { return [] }
             // Cached per number of ids (at most a lane's concurrency).
-            let claimed = try Row.fetchAll(
+            let claims = try Row.fetchAll(
                 db.cachedStatement(
                     sql: """
                         UPDATE deliveries SET status = 'in_flight', lease_until = ?, updated_at = ?
                         WHERE id IN (\(databaseQuestionMarks(count: ids.count)))
-                        RETURNING id, event_id, destination, attempts, parts_sent, plugin_failures
+                        RETURNING id, event_id, destination, attempts, parts_sent, plugin_failures, next_attempt_at, rowid AS seq
                         """),
-                arguments: [leaseUntil, now] + StatementArguments(ids))
-            let eventIDs = Array(Set(claimed.map { $0["event_id"] as String }))
-            var events: [String: StoredEvent] = [:]
-            for row in try Row.fetchAll(
-                db.cachedStatement(sql: "SELECT * FROM events WHERE id IN (\(databaseQuestionMarks(count: eventIDs.count)))"),
-                arguments: StatementArguments(eventIDs))
-            {
-                let event = Self.storedEvent(row)
-                events[event.id] = event
-            }
-            // In the order the ids were chosen: due time, then ingest order.
-            let byID = Dictionary(uniqueKeysWithValues: claimed.map { ($0["id"] as String, $0) })
-            return ids.compactMap { id in
-                guard let row = byID[id], let event = events[row["event_id"]] else { return nil }
-                return ClaimedDelivery(
-                    id: id, destination: row["destination"], attempts: row["attempts"], event: event, partsSent: row["parts_sent"],
-                    pluginFailures: row["plugin_failures"])
-            }
-        }
-    }
-
-    func queueDepths() async throws(StoreError) -> [String: [DeliveryStatus: Int]] {
-        try await read { db in
-            var depths: [String: [DeliveryStatus: Int]] = [:]
-            for row in try Row.fetchAll(
-                db,
-                sql: """
-                    SELECT destination, status, COUNT(*) AS count FROM deliveries
-                    WHERE status IN ('pending', 'in_flight', 'retrying', 'dead') GROUP BY destination, status
-                    """)
-            {
-                if let status = DeliveryStatus(rawValue: row["status"]) { depths[row["destination"], default: [:]][status] = row["count"] }
-            }
-            return depths
+                arguments: [leaseUntil, now] + StatementArguments(ids)
+            ).map { row throws(StoreError) in try StoreAssembly.Claim(row: row) }
+            let events = try db.rows(StoreQueries.events(ids: Array(Set(claims.map(\.eventID)))))
+            return try StoreAssembly.claimedDeliveries(claims, events: events)
         }
     }
 
@@ -325,8 +297,9 @@ final class SQLiteStore: EventStore {
                             WHERE id = ? AND status NOT IN ('delivered', 'dead', 'skipped')
                             RETURNING crashes, attempts, event_id, destination
                             """, arguments: [crash.deliveryID]),
-                    (row["crashes"] as Int) >= crash.quarantineAt
+                    try row.count("crashes") >= crash.quarantineAt
                 else { continue }
+                let eventID = try row.text("event_id")
                 try db.execute(
                     sql: """
                         UPDATE deliveries SET status = 'dead', lease_until = NULL, next_attempt_at = NULL, last_error = ?, updated_at = ?
@@ -336,11 +309,11 @@ final class SQLiteStore: EventStore {
                     sql: """
                         INSERT INTO attempts (delivery_id, number, started_at, duration_ms, http_status, response_body, error)
                         VALUES (?, ?, ?, 0, NULL, ?, ?)
-                        """, arguments: [crash.deliveryID, (row["attempts"] as Int) + 1, now, Data(), crash.reason])
-                let source = try String.fetchOne(db, sql: "SELECT source FROM events WHERE id = ?", arguments: [row["event_id"] as String])
+                        """, arguments: [crash.deliveryID, try row.count("attempts").addingSaturated(1), now, Data(), crash.reason])
+                let source = try db.rows(StoreQueries.event(id: eventID)).first?.text("source")
                 quarantined.append(
                     QuarantinedDelivery(
-                        deliveryID: crash.deliveryID, eventID: row["event_id"], source: source ?? "", destination: row["destination"],
+                        deliveryID: crash.deliveryID, eventID: eventID, source: source ?? "", destination: try row.text("destination"),
                         reason: crash.reason))
             }
             return quarantined
@@ -358,39 +331,6 @@ final class SQLiteStore: EventStore {
                     """,
                 arguments: [now, now])
             return db.changesCount
-        }
-    }
-
-    func replay(eventID: String, fallbackDestinations: [String], now: Int64) async throws(StoreError) -> [String]? {
-        try await write { db in
-            guard try Bool.fetchOne(db, sql: "SELECT 1 FROM events WHERE id = ?", arguments: [eventID]) != nil else { return nil }
-            // The newest delivery per destination is the one a replay supersedes.
-            let previous = try Row.fetchAll(
-                db,
-                sql: """
-                    SELECT destination, id FROM deliveries d WHERE event_id = ?
-                    AND created_at = (SELECT MAX(created_at) FROM deliveries WHERE event_id = d.event_id AND destination = d.destination)
-                    ORDER BY destination
-                    """,
-                arguments: [eventID])
-            var targets: [(destination: String, replayOf: String?)] = []
-            var seen = Set<String>()
-            for row in previous where seen.insert(row["destination"]).inserted {
-                targets.append((row["destination"], row["id"]))
-            }
-            if targets.isEmpty { targets = fallbackDestinations.map { ($0, nil) } }
-            var ids: [String] = []
-            for target in targets {
-                let id = EventID.make()
-                try db.execute(
-                    sql: """
-                        INSERT INTO deliveries (id, event_id, destination, status, attempts, next_attempt_at, replay_of, created_at, updated_at)
-                        VALUES (?, ?, ?, 'pending', 0, ?, ?, ?, ?)
-                        """,
-                    arguments: [id, eventID, target.destination, now, target.replayOf, now, now])
-                ids.append(id)
-            }
-            return ids
         }
     }
 
@@ -458,48 +398,11 @@ final class SQLiteStore: EventStore {
         }
     }
 
-    // MARK: Reads
-
-    func eventDetail(id: String) async throws(StoreError) -> EventDetail? {
-        try await read { db in
-            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM events WHERE id = ?", arguments: [id]) else { return nil }
-            var attemptsByDelivery: [String: [AttemptRecord]] = [:]
-            for attempt in try Row.fetchAll(
-                db,
-                sql: """
-                    SELECT a.* FROM attempts a JOIN deliveries d ON d.id = a.delivery_id
-                    WHERE d.event_id = ? ORDER BY a.id
-                    """,
-                arguments: [id])
-            {
-                attemptsByDelivery[attempt["delivery_id"], default: []].append(
-                    AttemptRecord(
-                        number: attempt["number"], startedAt: attempt["started_at"], durationMilliseconds: attempt["duration_ms"],
-                        httpStatus: attempt["http_status"], responseBody: [UInt8](attempt["response_body"] as Data),
-                        error: attempt["error"]))
-            }
-            let deliveries = try Row.fetchAll(
-                db, sql: "SELECT * FROM deliveries WHERE event_id = ? ORDER BY created_at, destination", arguments: [id]
-            ).map { delivery in
-                EventDetail.Delivery(
-                    id: delivery["id"], destination: delivery["destination"],
-                    status: DeliveryStatus(rawValue: delivery["status"]) ?? .pending, attempts: delivery["attempts"],
-                    nextAttemptAt: delivery["next_attempt_at"], lastError: delivery["last_error"], replayOf: delivery["replay_of"],
-                    createdAt: delivery["created_at"], history: attemptsByDelivery[delivery["id"]] ?? [])
-            }
-            return EventDetail(event: Self.storedEvent(row), idempotencyKey: row["idempotency_key"], deliveries: deliveries)
-        }
-    }
-
     /// Leases last minutes and only a crash leaves one behind: a minute's delay in finding one is enough.
     var maintenanceInterval: Duration { .seconds(60) }
 
     /// Other processes (`hookproxy replay`) write to the file without telling: the engine's idle poll finds their work.
     func onChange(_ handler: @escaping @Sendable (StoreChange) -> Void) {}
-
-    func suspendedDestinations() async throws(StoreError) -> Set<String> {
-        try await read { db in Set(try String.fetchAll(db, sql: "SELECT destination FROM suspended_destinations")) }
-    }
 
     func setSuspended(_ suspended: Bool, destination: String) async throws(StoreError) {
         try await write { db in
@@ -527,11 +430,5 @@ final class SQLiteStore: EventStore {
         } catch {
             throw StoreError.unavailable("cannot close SQLite database \(path): \(error)")
         }
-    }
-
-    private static func storedEvent(_ row: Row) -> StoredEvent {
-        StoredEvent(
-            id: row["id"], source: row["source"], receivedAt: row["received_at"], contentType: row["content_type"],
-            headersJSON: row["headers"], body: [UInt8](row["body"] as Data), fieldsJSON: row["fields"])
     }
 }

@@ -12,9 +12,6 @@ struct RecordFilter: Sendable, Equatable {
     var since: Int64?
     /// Events received before this time (ms).
     var until: Int64?
-
-    /// SQL (both backends) true for a delivery `d` that no replay has superseded.
-    static let currentDelivery = "NOT EXISTS (SELECT 1 FROM deliveries n WHERE n.replay_of = d.id)"
 }
 
 /// One event in a listing, with its current deliveries.
