@@ -43,6 +43,9 @@ struct PostgresTLSTests {
             components.percentEncodedQuery = query
             do {
                 let store = try await PostgresStore(url: components.string ?? "", logger: testLogger)
+                runServices(of: store)
+                // The pool connects when it is first used.
+                try await store.ping()
                 let encrypted = try await Self.encrypted(database: name)
                 try await store.close()
                 // The next case must see only its own connections.

@@ -6,14 +6,7 @@ extension GlobalOptions {
     /// Runs `body` with the configured store open, and closes it afterwards.
     func withStore<T>(_ config: HookproxyConfig, command: String, _ body: (any EventStore) async throws -> T) async throws -> T {
         let store = try await openStore(config, command: command)
-        do {
-            let result = try await body(store)
-            try? await store.close()
-            return result
-        } catch {
-            try? await store.close()
-            throw error
-        }
+        return try await withStoreServices(store) { try await body(store) }
     }
 
     /// Opens the configured store directly (no server needed: SQLite allows a second process beside a running server,

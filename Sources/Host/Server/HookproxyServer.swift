@@ -149,14 +149,16 @@ final class HookproxyServer: Sendable {
 
         // Graceful shutdown stops the services in the reverse of this order, each after the one behind it returned:
         // the listeners stop taking requests, the ingest writer commits what they accepted, the engine finishes or
-        // releases its sends and records their outcomes, the Alerter stores the last alerts; then the store closes.
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
-            .init(service: alerter),
-            .init(service: engine),
-            .init(service: CommitterService(committer: writer)),
-            .init(service: RetentionSweeper(store: store, runtime: runtime, logger: logger)),
-            .init(service: FirstByteSweeper(watch: limits.firstByte)),
-        ]
+        // releases its sends and records their outcomes, the Alerter stores the last alerts; then the store's own
+        // services stop (PostgreSQL: the instance leaves the instances table, then the connection pool closes).
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] =
+            store.services + [
+                .init(service: alerter),
+                .init(service: engine),
+                .init(service: CommitterService(committer: writer)),
+                .init(service: RetentionSweeper(store: store, runtime: runtime, logger: logger)),
+                .init(service: FirstByteSweeper(watch: limits.firstByte)),
+            ]
         // A process that handles signals (not tests in-process) reloads on SIGHUP.
         if !configuration.shutdownSignals.isEmpty { services.append(.init(service: ReloadOnSignal(reloader: reloader))) }
         services += [.init(service: ingestApp), .init(service: adminApp)]

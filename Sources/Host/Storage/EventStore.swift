@@ -1,3 +1,6 @@
+import Logging
+import ServiceLifecycle
+
 /// The durable store behind ingest, delivery and replay: events, their deliveries and every attempt, in the roles its
 /// users have. Each user depends on the role it needs; the server holds the whole.
 ///
@@ -95,8 +98,13 @@ protocol StoreMaintenance: Sendable {
     /// Checks that the store answers.
     func ping() async throws(StoreError)
 
-    /// Closes connections; further calls fail.
+    /// Closes connections; further calls fail. It also ends ``services``.
     func close() async throws(StoreError)
+
+    /// What must run while the store is used (PostgreSQL: the connection pool, the instance's heartbeat and `LISTEN`),
+    /// in start order, for a ``ServiceGroup`` to run: the server's group runs them first, so they stop last, after
+    /// everything that writes to the store; a CLI command runs them beside its work (``withStoreServices(_:_:)``).
+    var services: [ServiceGroupConfiguration.ServiceConfiguration] { get }
 }
 
 /// What changed in the store, as announced to ``DeliveryQueue/onChange(_:)``.
@@ -234,4 +242,24 @@ struct EventDetail: Sendable {
     var event: StoredEvent
     var idempotencyKey: String?
     var deliveries: [Delivery]
+}
+
+/// Runs `body` while `store`'s services run, then closes the store, which ends them.
+func withStoreServices<T>(_ store: any EventStore, _ body: () async throws -> T) async throws -> T {
+    let services = store.services
+    let group = ServiceGroup(
+        configuration: .init(services: services, logger: Logger(label: "hookproxy.store", factory: { _ in SwiftLogNoOpLogHandler() })))
+    return try await withThrowingTaskGroup(of: Void.self) { running in
+        running.addTask { try await group.run() }
+        let result: Result<T, any Error>
+        do {
+            result = .success(try await body())
+        } catch {
+            result = .failure(error)
+        }
+        try? await store.close()
+        await group.triggerGracefulShutdown()
+        try? await running.waitForAll()
+        return try result.get()
+    }
 }

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOCore
 import PostgresNIO
+import ServiceLifecycle
 import Synchronization
 
 /// The scale-out store: several hookproxy instances share one PostgreSQL database (decisions §28).
@@ -31,11 +32,12 @@ final class PostgresStore: EventStore {
     let displayURL: String
 
     private let client: PostgresClient
-    /// `client.run()`: the connection pool lives as long as this task; cancelling it closes every connection.
-    private let clientTask: Task<Void, Never>
     let logger: Logger
-    private let tasks = Mutex<[Task<Void, Never>]>([])
     private let changeHandlers = Mutex<[@Sendable (StoreChange) -> Void]>([])
+    /// Told when the first change handler is registered: only then does the instance listen.
+    private let listening: (stream: AsyncStream<Void>, continuation: AsyncStream<Void>.Continuation) = AsyncStream.makeStream()
+    /// Finished by ``close()``: the instance's service returns, and with it the group that runs the pool.
+    private let closing: (stream: AsyncStream<Void>, continuation: AsyncStream<Void>.Continuation) = AsyncStream.makeStream()
     private let closed = Atomic<Bool>(false)
     /// The longest a store call waits for the database before failing as unavailable.
     let operationTimeout: Duration
@@ -57,28 +59,33 @@ final class PostgresStore: EventStore {
         configuration.options.maximumConnections = maximumConnections
         configuration.options.connectTimeout = .seconds(5)
         client = PostgresClient(configuration: configuration, backgroundLogger: logger)
-        let client = self.client
-        // One connection first, outside the pool: a refused certificate, a wrong password or a closed port fails the
-        // start at once with its reason (the pool would retry it for a minute and report a timeout).
+        // One connection first, outside the pool, applies the migrations and registers this instance: a refused
+        // certificate, a wrong password or a closed port fails the start at once with its reason (the pool would retry
+        // it for a minute and report a timeout), and the pool itself runs only as a service (``services``).
         do {
             var probe = PostgresConnection.Configuration(
                 host: parsed.host, port: parsed.port, username: parsed.username, password: parsed.password, database: parsed.database,
                 tls: try parsed.connectionTLS())
             probe.options.connectTimeout = .seconds(5)
             let connection = try await PostgresConnection.connect(configuration: probe, id: 0, logger: logger)
+            do {
+                try await Self.migrate(connection, logger: logger)
+                try await register(on: connection)
+            } catch {
+                try? await connection.close()
+                throw error
+            }
             try? await connection.close()
         } catch {
             throw StoreError.unavailable("cannot open PostgreSQL database \(parsed.display): \(Self.describe(error))")
         }
-        clientTask = Task { await client.run() }
-        do {
-            try await Self.migrate(client, logger: logger)
-            try await registerInstance()
-        } catch {
-            clientTask.cancel()
-            throw StoreError.unavailable("cannot open PostgreSQL database \(parsed.display): \(Self.describe(error))")
-        }
-        startHeartbeat()
+    }
+
+    /// What must run while the store is used, in the order a ``ServiceGroup`` starts them (and stops them in reverse):
+    /// the connection pool, then this instance's upkeep (its heartbeat, `LISTEN` for other instances' work, and leaving
+    /// the instances table at shutdown, while the pool still runs). ``close()`` ends them too.
+    var services: [ServiceGroupConfiguration.ServiceConfiguration] {
+        [.init(service: client), .init(service: InstanceUpkeep(store: self), successTerminationBehavior: .cancelGroup)]
     }
 
     // MARK: Schema
@@ -179,8 +186,8 @@ final class PostgresStore: EventStore {
     /// An arbitrary constant: the advisory lock that serialises migrations between instances starting together.
     private static let migrationLock: Int64 = 0x686F_6F6B_7072_6F78
 
-    private static func migrate(_ client: PostgresClient, logger: Logger) async throws {
-        try await client.withTransaction(logger: logger) { connection in
+    private static func migrate(_ connection: PostgresConnection, logger: Logger) async throws {
+        try await connection.withTransaction(logger: logger) { connection in
             try await connection.query("SELECT pg_advisory_xact_lock(\(migrationLock))", logger: logger)
             try await connection.query(
                 """
@@ -204,35 +211,52 @@ final class PostgresStore: EventStore {
 
     // MARK: Instances
 
-    private func registerInstance() async throws {
+    private func register(on connection: PostgresConnection) async throws {
         let now = Clock.milliseconds()
         let host = ProcessInfo.processInfo.hostName
         let pid = Int(getpid())
-        try await client.query(
+        try await connection.query(
             "INSERT INTO instances (id, host, pid, started_at, seen_at) VALUES (\(instanceID), \(host), \(pid), \(now), \(now))",
             logger: logger)
     }
 
-    /// Records every ``heartbeat`` that this instance is alive, and forgets instances gone for a day.
-    private func startHeartbeat() {
-        let task = Task { [client, instanceID, logger, heartbeat] in
-            while !Task.isCancelled {
-                try? await Task.sleep(for: heartbeat)
-                guard !Task.isCancelled else { return }
-                let now = Clock.milliseconds()
-                do {
-                    try await client.query("UPDATE instances SET seen_at = \(now) WHERE id = \(instanceID)", logger: logger)
-                    let dayAgo = now - 86_400_000
-                    try await client.query("DELETE FROM instances WHERE seen_at < \(dayAgo)", logger: logger)
-                } catch {
-                    logger.warning("cannot record this instance's heartbeat", metadata: ["error": "\(Self.describe(error))"])
+    /// This instance's upkeep, as a service after the pool's: until a graceful shutdown, cancellation or ``close()``,
+    /// records that it is alive and listens for other instances' work; then leaves the instances table.
+    private struct InstanceUpkeep: Service {
+        let store: PostgresStore
+
+        func run() async throws {
+            await withDiscardingTaskGroup { group in
+                group.addTask { await store.recordHeartbeats() }
+                group.addTask { await store.listenForChanges() }
+                await withTaskGroup(of: Void.self) { waiting in
+                    waiting.addTask { try? await gracefulShutdown() }
+                    waiting.addTask { for await _ in store.closing.stream {} }
+                    await waiting.next()
+                    waiting.cancelAll()
                 }
+                try? await store.close()
+                group.cancelAll()
             }
         }
-        tasks.withLock { $0.append(task) }
     }
 
-    /// Claims of a stopped instance are found within a few seconds of its last heartbeat going stale.
+    private func recordHeartbeats() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: heartbeat)
+            guard !Task.isCancelled else { return }
+            let now = Clock.milliseconds()
+            do {
+                try await client.query("UPDATE instances SET seen_at = \(now) WHERE id = \(instanceID)", logger: logger)
+                let dayAgo = now - 86_400_000
+                try await client.query("DELETE FROM instances WHERE seen_at < \(dayAgo)", logger: logger)
+            } catch {
+                if Task.isCancelled { return }
+                logger.warning("cannot record this instance's heartbeat", metadata: ["error": "\(Self.describe(error))"])
+            }
+        }
+    }
+
     var maintenanceInterval: Duration { heartbeat }
 
     // MARK: Wake-ups
@@ -244,28 +268,30 @@ final class PostgresStore: EventStore {
             handlers.append(handler)
             return handlers.count == 1
         }
-        guard first else { return }
-        let task = Task { [client, logger] in
-            while !Task.isCancelled {
-                do {
-                    try await client.withConnection { connection in
-                        try await connection.listen(on: Self.workChannel) { notifications in
-                            // Whatever was committed while not listening is found by looking again.
-                            self.announce(.newWork)
-                            self.announce(.destinationStates)
-                            for try await notification in notifications {
-                                self.announce(StoreChange(rawValue: notification.payload) ?? .newWork)
-                            }
+        if first { listening.continuation.yield() }
+    }
+
+    /// Once a handler is registered, holds a connection that `LISTEN`s on ``workChannel``, again after each failure.
+    private func listenForChanges() async {
+        for await _ in listening.stream { break }
+        while !Task.isCancelled {
+            do {
+                try await client.withConnection { connection in
+                    try await connection.listen(on: Self.workChannel) { notifications in
+                        // Whatever was committed while not listening is found by looking again.
+                        self.announce(.newWork)
+                        self.announce(.destinationStates)
+                        for try await notification in notifications {
+                            self.announce(StoreChange(rawValue: notification.payload) ?? .newWork)
                         }
                     }
-                } catch {
-                    if Task.isCancelled { return }
-                    logger.warning("listening for new work failed; retrying", metadata: ["error": "\(Self.describe(error))"])
                 }
-                try? await Task.sleep(for: .seconds(1))
+            } catch {
+                if Task.isCancelled { return }
+                logger.warning("listening for new work failed; retrying", metadata: ["error": "\(Self.describe(error))"])
             }
+            try? await Task.sleep(for: .seconds(1))
         }
-        tasks.withLock { $0.append(task) }
     }
 
     private func announce(_ change: StoreChange) {
@@ -634,25 +660,35 @@ final class PostgresStore: EventStore {
         }
     }
 
+    /// Leaves the instances table and ends the store's services; further calls fail. Its claims were released or
+    /// recorded by the engine's shutdown; if leaving fails, other instances find this one's heartbeat stale within
+    /// `instance_timeout` instead.
     func close() async throws(StoreError) {
         guard !closed.exchange(true, ordering: .sequentiallyConsistent) else { return }
-        // Its claims were released or recorded by the engine's shutdown; leaving the table says nothing is held.
-        // If that fails, other instances find this one's heartbeat stale within `instance_timeout` instead.
         do {
-            _ = try await client.query("DELETE FROM instances WHERE id = \(instanceID)", logger: logger)
+            _ = try await withTimeout { [instanceID] client, logger in
+                try await client.query("DELETE FROM instances WHERE id = \(instanceID)", logger: logger)
+            }
         } catch {
             logger.warning(
                 "cannot remove this instance from the instances table; others will see it stop when its heartbeat is stale",
-                metadata: ["error": "\(Self.describe(error))"])
+                metadata: ["error": "\(error)"])
         }
-        for task in tasks.withLock({ $0 }) { task.cancel() }
-        clientTask.cancel()
+        closing.continuation.finish()
+        listening.continuation.finish()
     }
 
     // MARK: Helpers
 
     func run<T: Sendable>(_ body: @escaping @Sendable (PostgresClient, Logger) async throws -> T) async throws(StoreError) -> T {
         guard !closed.load(ordering: .sequentiallyConsistent) else { throw StoreError.closed }
+        return try await withTimeout(body)
+    }
+
+    /// `body` on the pool, failing as unavailable after ``operationTimeout``.
+    private func withTimeout<T: Sendable>(_ body: @escaping @Sendable (PostgresClient, Logger) async throws -> T) async throws(StoreError)
+        -> T
+    {
         do {
             return try await withThrowingTaskGroup(of: T?.self) { [client, logger, operationTimeout] group in
                 group.addTask { try await body(client, logger) }

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import ServiceLifecycle
 
 /// The embedded default store: one SQLite file in WAL mode with `synchronous=FULL`, so a commit is on disk before it
 /// returns. Writes are serialised on one connection; callers batch them (group commit) so that one fsync covers many
@@ -400,6 +401,9 @@ final class SQLiteStore: EventStore {
 
     /// Leases last minutes and only a crash leaves one behind: a minute's delay in finding one is enough.
     var maintenanceInterval: Duration { .seconds(60) }
+
+    /// Nothing runs beside an SQLite store: its connections are GRDB's, opened and closed with it.
+    var services: [ServiceGroupConfiguration.ServiceConfiguration] { [] }
 
     /// Other processes (`hookproxy replay`) write to the file without telling: the engine's idle poll finds their work.
     func onChange(_ handler: @escaping @Sendable (StoreChange) -> Void) {}

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import PostgresNIO
+import ServiceLifecycle
 
 @testable import Host
 
@@ -52,7 +53,9 @@ struct TestDatabase: Sendable {
         var storage = StorageConfig(
             backend: backend == .sqlite ? .sqlite(path: String(url.dropFirst("sqlite:".count))) : .postgres(url: url))
         storage.instanceTimeout = instanceTimeout
-        return try await openEventStore(storage, logger: testLogger)
+        let store = try await openEventStore(storage, logger: testLogger)
+        runServices(of: store)
+        return store
     }
 
     /// Drops the database (PostgreSQL); SQLite files stay with the temporary directory.
@@ -123,4 +126,11 @@ func oneDestinationConfig(storageURL: String, sink: RecordingSink) -> String {
         sources:
           app: { destinations: [out] }
         """
+}
+
+/// Runs the store's services (PostgreSQL: its pool, heartbeat and `LISTEN`) until the store is closed, as a server's
+/// group or a CLI command does.
+func runServices(of store: any EventStore) {
+    let group = ServiceGroup(configuration: .init(services: store.services, logger: testLogger))
+    Task { try? await group.run() }
 }
