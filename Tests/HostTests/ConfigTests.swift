@@ -163,7 +163,9 @@ struct ConfigTests {
         #expect(gh.idempotencyKey == .header("x-github-delivery"))
     }
 
-    @Test("storage.url takes sqlite: and postgres:// URLs, instance_timeout goes with PostgreSQL; a bad one is an error naming the key")
+    @Test(
+        "storage.url takes sqlite: and postgres:// URLs, instance_timeout and max_connections go with PostgreSQL; a bad one is an error naming the key"
+    )
     func storageURL() throws {
         let postgres = try ConfigLoader(environment: ["PGPASSWORD": "s3cret"]).load(
             yaml: "storage:\n  url: \"postgres://hook:${PGPASSWORD}@db.internal:6432/hp?sslmode=require\"\n" + Self.minimal,
@@ -209,6 +211,18 @@ struct ConfigTests {
         #expect(
             problems("storage:\n  max_size: 1GB\n  url: \"postgres://hook@db/hp\"\n" + Self.minimal) == [
                 "/etc/hookproxy/sources.yaml:2: storage.max_size: applies to an sqlite: storage.url only (size a PostgreSQL database with its own quotas and retention)"
+            ])
+        let pooled = try ConfigLoader().load(
+            yaml: "storage:\n  max_connections: 8\n  url: \"postgres://hook@db/hp\"\n" + Self.minimal, file: "/etc/hookproxy/sources.yaml")
+        #expect(pooled.storage.maximumConnections == 8)
+        #expect(postgres.storage.maximumConnections == 20)
+        #expect(
+            problems("storage:\n  url: \"postgres://hook@db/hp\"\n  max_connections: 1\n" + Self.minimal) == [
+                "/etc/hookproxy/sources.yaml:3: storage.max_connections: must be a whole number from 2 to 1000, not '1'"
+            ])
+        #expect(
+            problems("storage:\n  max_connections: 8\n" + Self.minimal) == [
+                "/etc/hookproxy/sources.yaml:2: storage.max_connections: applies to a postgres:// storage.url only (SQLite has one writer and no pool)"
             ])
     }
 

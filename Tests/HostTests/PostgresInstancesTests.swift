@@ -22,6 +22,37 @@ struct PostgresInstancesTests {
         }
     }
 
+    @Test("storage.max_connections bounds the instance's pool: calls beyond it wait for a connection rather than open one")
+    func poolBound() async throws {
+        try await withTestDatabase(.postgres) { database in
+            let store = try #require(try await database.open(maximumConnections: 3) as? PostgresStore)
+            let name = try #require(URLComponents(string: database.url)?.path.dropFirst().description)
+            // The sleeps answer 0; the watcher, the most connections it saw.
+            let seen = try await withThrowingTaskGroup(of: Int.self) { group in
+                for _ in 0..<12 {
+                    group.addTask {
+                        _ = try await store.run { client, logger in try await client.query("SELECT pg_sleep(0.3)", logger: logger) }
+                        return 0
+                    }
+                }
+                group.addTask {
+                    // Only the pool's: the store's first connection (migrations, registration) was closed before it
+                    // opened, and its server process may still be leaving pg_stat_activity.
+                    var peak = 0
+                    for _ in 0..<10 {
+                        peak = max(peak, try await TestDatabase.connections(to: name, running: "pg_sleep"))
+                        try await Task.sleep(for: .milliseconds(100))
+                    }
+                    return peak
+                }
+                return try await group.reduce(0, max)
+            }
+            // Twelve sleeps on three connections take four rounds; the pool opened what it was allowed to.
+            #expect(seen == 3, "\(seen) connections to the database at most")
+            try await store.close()
+        }
+    }
+
     @Test("two instances claiming the same destination at once never claim a delivery twice")
     func skipLocked() async throws {
         try await withTestDatabase(.postgres) { database in

@@ -41,21 +41,33 @@ struct PostgresTLSTests {
             guard var components = URLComponents(string: database.url) else { return .failure(.unavailable("bad URL")) }
             components.host = host
             components.percentEncodedQuery = query
+            let store: PostgresStore
             do {
-                let store = try await PostgresStore(url: components.string ?? "", logger: testLogger)
-                runServices(of: store)
-                // The pool connects when it is first used.
-                try await store.ping()
-                let encrypted = try await Self.encrypted(database: name)
-                try await store.close()
-                // The next case must see only its own connections.
-                try await waitUntil("the store's connections to end") { try await Self.encrypted(database: name) == nil }
-                return .success(encrypted)
+                store = try await PostgresStore(url: components.string ?? "", logger: testLogger, maximumConnections: 2)
             } catch let error as StoreError {
                 return .failure(error)
             } catch {
-                return .failure(.unavailable("\(error)"))
+                return .failure(.unavailable(PostgresStore.describe(error)))
             }
+            runServices(of: store)
+            let encrypted: Result<Bool?, StoreError>
+            do {
+                // The pool connects when it is first used.
+                try await store.ping()
+                encrypted = .success(try await Self.encrypted(database: name))
+            } catch let error as StoreError {
+                encrypted = .failure(error)
+            } catch {
+                encrypted = .failure(.unavailable(PostgresStore.describe(error)))
+            }
+            // Closed whatever happened: the next case must see only its own connections.
+            try? await store.close()
+            do {
+                try await waitUntil("the store's connections to end") { try await Self.encrypted(database: name) == nil }
+            } catch {
+                Issue.record("\(host) \(query): \(error)")
+            }
+            return encrypted
         }
 
         let cases: [(host: String, query: String, encrypted: Bool?)] = [

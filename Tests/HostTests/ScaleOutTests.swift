@@ -17,6 +17,8 @@ struct ScaleOutTests {
         storage:
           url: "\(database)"
           instance_timeout: 3s
+          # Three instances and the CLI share the test server's connections with the rest of the suite.
+          max_connections: 8
         defaults:
           retry: { schedule: [200ms, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms], jitter: 0 }
         destinations:

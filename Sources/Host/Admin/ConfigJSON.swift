@@ -53,6 +53,7 @@ enum ConfigJSON {
             "retention": .string(storage.retention.compactDescription),
             "max_size": storage.maximumSize.map { .int($0) } ?? .null,
             "instance_timeout": .string(storage.instanceTimeout.compactDescription),
+            "max_connections": .int(storage.maximumConnections),
             "journal": .string(storage.journalPath),
         ]
     }

@@ -284,7 +284,12 @@ struct ConfigLoader: Sendable {
     private static func readStorage(_ node: Node, into storage: inout StorageConfig, reader: ConfigReader, baseDirectory: String) {
         var instanceTimeoutNode: Node?
         var maximumSizeNode: Node?
+        var maximumConnectionsNode: Node?
         defer {
+            if let node = maximumConnectionsNode, case .sqlite = storage.backend {
+                reader.problem(
+                    node, "storage.max_connections", "applies to a postgres:// storage.url only (SQLite has one writer and no pool)")
+            }
             if let node = instanceTimeoutNode, case .sqlite = storage.backend {
                 reader.problem(
                     node, "storage.instance_timeout", "applies to a postgres:// storage.url only (one process owns an SQLite file)")
@@ -295,7 +300,7 @@ struct ConfigLoader: Sendable {
                     "applies to an sqlite: storage.url only (size a PostgreSQL database with its own quotas and retention)")
             }
         }
-        let allowed = ["url", "retention", "max_size", "instance_timeout", "journal"]
+        let allowed = ["url", "retention", "max_size", "instance_timeout", "max_connections", "journal"]
         for (key, _, value) in reader.entries(node, "storage", allowed: allowed) ?? [] {
             let path = "storage.\(key)"
             switch key {
@@ -343,6 +348,10 @@ struct ConfigLoader: Sendable {
                     continue
                 }
                 storage.instanceTimeout = timeout
+            case "max_connections":
+                maximumConnectionsNode = value
+                // One connection is held for LISTEN; the others serve ingest, claims and the admin API.
+                reader.integer(value, path, range: 2...1_000).map { storage.maximumConnections = $0 }
             default: break
             }
         }

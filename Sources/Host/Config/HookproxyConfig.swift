@@ -103,6 +103,8 @@ struct StorageConfig: Sendable {
     var maximumSize: Int?
     /// PostgreSQL: an instance not seen for this long is taken for dead and its claims are released to the others.
     var instanceTimeout: Duration = .seconds(15)
+    /// PostgreSQL: the most connections this instance's pool opens (one of them is held for `LISTEN`).
+    var maximumConnections = 20
     /// The in-flight journal (``CallJournal``); nil: the default, beside the SQLite file, or `data/hookproxy.inflight`
     /// beside the configuration for PostgreSQL.
     var journal: String?

@@ -82,6 +82,7 @@ final class Reloader: Sendable {
         if old.storage.backend != new.storage.backend { changed.append("storage.url") }
         if old.storage.maximumSize != new.storage.maximumSize { changed.append("storage.max_size") }
         if old.storage.instanceTimeout != new.storage.instanceTimeout { changed.append("storage.instance_timeout") }
+        if old.storage.maximumConnections != new.storage.maximumConnections { changed.append("storage.max_connections") }
         if old.storage.journalPath != new.storage.journalPath { changed.append("storage.journal") }
         return changed
     }

@@ -4,6 +4,8 @@ import Logging
 func openEventStore(_ storage: StorageConfig, logger: Logger) async throws -> any EventStore {
     switch storage.backend {
     case .sqlite(let path): try SQLiteStore(path: path, maximumSize: storage.maximumSize)
-    case .postgres(let url): try await PostgresStore(url: url, logger: logger, instanceTimeout: storage.instanceTimeout)
+    case .postgres(let url):
+        try await PostgresStore(
+            url: url, logger: logger, instanceTimeout: storage.instanceTimeout, maximumConnections: storage.maximumConnections)
     }
 }

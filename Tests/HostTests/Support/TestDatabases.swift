@@ -46,13 +46,14 @@ struct TestDatabase: Sendable {
         }
     }
 
-    /// Opens a store on this database (a new instance, on PostgreSQL).
-    /// Opens the store; `instanceTimeout` (PostgreSQL) also sets how often this instance records that it is alive (a
-    /// third of it).
-    func open(instanceTimeout: Duration = .seconds(15)) async throws -> any EventStore {
+    /// Opens a store on this database (a new instance, on PostgreSQL); `instanceTimeout` (PostgreSQL) also sets how
+    /// often this instance records that it is alive (a third of it). Its pool is smaller than the default: the suite
+    /// runs many stores at once against one server, whose `max_connections` they share.
+    func open(instanceTimeout: Duration = .seconds(15), maximumConnections: Int = 6) async throws -> any EventStore {
         var storage = StorageConfig(
             backend: backend == .sqlite ? .sqlite(path: String(url.dropFirst("sqlite:".count))) : .postgres(url: url))
         storage.instanceTimeout = instanceTimeout
+        storage.maximumConnections = maximumConnections
         let store = try await openEventStore(storage, logger: testLogger)
         runServices(of: store)
         return store
@@ -62,6 +63,21 @@ struct TestDatabase: Sendable {
     func drop() async {
         guard let name else { return }
         try? await Self.administer("DROP DATABASE IF EXISTS \(name) WITH (FORCE)")
+    }
+
+    /// How many connections the server has to the database `name` whose last statement contains `running` (asked on a
+    /// connection of its own, to another database).
+    static func connections(to name: String, running: String = "") async throws -> Int {
+        let url = try PostgresURL(TestBackend.postgresURL)
+        let configuration = PostgresConnection.Configuration(
+            host: url.host, port: url.port, username: url.username, password: url.password, database: url.database, tls: .disable)
+        let connection = try await PostgresConnection.connect(configuration: configuration, id: 3, logger: testLogger)
+        defer { Task { try? await connection.close() } }
+        let pattern = "%" + running + "%"
+        let rows = try await connection.query(
+            "SELECT count(*)::int FROM pg_stat_activity WHERE datname = \(name) AND query LIKE \(pattern)", logger: testLogger)
+        for try await count in rows.decode(Int.self) { return count }
+        return 0
     }
 
     /// Runs one statement on the server of `HOOKPROXY_TEST_POSTGRES_URL`, on a connection of its own.
@@ -118,9 +134,13 @@ func withTestStore(_ backend: TestBackend, _ body: (any EventStore) async throws
 }
 
 /// A test server's `sources.yaml` on the store `storageURL`: source `app` routed to one generic destination `out` at
-/// the sink's `/out`, which receives the event document (`mode: envelope`: `id`, `payload`, …).
+/// the sink's `/out`, which receives the event document (`mode: envelope`: `id`, `payload`, …). On PostgreSQL its pool
+/// is small: the suite runs many servers at once against one database server.
 func oneDestinationConfig(storageURL: String, sink: RecordingSink) -> String {
-    testServerSection().replacingOccurrences(of: "sqlite:data/hookproxy.sqlite", with: storageURL) + """
+    let pool = storageURL.hasPrefix("postgres") ? "\n  max_connections: 8" : ""
+    let storage = testServerSection().replacingOccurrences(
+        of: "  url: \"sqlite:data/hookproxy.sqlite\"", with: "  url: \"\(storageURL)\"" + pool)
+    return storage + """
         destinations:
           out: { formatter: generic, url: "\(sink.url)/out", options: { mode: envelope } }
         sources:
