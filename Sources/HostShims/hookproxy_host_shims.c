@@ -3,6 +3,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
@@ -234,4 +236,25 @@ int hp_deprioritize_thread(int32_t thread_id) {
     if (sched_setscheduler((pid_t)thread_id, SCHED_IDLE, &parameters) == 0) return 0;
     if (setpriority(PRIO_PROCESS, (id_t)thread_id, 19) == 0) return 0;
     return errno;
+}
+
+int hp_malloc_tune(size_t trim_threshold, size_t mmap_threshold) {
+#ifdef __GLIBC__
+    if (trim_threshold > INT_MAX || mmap_threshold > INT_MAX) return -1;
+    if (mallopt(M_TRIM_THRESHOLD, (int)trim_threshold) != 1) return -1;
+    if (mallopt(M_MMAP_THRESHOLD, (int)mmap_threshold) != 1) return -1;
+    return 0;
+#else
+    (void)trim_threshold;
+    (void)mmap_threshold;
+    return -1;
+#endif
+}
+
+int hp_malloc_trim(void) {
+#ifdef __GLIBC__
+    return malloc_trim(0);
+#else
+    return 0;
+#endif
 }

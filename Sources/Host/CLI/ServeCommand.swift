@@ -11,6 +11,8 @@ struct ServeCommand: AsyncParsableCommand {
 
     func run() async throws {
         let logger = options.bootstrapLogging()
+        // Free memory stays in the allocator during load and is given back by the server's MemoryTrimmer.
+        if !Allocator.tuneForServer() { logger.debug("the C library's allocator cannot be tuned; using its defaults") }
         let config = try options.loadConfig()
         let server: HookproxyServer
         do {

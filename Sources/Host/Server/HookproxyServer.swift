@@ -158,6 +158,7 @@ final class HookproxyServer: Sendable {
                 .init(service: CommitterService(committer: writer)),
                 .init(service: RetentionSweeper(store: store, runtime: runtime, logger: logger)),
                 .init(service: FirstByteSweeper(watch: limits.firstByte)),
+                .init(service: MemoryTrimmer()),
             ]
         // A process that handles signals (not tests in-process) reloads on SIGHUP.
         if !configuration.shutdownSignals.isEmpty { services.append(.init(service: ReloadOnSignal(reloader: reloader))) }
