@@ -6,11 +6,13 @@ import ServiceLifecycle
 /// By default glibc hands the free memory at the top of a thread's arena back to the kernel as soon as it passes
 /// 128 KiB, and the next allocations fault the same pages in again. A delivery frees and reallocates that much on every
 /// few attempts (the claim's rows, the request, the answer, the outcome batch), so a drain spent about 8% of the
-/// server's CPU in `madvise`, TLB shootdowns and page faults. The server keeps up to ``trimThreshold`` free per arena
-/// instead, and ``MemoryTrimmer`` returns what is free every few seconds, so memory is still given back after a burst.
+/// server's CPU in `madvise`, TLB shootdowns and page faults. The server keeps up to ``trimThreshold`` free at the top
+/// of each arena instead (at most 4 MiB per arena is held after a burst), and ``MemoryTrimmer`` gives back every few
+/// seconds the free memory between blocks in use, which no free ever returns. (glibc's `malloc_trim` does not shrink a
+/// thread arena's top; the threshold bounds that.)
 enum Allocator {
     /// Free memory an arena keeps at its top before giving it back (glibc's `M_TRIM_THRESHOLD`).
-    static let trimThreshold = 32 << 20
+    static let trimThreshold = 4 << 20
     /// Requests from this size up get their own mapping (glibc's `M_MMAP_THRESHOLD`; setting the trim threshold stops
     /// glibc adjusting it, so it is set too: a 1 MiB request body stays in the arenas).
     static let mmapThreshold = 1 << 20
@@ -19,13 +21,14 @@ enum Allocator {
     @discardableResult
     static func tuneForServer() -> Bool { hp_malloc_tune(trimThreshold, mmapThreshold) == 0 }
 
-    /// Gives every arena's free memory back to the kernel. True when some was released.
+    /// Gives the free pages between blocks in use in every arena, and the main arena's free top, back to the kernel.
+    /// True when some was released.
     @discardableResult
     static func trim() -> Bool { hp_malloc_trim() == 1 }
 }
 
-/// Gives the allocator's free memory back to the kernel every `interval`: what a burst used is returned within
-/// seconds of its end, while the allocator keeps it during the burst (``Allocator``).
+/// Gives the allocator's free memory back to the kernel every `interval` (``Allocator/trim()``): the fragments a burst
+/// left are returned within seconds of its end.
 struct MemoryTrimmer: Service {
     var interval: Duration = .seconds(10)
 
