@@ -456,8 +456,9 @@ final class PostgresStore: EventStore {
             var claims: [StoreAssembly.Claim] = []
             for try await row in claimed { claims.append(try StoreAssembly.Claim(row: row.makeRandomAccess())) }
             guard !claims.isEmpty else { return [] }
-            let events = try await connection.rows(StoreQueries.events(ids: Array(Set(claims.map(\.eventID)))), logger: logger)
-            return try StoreAssembly.claimedDeliveries(claims, events: events)
+            let rows = try await connection.rows(StoreQueries.events(ids: Array(Set(claims.map(\.eventID)))), logger: logger)
+            let events = try rows.map { row throws(StoreError) in try StoredEvent(row: row) }
+            return StoreAssembly.claimedDeliveries(claims, events: events)
         }
     }
 

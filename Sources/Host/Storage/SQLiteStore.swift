@@ -215,7 +215,7 @@ final class SQLiteStore: EventStore {
             }
             guard !ids.isEmpty else { return [] }
             // Cached per number of ids (at most a lane's concurrency).
-            let claims = try Row.fetchAll(
+            let claims = try db.map(
                 db.cachedStatement(
                     sql: """
                         UPDATE deliveries SET status = 'in_flight', lease_until = ?, updated_at = ?
@@ -223,9 +223,11 @@ final class SQLiteStore: EventStore {
                         RETURNING id, event_id, destination, attempts, parts_sent, plugin_failures, next_attempt_at, rowid AS seq
                         """),
                 arguments: [leaseUntil, now] + StatementArguments(ids)
-            ).map { row throws(StoreError) in try StoreAssembly.Claim(row: row) }
-            let events = try db.rows(StoreQueries.events(ids: Array(Set(claims.map(\.eventID)))))
-            return try StoreAssembly.claimedDeliveries(claims, events: events)
+            ) { row throws(StoreError) in try StoreAssembly.Claim(row: row) }
+            let events = try db.map(StoreQueries.events(ids: Array(Set(claims.map(\.eventID))))) { row throws(StoreError) in
+                try StoredEvent(row: row)
+            }
+            return StoreAssembly.claimedDeliveries(claims, events: events)
         }
     }
 
@@ -368,7 +370,8 @@ final class SQLiteStore: EventStore {
     {
         do {
             return try await pool.writeWithoutTransaction { db in
-                try db.execute(sql: "PRAGMA synchronous = \(synchronous)")
+                // Two statements in all, prepared once each (one runs before every transaction).
+                try db.cachedStatement(sql: "PRAGMA synchronous = \(synchronous)").execute()
                 var result: T?
                 try db.inTransaction {
                     result = try updates(db)

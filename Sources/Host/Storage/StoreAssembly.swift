@@ -257,12 +257,9 @@ enum StoreAssembly {
 
     /// Claimed deliveries with their events, in due-then-ingest order (`RETURNING` keeps no order). A claim whose event
     /// is gone is left out (its lease returns it, and purge never removes an event with unfinished deliveries).
-    static func claimedDeliveries(_ claims: [Claim], events: [some StoreRow]) throws(StoreError) -> [ClaimedDelivery] {
+    static func claimedDeliveries(_ claims: [Claim], events: [StoredEvent]) -> [ClaimedDelivery] {
         var byID: [String: StoredEvent] = [:]
-        for row in events {
-            let event = try StoredEvent(row: row)
-            byID[event.id] = event
-        }
+        for event in events { byID[event.id] = event }
         return claims.sorted { ($0.due, $0.sequence) < ($1.due, $1.sequence) }.compactMap { claim in
             guard let event = byID[claim.eventID] else { return nil }
             return ClaimedDelivery(
