@@ -165,12 +165,14 @@ final class DeliveryEngine: Service, Sendable {
     }
 
     private func log(_ delivery: ClaimedDelivery, _ verdict: Verdict) {
-        guard !verdict.log.isEmpty else { return }
+        // Most lines are `info` ("delivered") under the usual `warning` level: nothing is built for a line not written.
+        let level = self.logger.logLevel
+        guard verdict.log.contains(where: { $0.level >= level }) else { return }
         var logger = self.logger
         logger[metadataKey: "event_id"] = "\(delivery.event.id)"
         logger[metadataKey: "delivery_id"] = "\(delivery.id)"
         logger[metadataKey: "destination"] = "\(delivery.destination)"
-        for line in verdict.log {
+        for line in verdict.log where line.level >= level {
             logger.log(level: line.level, "\(line.message)", metadata: line.metadata.mapValues { .string($0) })
         }
     }
@@ -188,7 +190,8 @@ final class DeliveryEngine: Service, Sendable {
                 "hookproxy_delivery_attempt_duration_seconds", destination, duration: .milliseconds(attempt.durationMilliseconds))
         }
         if verdict.outcome.status == .delivered {
-            let latency = max(0, Clock.milliseconds() - delivery.event.receivedAt)
+            // `received_at` comes from the store: a damaged row must not trap here.
+            let latency = max(0, Clock.milliseconds().subtractingSaturated(delivery.event.receivedAt))
             metrics.record("hookproxy_delivery_latency_seconds", destination, duration: .milliseconds(latency))
         }
     }

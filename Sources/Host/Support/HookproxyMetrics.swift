@@ -51,9 +51,8 @@ final class HookproxyMetrics: Sendable {
     /// Records a duration in the histogram `name` with `labels`.
     func record(_ name: String, _ labels: [(String, String)] = [], duration: Duration) {
         let factory = self.factory
-        let parts = duration.components
         Self.cached(timers, name, labels) { CoreMetrics.Timer(label: name, dimensions: labels, factory: factory) }
-            .recordNanoseconds(parts.seconds * 1_000_000_000 + parts.attoseconds / 1_000_000_000)
+            .recordNanoseconds(duration.wholeNanoseconds)
     }
 
     /// Sets the gauge `name` with `labels`.

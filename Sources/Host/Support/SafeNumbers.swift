@@ -44,6 +44,14 @@ extension Duration {
         return scaled.addingSaturated(attoseconds / 1_000_000_000_000_000)
     }
 
+    /// The duration in whole nanoseconds (rounded down), saturating at `Int64`'s bounds.
+    var wholeNanoseconds: Int64 {
+        let (seconds, attoseconds) = components
+        let (scaled, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
+        if overflow { return seconds < 0 ? .min : .max }
+        return scaled.addingSaturated(attoseconds / 1_000_000_000)
+    }
+
     /// A number of seconds that came from outside as a duration, rounded up to the millisecond: nil unless it is a
     /// finite number that is not negative; at most `maximum` (a larger request gives `maximum`).
     init?(untrustedSeconds seconds: Double, atMost maximum: Duration) {
