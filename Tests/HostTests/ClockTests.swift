@@ -3,8 +3,8 @@ import Testing
 
 @testable import Host
 
-/// The hand-written RFC 3339 formatter must write what Foundation's ISO 8601 style writes (but exact to the millisecond), and never trap on a
-/// time read from a damaged row.
+/// The hand-written RFC 3339 formatter must write what Foundation's ISO 8601 style writes (but exact to the
+/// millisecond), and never trap on a time read from a damaged row.
 @Suite("Clock")
 struct ClockTests {
     static func foundation(_ milliseconds: Int64) -> String {

@@ -13,9 +13,17 @@ struct WakeSignalTests {
         return clock.now - start
     }
 
-    /// Returns once a task waits on `wake` (a signal sent before would be taken by the wait without its timer).
+    /// Returns once a task waits on `wake` (a signal sent before would be taken by the wait without its timer), or
+    /// records an issue after 10 s.
     static func parked(_ wake: WakeSignal) async {
-        while !wake.isWaiting { try? await Task.sleep(for: .milliseconds(2)) }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while !wake.isWaiting {
+            guard ContinuousClock.now < deadline else {
+                Issue.record("no task waited on the signal within 10 s")
+                return
+            }
+            await Task.yield()
+        }
     }
 
     @Test("a signal sent before the wait, or during it, ends it at once; a timeout ends it on time")
@@ -26,7 +34,7 @@ struct WakeSignalTests {
         let waited = await Self.elapsed { await wake.wait(timeout: .milliseconds(200)) }
         #expect(waited >= .milliseconds(190) && waited < .seconds(10), "waited \(waited)")
         async let signalled: Duration = Self.elapsed { await wake.wait(timeout: .seconds(30)) }
-        try? await Task.sleep(for: .milliseconds(100))
+        await Self.parked(wake)
         wake.signal()
         #expect(await signalled < .seconds(10))
     }
@@ -55,7 +63,7 @@ struct WakeSignalTests {
     func cancellation() async {
         let wake = WakeSignal()
         let waiting = Task { await Self.elapsed { await wake.wait(timeout: .seconds(60)) } }
-        try? await Task.sleep(for: .milliseconds(100))
+        await Self.parked(wake)
         waiting.cancel()
         #expect(await waiting.value < .seconds(10))
     }

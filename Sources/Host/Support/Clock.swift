@@ -26,14 +26,14 @@ enum Clock {
         let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
         var text: [UInt8] = []
         text.reserveCapacity(24)
-        func digits(_ value: Int64, _ count: Int, then separator: UInt8?) {
+        func digits(_ value: Int64, _ count: Int, then separator: UInt8) {
             var divisor: Int64 = 1
             for _ in 1..<count { divisor *= 10 }
             while divisor > 0 {
                 text.append(UInt8(truncatingIfNeeded: 48 + (value / divisor) % 10))
                 divisor /= 10
             }
-            if let separator { text.append(separator) }
+            text.append(separator)
         }
         digits(year, 4, then: UInt8(ascii: "-"))
         digits(month, 2, then: UInt8(ascii: "-"))

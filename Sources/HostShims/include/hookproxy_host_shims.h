@@ -90,8 +90,8 @@ int hp_deprioritize_thread(int32_t thread_id);
 
 /* Tells glibc's malloc to keep up to `trim_threshold` bytes of free memory at the top of each arena instead of handing
  * it back to the kernel on every free (madvise, then a page fault for each page used again), and to serve requests
- * below `mmap_threshold` bytes from the arenas. Call once, before other threads start. Returns 0, or -1 when the C
- * library is not glibc or refused a value. */
+ * below `mmap_threshold` bytes from the arenas. Safe while other threads allocate (glibc takes its own lock); the
+ * server calls it once at start. Returns 0, or -1 when the C library is not glibc or refused a value. */
 int hp_malloc_tune(size_t trim_threshold, size_t mmap_threshold);
 
 /* Hands the free memory of every arena back to the kernel (glibc's malloc_trim(0)). Returns 1 when some was released,
