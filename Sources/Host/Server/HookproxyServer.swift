@@ -97,6 +97,9 @@ final class HookproxyServer: Sendable {
         clientConfiguration.timeout = .init(connect: .seconds(10))
         clientConfiguration.redirectConfiguration = .disallow
         clientConfiguration.httpVersion = .automatic
+        // No spans: with the default no-op tracer the client still builds every span's attributes (the URL, sizes)
+        // for each request, a few per cent of a delivery's CPU.
+        clientConfiguration.tracing.tracer = nil
         // Per-destination concurrency is capped by the lanes; the pool must not be the tighter limit.
         let widest = config.destinations.values.map(\.maxConcurrency).max() ?? 8
         clientConfiguration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: max(8, widest))
