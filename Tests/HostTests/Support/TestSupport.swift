@@ -7,6 +7,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import PluginKit
+import Synchronization
 
 @testable import Host
 
@@ -102,12 +103,18 @@ private func runBlocking(_ command: String) throws -> (status: Int32, output: St
     return (process.terminationStatus, String(decoding: data, as: UTF8.self))
 }
 
+/// The ports `unusedPort()` has handed out in this test process. A port is free when it is chosen but bound only
+/// later, by a server that starts after; without this, two tests running at once could both be given it (a birthday
+/// collision among the suite's few dozen picks, seen in CI as a child server's "Address already in use").
+private let handedOutPorts = Mutex<Set<Int>>([])
+
 /// A free TCP port on loopback, for a listener that must keep its port across restarts. It is chosen below the
 /// kernel's ephemeral range (32768 and up), so no port-0 bind elsewhere in the suite and no outgoing connection can
-/// take it in the meantime.
+/// take it in the meantime, and never twice in one test process.
 func unusedPort() throws -> Int {
     for _ in 0..<100 {
         let port = Int.random(in: 20_000..<30_000)
+        guard handedOutPorts.withLock({ $0.insert(port).inserted }) else { continue }
         guard let channel = try? ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: port).wait()
         else { continue }
         try channel.close().wait()
