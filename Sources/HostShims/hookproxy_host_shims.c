@@ -9,7 +9,9 @@
 #include <signal.h>
 #include <spawn.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sched.h>
 #include <sys/resource.h>
@@ -257,4 +259,47 @@ int hp_malloc_trim(void) {
 #else
     return 0;
 #endif
+}
+
+long long hp_unmap_clean_file_pages(void) {
+    FILE *smaps = fopen("/proc/self/smaps", "re");
+    if (smaps == NULL) return -1;
+    /* The candidates are collected first and unmapped after the file is read: madvise changes nothing that smaps lists,
+     * but reading a file while changing what it describes is best avoided. */
+    enum { capacity = 1024 };
+    static struct { uintptr_t start, end; } ranges[capacity];
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&lock);
+    int count = 0, candidate = 0;
+    uintptr_t start = 0, end = 0;
+    char line[4096];
+    while (fgets(line, sizeof line, smaps) != NULL) {
+        unsigned long low, high;
+        char permissions[8];
+        int path_at = 0;
+        if (sscanf(line, "%lx-%lx %7s %*s %*s %*s %n", &low, &high, permissions, &path_at) == 3 && path_at > 0) {
+            /* A mapping's first line: private, readable, not writable, backed by a file (its path starts with '/'). */
+            candidate = permissions[0] == 'r' && permissions[1] == '-' && permissions[3] == 'p' && line[path_at] == '/';
+            start = low;
+            end = high;
+            continue;
+        }
+        unsigned long anonymous;
+        if (candidate && sscanf(line, "Anonymous: %lu kB", &anonymous) == 1) {
+            if (anonymous == 0 && count < capacity) {
+                ranges[count].start = start;
+                ranges[count].end = end;
+                count++;
+            }
+            candidate = 0;
+        }
+    }
+    fclose(smaps);
+    long long released = 0;
+    for (int index = 0; index < count; index++) {
+        size_t length = ranges[index].end - ranges[index].start;
+        if (madvise((void *)ranges[index].start, length, MADV_DONTNEED) == 0) released += (long long)length;
+    }
+    pthread_mutex_unlock(&lock);
+    return released;
 }
