@@ -8,9 +8,27 @@ import Synchronization
 final class HookproxyMetrics: Sendable {
     let registry: PrometheusCollectorRegistry
     private let factory: PrometheusMetricsFactory
-    private let counters = Mutex<[String: CoreMetrics.Counter]>([:])
-    private let timers = Mutex<[String: CoreMetrics.Timer]>([:])
-    private let gauges = Mutex<[String: CoreMetrics.Gauge]>([:])
+    private let counters = Mutex<[Key: CoreMetrics.Counter]>([:])
+    private let timers = Mutex<[Key: CoreMetrics.Timer]>([:])
+    private let gauges = Mutex<[Key: CoreMetrics.Gauge]>([:])
+
+    /// A metric's name and label pairs, as the caches find it: one array made per lookup, not a string concatenated
+    /// piece by piece (which allocated once per piece on every update).
+    private struct Key: Hashable {
+        var name: String
+        var labels: [String]
+
+        init(_ name: String, _ labels: [(String, String)]) {
+            self.name = name
+            var flat: [String] = []
+            flat.reserveCapacity(labels.count * 2)
+            for (key, value) in labels {
+                flat.append(key)
+                flat.append(value)
+            }
+            self.labels = flat
+        }
+    }
 
     /// Buckets for attempt and format times (seconds to tens of seconds) and for end-to-end latency (up to hours:
     /// retries after an outage).
@@ -31,9 +49,9 @@ final class HookproxyMetrics: Sendable {
 
     /// The metric `name` with `labels` from `cache`, created with `make` the first time.
     private static func cached<Metric: Sendable>(
-        _ cache: borrowing Mutex<[String: Metric]>, _ name: String, _ labels: [(String, String)], make: () -> Metric
+        _ cache: borrowing Mutex<[Key: Metric]>, _ name: String, _ labels: [(String, String)], make: () -> Metric
     ) -> Metric {
-        let key = labels.reduce(name) { $0 + "|" + $1.0 + "=" + $1.1 }
+        let key = Key(name, labels)
         return cache.withLock { cache in
             if let metric = cache[key] { return metric }
             let metric = make()
