@@ -98,4 +98,30 @@ struct RedactionTests {
             try await reopened.close()
         }
     }
+
+    @Test("the byte search behind redaction finds a word exactly where Foundation's contains does, in random header names")
+    func byteSearchAgrees() {
+        var generator = SystemRandomNumberGenerator()
+        // A small alphabet, so that the words occur often, at the start, the end and overlapping themselves.
+        let alphabet = Array("tokenapi-kys_crwd".utf8)
+        let words = HeaderRedaction.credentialParts + ["t", "tt", "x-", ""]
+        var found = 0
+        for _ in 0..<5_000 {
+            let length = Int.random(in: 0...14, using: &generator)
+            let name = String(decoding: (0..<length).map { _ in alphabet.randomElement(using: &generator) ?? 0x74 }, as: UTF8.self)
+            for word in words where !word.isEmpty {
+                let expected = name.contains(word)
+                #expect(name.containsUTF8(Array(word.utf8)) == expected, "\(name) / \(word)")
+                if expected { found += 1 }
+            }
+            let redacted = HeaderRedaction().redacts(name)
+            #expect(redacted == HeaderRedaction.credentialParts.contains { name.contains($0) })
+        }
+        #expect(found > 1_000)
+        #expect("x-gitlab-token".containsUTF8(Array("token".utf8)))
+        #expect(!"x-tok".containsUTF8(Array("token".utf8)))
+        #expect("anything".containsUTF8([]))
+        #expect(HeaderRedaction(extra: ["x-signature"]).redacts("x-signature"))
+        #expect(!HeaderRedaction().redacts("x-github-event"))
+    }
 }
