@@ -127,6 +127,21 @@ struct VerificationTests {
         #expect(verifier.verify(headers: test.request.headers, body: test.request.body, now: test.signedAt.addingTimeInterval(-301)) != nil)
     }
 
+    @Test("an hmac layout signs its text with every {timestamp} and {body} replaced, as Foundation's replace and split did")
+    func signedLayout() {
+        let body = Array(#"{"a":"{body} {timestamp}"}"#.utf8)
+        let layouts = [
+            "{body}", "{timestamp}.{body}", "v0:{timestamp}:{body}", "{body}{body}", "{time{body}stamp}", "{timestamp",
+            "", "no tokens", "{timestamp}{timestamp}.{body}.", "é{body}ü",
+        ]
+        for layout in layouts {
+            let parts = layout.replacingOccurrences(of: "{timestamp}", with: "1700000000").components(separatedBy: "{body}")
+            var expected = Array(parts[0].utf8)
+            for part in parts.dropFirst() { expected += body + Array(part.utf8) }
+            #expect(SignatureVerifier.signedBytes(layout: layout, timestamp: "1700000000", body: body) == expected, "\(layout)")
+        }
+    }
+
     @Test("during a rotation any configured secret verifies")
     func rotation() {
         var config = Self.cases[0].config

@@ -61,14 +61,36 @@ struct SignatureVerifier: Sendable {
                 if let stale = checkTimestamp(value, now: now) { return stale }
                 timestamp = value
             }
-            let layout = config.signedLayout.replacingOccurrences(of: "{timestamp}", with: timestamp)
-            let parts = layout.components(separatedBy: "{body}")
-            var signed = Array(parts[0].utf8)
-            for part in parts.dropFirst() { signed += body + Array(part.utf8) }
+            let signed = Self.signedBytes(layout: config.signedLayout, timestamp: timestamp, body: body)
             return matchAny(provided: [signature], prefix: config.prefix, encoding: config.encoding) {
                 hmac(config.algorithm, $0, signed)
             }
         }
+    }
+
+    /// What an `hmac` preset signs: `layout` with each `{timestamp}` replaced by the timestamp (digits only, checked
+    /// before) and each `{body}` by the body, byte by byte (Foundation's replace and split bridge through NSString on
+    /// every request).
+    static func signedBytes(layout: String, timestamp: String, body: [UInt8]) -> [UInt8] {
+        let layout = Array(layout.utf8)
+        let timestampToken = Array("{timestamp}".utf8)
+        let bodyToken = Array("{body}".utf8)
+        var signed: [UInt8] = []
+        signed.reserveCapacity(layout.count + body.count + timestamp.utf8.count)
+        var index = 0
+        while index < layout.count {
+            if layout[index...].starts(with: timestampToken) {
+                signed += timestamp.utf8
+                index += timestampToken.count
+            } else if layout[index...].starts(with: bodyToken) {
+                signed += body
+                index += bodyToken.count
+            } else {
+                signed.append(layout[index])
+                index += 1
+            }
+        }
+        return signed
     }
 
     /// Whether any provided signature equals the MAC under any secret.
