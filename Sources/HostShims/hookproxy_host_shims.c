@@ -9,7 +9,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <stdlib.h>
-#include <stdio.h>
+#include <link.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -261,45 +261,61 @@ int hp_malloc_trim(void) {
 #endif
 }
 
+/* What hp_unmap_clean_file_pages carries through dl_iterate_phdr. */
+struct hp_unmap_state {
+    int pagemap;
+    uintptr_t page;
+    long long released;
+};
+
+/* Whether every page of [start, end) that is mapped is still the file's (pagemap bit 61: a file page or shared
+ * memory), none a copy of the process's own (relocated text of an object with text relocations, code a debugger
+ * patched). A page not mapped is fine: it comes back from the file. */
+static int hp_pages_are_file_pages(int pagemap, uintptr_t start, uintptr_t end, uintptr_t page) {
+    uint64_t entries[512];
+    for (uintptr_t address = start; address < end;) {
+        size_t count = (size_t)((end - address) / page);
+        if (count > 512) count = 512;
+        ssize_t bytes = pread(pagemap, entries, count * sizeof(uint64_t), (off_t)(address / page * sizeof(uint64_t)));
+        if (bytes != (ssize_t)(count * sizeof(uint64_t))) return 0;
+        for (size_t index = 0; index < count; index++) {
+            int present = (int)((entries[index] >> 63) & 1);
+            int file_or_shared = (int)((entries[index] >> 61) & 1);
+            if (present && !file_or_shared) return 0;
+        }
+        address += count * page;
+    }
+    return 1;
+}
+
+static int hp_unmap_object(struct dl_phdr_info *info, size_t size, void *data) {
+    (void)size;
+    struct hp_unmap_state *state = data;
+    /* The vDSO is the kernel's, not a file. */
+    if (info->dlpi_name != NULL && strncmp(info->dlpi_name, "linux-", 6) == 0) return 0;
+    for (int index = 0; index < info->dlpi_phnum; index++) {
+        const ElfW(Phdr) *segment = &info->dlpi_phdr[index];
+        if (segment->p_type != PT_LOAD || (segment->p_flags & PF_W) != 0) continue;
+        /* Whole pages inside the segment only: a page it shares with a neighbour is left alone. */
+        uintptr_t start = (uintptr_t)(info->dlpi_addr + segment->p_vaddr);
+        uintptr_t end = start + (uintptr_t)segment->p_memsz;
+        start = (start + state->page - 1) & ~(state->page - 1);
+        end &= ~(state->page - 1);
+        if (end <= start || !hp_pages_are_file_pages(state->pagemap, start, end, state->page)) continue;
+        if (madvise((void *)start, end - start, MADV_DONTNEED) == 0) state->released += (long long)(end - start);
+    }
+    return 0;
+}
+
 long long hp_unmap_clean_file_pages(void) {
-    FILE *smaps = fopen("/proc/self/smaps", "re");
-    if (smaps == NULL) return -1;
-    /* The candidates are collected first and unmapped after the file is read: madvise changes nothing that smaps lists,
-     * but reading a file while changing what it describes is best avoided. */
-    enum { capacity = 1024 };
-    static struct { uintptr_t start, end; } ranges[capacity];
-    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-    pthread_mutex_lock(&lock);
-    int count = 0, candidate = 0;
-    uintptr_t start = 0, end = 0;
-    char line[4096];
-    while (fgets(line, sizeof line, smaps) != NULL) {
-        unsigned long low, high;
-        char permissions[8];
-        int path_at = 0;
-        if (sscanf(line, "%lx-%lx %7s %*s %*s %*s %n", &low, &high, permissions, &path_at) == 3 && path_at > 0) {
-            /* A mapping's first line: private, readable, not writable, backed by a file (its path starts with '/'). */
-            candidate = permissions[0] == 'r' && permissions[1] == '-' && permissions[3] == 'p' && line[path_at] == '/';
-            start = low;
-            end = high;
-            continue;
-        }
-        unsigned long anonymous;
-        if (candidate && sscanf(line, "Anonymous: %lu kB", &anonymous) == 1) {
-            if (anonymous == 0 && count < capacity) {
-                ranges[count].start = start;
-                ranges[count].end = end;
-                count++;
-            }
-            candidate = 0;
-        }
-    }
-    fclose(smaps);
-    long long released = 0;
-    for (int index = 0; index < count; index++) {
-        size_t length = ranges[index].end - ranges[index].start;
-        if (madvise((void *)ranges[index].start, length, MADV_DONTNEED) == 0) released += (long long)length;
-    }
-    pthread_mutex_unlock(&lock);
-    return released;
+    long page = sysconf(_SC_PAGESIZE);
+    if (page <= 0) return -1;
+    int pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    if (pagemap < 0) return -1;
+    struct hp_unmap_state state = {.pagemap = pagemap, .page = (uintptr_t)page, .released = 0};
+    /* dl_iterate_phdr holds the loader's lock for the whole walk: no object seen can be unloaded (and its addresses
+     * reused) before its pages are released. */
+    dl_iterate_phdr(hp_unmap_object, &state);
+    close(pagemap);
+    return state.released;
 }

@@ -27,12 +27,13 @@ enum Allocator {
     static func trim() -> Bool { hp_malloc_trim() == 1 }
 
     /// Unmaps from the process the code and constant data it has touched so far (the executable's and the shared
-    /// libraries' read-only file pages that hold no copied page; ``hp_unmap_clean_file_pages``), for the server to
+    /// libraries' segments without write permission, unless one holds a page copied on write;
+    /// ``hp_unmap_clean_file_pages``), for the server to
     /// call once it has started: reading the configuration, migrating the store, probing plugins and binding
     /// listeners touch several megabytes of code that serving never runs again, and the kernel maps 64 KiB around each
     /// page a fault reads. What serving uses is mapped again on its first use, from the page cache (a minor fault, no
     /// disk read); the page cache, shared with every other process, is not changed. Returns the bytes of the mappings
-    /// released (most of them were not resident), or nil when `/proc/self/smaps` cannot be read.
+    /// released (most of them were not resident), or nil when `/proc/self/pagemap` cannot be read.
     @discardableResult
     static func releaseStartupPages() -> Int? {
         let released = hp_unmap_clean_file_pages()
