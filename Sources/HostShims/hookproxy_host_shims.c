@@ -261,7 +261,7 @@ int hp_malloc_trim(void) {
 #endif
 }
 
-/* What hp_unmap_clean_file_pages carries through dl_iterate_phdr. */
+/* What hp_unmap_readonly_segments carries through dl_iterate_phdr. */
 struct hp_unmap_state {
     int pagemap;
     uintptr_t page;
@@ -307,7 +307,7 @@ static int hp_unmap_object(struct dl_phdr_info *info, size_t size, void *data) {
     return 0;
 }
 
-long long hp_unmap_clean_file_pages(void) {
+long long hp_unmap_readonly_segments(void) {
     long page = sysconf(_SC_PAGESIZE);
     if (page <= 0) return -1;
     int pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);

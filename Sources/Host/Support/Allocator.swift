@@ -28,15 +28,14 @@ enum Allocator {
 
     /// Unmaps from the process the code and constant data it has touched so far (the executable's and the shared
     /// libraries' segments without write permission, unless one holds a page copied on write;
-    /// ``hp_unmap_clean_file_pages``), for the server to
-    /// call once it has started: reading the configuration, migrating the store, probing plugins and binding
-    /// listeners touch several megabytes of code that serving never runs again, and the kernel maps 64 KiB around each
-    /// page a fault reads. What serving uses is mapped again on its first use, from the page cache (a minor fault, no
+    /// ``hp_unmap_readonly_segments``), for the server to call once it has started: reading the configuration,
+    /// migrating the store, probing plugins and binding listeners touch several megabytes of code that serving never
+    /// runs again, and the kernel maps 64 KiB around each page a fault reads. What serving uses is mapped again on its first use, from the page cache (a minor fault, no
     /// disk read); the page cache, shared with every other process, is not changed. Returns the bytes of the mappings
     /// released (most of them were not resident), or nil when `/proc/self/pagemap` cannot be read.
     @discardableResult
     static func releaseStartupPages() -> Int? {
-        let released = hp_unmap_clean_file_pages()
+        let released = hp_unmap_readonly_segments()
         return released < 0 ? nil : Int(released)
     }
 }

@@ -106,7 +106,7 @@ int hp_malloc_trim(void);
  * (RELRO) among them, are never touched, nor is any other mapping. The loader's lock is held throughout, so no object
  * is unloaded meanwhile. Safe while other threads run that code. Returns the bytes unmapped (most of them were not
  * resident), or -1 when /proc/self/pagemap cannot be read. */
-long long hp_unmap_clean_file_pages(void);
+long long hp_unmap_readonly_segments(void);
 
 #ifdef __cplusplus
 }
