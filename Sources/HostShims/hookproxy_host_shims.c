@@ -261,6 +261,11 @@ int hp_malloc_trim(void) {
 #endif
 }
 
+int hp_punch_hole(int fd, int64_t length) {
+    if (length < 0) return EINVAL;
+    return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)length) == 0 ? 0 : errno;
+}
+
 /* What hp_unmap_readonly_segments carries through dl_iterate_phdr. */
 struct hp_unmap_state {
     int pagemap;

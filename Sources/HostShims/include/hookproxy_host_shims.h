@@ -98,6 +98,12 @@ int hp_malloc_tune(size_t trim_threshold, size_t mmap_threshold);
  * else 0. */
 int hp_malloc_trim(void);
 
+/* Makes the first `length` bytes of the file `fd` read as zeros without writing them and without changing its size
+ * (fallocate with FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE): the blocks are freed and the pages dropped from the page
+ * cache, so a shared mapping of the file holds no resident page there until one is written again. Returns 0, or the
+ * errno (EOPNOTSUPP where the file system cannot punch holes); the file is unchanged then. */
+int hp_punch_hole(int fd, int64_t length);
+
 /* Unmaps from this process the pages of the executable's and the loaded shared libraries' segments that are not
  * writable (code and constant data), as madvise(MADV_DONTNEED) does: a page used again is mapped again from the page
  * cache, which keeps every one of them (a minor fault, no disk read). A segment with a page that is the process's own
