@@ -29,7 +29,7 @@ struct PostgresInstancesTests {
             let name = try #require(URLComponents(string: database.url)?.path.dropFirst().description)
             // The sleeps answer 0; the watcher, the most connections it saw.
             let seen = try await withThrowingTaskGroup(of: Int.self) { group in
-                for _ in 0..<12 {
+                for _ in 0..<6 {
                     group.addTask {
                         _ = try await store.run { client, logger in try await client.query("SELECT pg_sleep(0.3)", logger: logger) }
                         return 0
@@ -47,7 +47,9 @@ struct PostgresInstancesTests {
                 }
                 return try await group.reduce(0, max)
             }
-            // Twelve sleeps on three connections take four rounds; the pool opened what it was allowed to.
+            // Six sleeps on three connections take two rounds (twelve took four, and on a loaded machine the last round
+            // passed the store's 5 s query deadline, which counts the wait for a connection); the pool opened what it
+            // was allowed to.
             #expect(seen == 3, "\(seen) connections to the database at most")
             try await store.close()
         }
