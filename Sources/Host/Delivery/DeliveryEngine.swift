@@ -39,8 +39,6 @@ final class DeliveryEngine: Service, Sendable {
     private let logger: Logger
     private let configuration: Configuration
     private let metrics: HookproxyMetrics
-    /// Each destination's metrics, made on its first attempt.
-    private let meters = Mutex<[String: DeliveryMeters]>([:])
     private let alerter: Alerter?
     /// Where attempts in progress are noted, and what the previous run left there.
     private let journal: CallJournal?
@@ -179,29 +177,22 @@ final class DeliveryEngine: Service, Sendable {
         }
     }
 
-    /// The metrics `destination`'s attempts update.
-    private func meters(for destination: String) -> DeliveryMeters {
-        meters.withLock { meters in
-            if let existing = meters[destination] { return existing }
-            let made = DeliveryMeters(metrics: metrics, destination: destination)
-            meters[destination] = made
-            return made
-        }
-    }
-
     /// Counts the attempt by its verdict, with its duration and, once delivered, the time since the event was received.
     private func measure(_ delivery: ClaimedDelivery, _ verdict: Verdict) {
-        let meters = meters(for: delivery.destination)
-        meters.attempt(verdict.counted)
+        let destination = [("destination", delivery.destination)]
+        metrics.increment("hookproxy_delivery_attempts_total", destination + [("outcome", verdict.counted.rawValue)])
+        if verdict.counted == .rateLimited { metrics.increment("hookproxy_rate_limit_waits_total", destination + [("reason", "429")]) }
         if let plugin = verdict.failedPlugin {
             metrics.increment("hookproxy_plugin_errors_total", [("plugin", plugin), ("operation", "format")])
         }
         if verdict.measured, let attempt = verdict.outcome.attempt {
-            meters.attemptDuration(milliseconds: attempt.durationMilliseconds)
+            metrics.record(
+                "hookproxy_delivery_attempt_duration_seconds", destination, duration: .milliseconds(attempt.durationMilliseconds))
         }
         if verdict.outcome.status == .delivered {
             // `received_at` comes from the store: a damaged row must not trap here.
-            meters.latency(milliseconds: max(0, Clock.milliseconds().subtractingSaturated(delivery.event.receivedAt)))
+            let latency = max(0, Clock.milliseconds().subtractingSaturated(delivery.event.receivedAt))
+            metrics.record("hookproxy_delivery_latency_seconds", destination, duration: .milliseconds(latency))
         }
     }
 
@@ -209,7 +200,7 @@ final class DeliveryEngine: Service, Sendable {
     /// possibly on another lane sharing the bucket, arrived in between). False when cancelled at shutdown.
     private func waitForOpenWindow(_ lane: DestinationLane) async -> Bool {
         while let until = lane.closedUntil(now: Clock.milliseconds()) {
-            meters(for: lane.name).closedWindow()
+            metrics.increment("hookproxy_rate_limit_waits_total", [("destination", lane.name), ("reason", "window")])
             do {
                 try await Task.sleep(for: .milliseconds(max(1, until - Clock.milliseconds())))
             } catch {

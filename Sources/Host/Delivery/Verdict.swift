@@ -55,7 +55,7 @@ struct Verdict: Sendable {
     var log: [LogLine]
 
     /// How an attempt is counted in the metrics.
-    enum CountedAs: String, Sendable, CaseIterable {
+    enum CountedAs: String, Sendable {
         case delivered, retrying, dead, skipped, released
         case rateLimited = "rate_limited"
     }

@@ -60,26 +60,17 @@ final class HookproxyMetrics: Sendable {
         }
     }
 
-    /// The counter `name` with `labels`, for a caller that keeps it instead of naming it on every update.
-    func counter(_ name: String, _ labels: [(String, String)] = []) -> CoreMetrics.Counter {
-        let factory = self.factory
-        return Self.cached(counters, name, labels) { CoreMetrics.Counter(label: name, dimensions: labels, factory: factory) }
-    }
-
-    /// The duration histogram `name` with `labels`, for a caller that keeps it.
-    func timer(_ name: String, _ labels: [(String, String)] = []) -> CoreMetrics.Timer {
-        let factory = self.factory
-        return Self.cached(timers, name, labels) { CoreMetrics.Timer(label: name, dimensions: labels, factory: factory) }
-    }
-
     /// Adds `amount` to the counter `name` with `labels`.
     func increment(_ name: String, _ labels: [(String, String)] = [], by amount: Int = 1) {
-        counter(name, labels).increment(by: amount)
+        let factory = self.factory
+        Self.cached(counters, name, labels) { CoreMetrics.Counter(label: name, dimensions: labels, factory: factory) }.increment(by: amount)
     }
 
     /// Records a duration in the histogram `name` with `labels`.
     func record(_ name: String, _ labels: [(String, String)] = [], duration: Duration) {
-        timer(name, labels).recordNanoseconds(duration.wholeNanoseconds)
+        let factory = self.factory
+        Self.cached(timers, name, labels) { CoreMetrics.Timer(label: name, dimensions: labels, factory: factory) }
+            .recordNanoseconds(duration.wholeNanoseconds)
     }
 
     /// Sets the gauge `name` with `labels`.
