@@ -258,8 +258,3 @@ int hp_malloc_trim(void) {
     return 0;
 #endif
 }
-
-int hp_punch_hole(int fd, int64_t length) {
-    if (length < 0) return EINVAL;
-    return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)length) == 0 ? 0 : errno;
-}

@@ -165,12 +165,8 @@ final class CallJournal: @unchecked Sendable {
         let readable = existing && Array(UnsafeRawBufferPointer(start: base, count: 8)) == Self.magic
         previousRun = readable ? Self.readPrevious(base) : nil
         let poisoned = readable ? Self.readPoison(base) : []
-        // This run's header, poison list carried over, empty slots. The file is emptied by punching a hole over it, not by
-        // writing zeros: that leaves its pages untouched (and out of the server's resident size, 2 MB otherwise) until a
-        // slot is used, and slots are handed out lowest first. Its size never changes, so no page of the mapping is ever
-        // past its end (a truncation that could not be grown back would make every write to it a SIGBUS, at every
-        // start); where holes cannot be punched, zeros are written.
-        if hp_punch_hole(descriptor, Int64(Self.fileSize)) != 0 { memset(base, 0, Self.fileSize) }
+        // This run's header, poison list carried over, empty slots.
+        memset(base, 0, Self.fileSize)
         for (index, byte) in Self.magic.enumerated() { base.storeBytes(of: byte, toByteOffset: index, as: UInt8.self) }
         base.storeBytes(of: UInt32(1), toByteOffset: 8, as: UInt32.self)
         base.storeBytes(of: UInt32(Self.slotCount), toByteOffset: 12, as: UInt32.self)

@@ -98,12 +98,6 @@ int hp_malloc_tune(size_t trim_threshold, size_t mmap_threshold);
  * else 0. */
 int hp_malloc_trim(void);
 
-/* Makes the first `length` bytes of the file `fd` read as zeros without writing them and without changing its size
- * (fallocate with FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE): the blocks are freed and the pages dropped from the page
- * cache, so a shared mapping of the file holds no resident page there until one is written again. Returns 0, or the
- * errno (EOPNOTSUPP where the file system cannot punch holes); the file is unchanged then. */
-int hp_punch_hole(int fd, int64_t length);
-
 #ifdef __cplusplus
 }
 #endif
