@@ -105,19 +105,24 @@ struct RedactionTests {
         // A small alphabet, so that the words occur often, at the start, the end and overlapping themselves.
         let alphabet = Array("tokenapi-kys_crwd".utf8)
         let words = HeaderRedaction.credentialParts + ["t", "tt", "x-", ""]
+        // One #expect per kind, not per name: this runs on the cooperative pool the in-process servers of other suites
+        // share, and 50,000 expectations held one of its two threads for seconds on a loaded machine.
         var found = 0
-        for _ in 0..<5_000 {
+        var disagreements: [String] = []
+        for _ in 0..<1_000 {
             let length = Int.random(in: 0...14, using: &generator)
             let name = String(decoding: (0..<length).map { _ in alphabet.randomElement(using: &generator) ?? 0x74 }, as: UTF8.self)
             for word in words where !word.isEmpty {
                 let expected = name.contains(word)
-                #expect(name.containsUTF8(Array(word.utf8)) == expected, "\(name) / \(word)")
+                if name.containsUTF8(Array(word.utf8)) != expected { disagreements.append("\(name) / \(word)") }
                 if expected { found += 1 }
             }
-            let redacted = HeaderRedaction().redacts(name)
-            #expect(redacted == HeaderRedaction.credentialParts.contains { name.contains($0) })
+            if HeaderRedaction().redacts(name) != HeaderRedaction.credentialParts.contains(where: { name.contains($0) }) {
+                disagreements.append("redacts \(name)")
+            }
         }
-        #expect(found > 1_000)
+        #expect(disagreements.isEmpty, "\(disagreements.prefix(5))")
+        #expect(found > 200)
         #expect("x-gitlab-token".containsUTF8(Array("token".utf8)))
         #expect(!"x-tok".containsUTF8(Array("token".utf8)))
         #expect("anything".containsUTF8([]))
