@@ -37,7 +37,7 @@ struct ScaleOutTests {
             // `out` answers slowly, so that a backlog forms and every instance holds deliveries claimed ahead, not yet
             // sent: the killed instance's must come back to the others. The FIFO line answers fast enough to drain.
             sink.answerByDefault(.init(status: 200, delay: .milliseconds(20)))
-            sink.plan("/out", responses: Array(repeating: .init(status: 200, delay: .milliseconds(250)), count: 20_000))
+            sink.plan("/out", responses: Array(repeating: .init(status: 200, delay: .milliseconds(100)), count: 20_000))
             let directory = TestPaths.temporaryDirectory("scale-out")
             var instances: [(ingest: Int, admin: Int, child: ChildServer)] = []
             for number in 0..<3 {
@@ -51,8 +51,10 @@ struct ScaleOutTests {
             }
             let ports = instances.map(\.ingest)
 
-            // Each client sends its next event once the last one was answered, spreading them over the instances as a
-            // load balancer would; an instance that is gone refuses the connection and the client moves on.
+            // Each client sends its next event once the last one was answered and 20 ms have passed, spreading them over
+            // the instances as a load balancer would; an instance that is gone refuses the connection and the client moves
+            // on. The pace bounds how many events the slow `out` must drain at the end however fast ingest is (unpaced, a
+            // faster ingest acknowledged more than two survivors could send to `out` within the wait below).
             let acknowledged = Collected()
             let clients = Task {
                 await withTaskGroup(of: Void.self) { group in
@@ -70,6 +72,7 @@ struct ScaleOutTests {
                                     response.status == 202, let id = response.json?["id"]?.stringValue
                                 else { continue }
                                 acknowledged.add(id)
+                                try? await Task.sleep(for: .milliseconds(20))
                             }
                         }
                     }
