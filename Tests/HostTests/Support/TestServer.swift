@@ -54,10 +54,30 @@ final class TestServer: Sendable {
     func waitForDeliveries(of id: String, toBe statuses: Set<DeliveryStatus> = [.delivered], timeout: Duration = .seconds(20))
         async throws
     {
-        try await waitUntil("deliveries of \(id) to be \(statuses.map(\.rawValue))", timeout: timeout) {
-            guard let detail = try await self.detail(id), !detail.deliveries.isEmpty else { return false }
-            return detail.deliveries.allSatisfy { statuses.contains($0.status) }
+        do {
+            try await waitUntil("deliveries of \(id) to be \(statuses.map(\.rawValue))", timeout: timeout) {
+                guard let detail = try await self.detail(id), !detail.deliveries.isEmpty else { return false }
+                return detail.deliveries.allSatisfy { statuses.contains($0.status) }
+            }
+        } catch let timedOut as TimedOut {
+            // What the deliveries and their lanes look like now, so that a stall seen once can be understood.
+            throw TimedOut(what: "\(timedOut.what); now: \(await describeDeliveries(of: id))")
         }
+    }
+
+    /// Each delivery of event `id` (status, attempts, when due, last error, its answers) and the destinations' lanes as
+    /// the admin API shows them, for a failure message.
+    func describeDeliveries(of id: String) async -> String {
+        guard let detail = try? await self.detail(id) else { return "the event cannot be read" }
+        let now = Clock.milliseconds()
+        let deliveries = detail.deliveries.map { delivery in
+            let due = delivery.nextAttemptAt.map { "due in \($0 - now) ms" } ?? "not due"
+            let answers = delivery.history.map { $0.httpStatus.map(String.init) ?? "-" }
+            return
+                "\(delivery.destination) \(delivery.status.rawValue), \(delivery.attempts) attempts, \(due), answers \(answers), last error \(delivery.lastError ?? "none")"
+        }
+        let lanes = (try? await send(.GET, "\(adminURL)/admin/destinations")).map { String(decoding: $0.body, as: UTF8.self) } ?? "?"
+        return deliveries.joined(separator: "; ") + "; lanes \(lanes)"
     }
 
     /// Graceful shutdown; returns when the server has stopped.
