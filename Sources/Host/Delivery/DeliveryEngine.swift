@@ -140,6 +140,7 @@ final class DeliveryEngine: Service, Sendable {
         // Noted until the outcome is recorded: if the process dies meanwhile, the next start counts it.
         let note = journal?.begin(.init(kind: .attempt, id: delivery.id, name: delivery.destination))
         defer { journal?.end(note) }
+        recorder.attemptStarted()
         let verdict: Verdict
         if await waitForOpenWindow(lane) {
             verdict = await attempt.run(delivery, runtime: runtime)

@@ -5,8 +5,22 @@ import Synchronization
 /// current one commits, so under load batches grow and throughput follows; under light load a batch is one item.
 ///
 /// When a commit fails, every caller in that batch gets the error: nothing in the batch is acknowledged.
+///
+/// With a ``Gathering``, a batch smaller than `enough` waits up to `delay` for more items while the caller says more
+/// are on their way: fewer, larger transactions (and fsyncs) for the same items.
 final class GroupCommitter<Item: Sendable, Output: Sendable>: Sendable {
     typealias Commit = @Sendable ([Item]) async throws -> [Output]
+
+    /// Waiting a moment for more items before a commit, when more are known to be coming (as PostgreSQL's
+    /// `commit_delay` does when other transactions are active).
+    struct Gathering: Sendable {
+        /// The longest a forming batch waits for more items.
+        var delay: Duration
+        /// A batch this size commits at once.
+        var enough: Int
+        /// Whether more items are on their way; asked when a batch starts to form.
+        var moreComing: @Sendable () -> Bool
+    }
 
     private struct Waiting {
         var item: Item
@@ -16,11 +30,14 @@ final class GroupCommitter<Item: Sendable, Output: Sendable>: Sendable {
     private struct State {
         var queue: [Waiting] = []
         var writerWaiting: CheckedContinuation<Void, Never>?
+        /// While the writer gathers: the queue's size that ends the wait.
+        var gatherUntil: Int?
         var closed = false
     }
 
     private enum Next {
         case batch([Waiting])
+        case gather
         case finished
         case wait
     }
@@ -28,11 +45,16 @@ final class GroupCommitter<Item: Sendable, Output: Sendable>: Sendable {
     private let state = Mutex(State())
     private let batches = Atomic<Int>(0)
     private let commit: Commit
+    private let gathering: Gathering?
+    /// Ends a gathering wait early, when the batch is big enough or the writer closes.
+    private let gathered: WakeSignal?
     /// The most items one batch takes.
     let maximumBatch: Int
 
-    init(maximumBatch: Int = 2048, commit: @escaping Commit) {
+    init(maximumBatch: Int = 2048, gathering: Gathering? = nil, commit: @escaping Commit) {
         self.maximumBatch = maximumBatch
+        self.gathering = gathering
+        self.gathered = gathering == nil ? nil : WakeSignal()
         self.commit = commit
     }
 
@@ -40,14 +62,15 @@ final class GroupCommitter<Item: Sendable, Output: Sendable>: Sendable {
     /// has stopped.
     func submit(_ item: Item) async throws -> Output {
         try await withCheckedThrowingContinuation { continuation in
-            let wake = state.withLock { state -> (Bool, CheckedContinuation<Void, Never>?) in
-                guard !state.closed else { return (false, nil) }
+            let wake = state.withLock { state -> (accepted: Bool, writer: CheckedContinuation<Void, Never>?, gathered: Bool) in
+                guard !state.closed else { return (false, nil, false) }
                 state.queue.append(Waiting(item: item, continuation: continuation))
                 defer { state.writerWaiting = nil }
-                return (true, state.writerWaiting)
+                return (true, state.writerWaiting, state.gatherUntil.map { state.queue.count >= $0 } ?? false)
             }
-            if !wake.0 { continuation.resume(throwing: StoreError.closed) }
-            wake.1?.resume()
+            if !wake.accepted { continuation.resume(throwing: StoreError.closed) }
+            wake.writer?.resume()
+            if wake.gathered { gathered?.signal() }
         }
     }
 
@@ -77,12 +100,17 @@ final class GroupCommitter<Item: Sendable, Output: Sendable>: Sendable {
             return state.writerWaiting
         }
         writer?.resume()
+        gathered?.signal()
     }
 
     private func nextBatch() async -> [Waiting]? {
+        var waitedForMore = false
         while true {
             let next = state.withLock { state -> Next in
                 if !state.queue.isEmpty {
+                    if !waitedForMore, !state.closed, let gathering, state.queue.count < min(gathering.enough, maximumBatch) {
+                        return .gather
+                    }
                     let count = min(state.queue.count, maximumBatch)
                     let batch = Array(state.queue.prefix(count))
                     state.queue.removeFirst(count)
@@ -93,6 +121,9 @@ final class GroupCommitter<Item: Sendable, Output: Sendable>: Sendable {
             switch next {
             case .batch(let batch): return batch
             case .finished: return nil
+            case .gather:
+                waitedForMore = true
+                await gatherMore()
             case .wait:
                 await withCheckedContinuation { continuation in
                     let resumeNow = state.withLock { state -> Bool in
@@ -104,5 +135,19 @@ final class GroupCommitter<Item: Sendable, Output: Sendable>: Sendable {
                 }
             }
         }
+    }
+
+    /// Waits up to the gathering's delay for the queue to reach `enough`, if more items are on their way.
+    private func gatherMore() async {
+        guard let gathering, let gathered, gathering.moreComing() else { return }
+        let enough = min(gathering.enough, maximumBatch)
+        let full = state.withLock { state -> Bool in
+            if state.queue.count >= enough || state.closed { return true }
+            state.gatherUntil = enough
+            return false
+        }
+        guard !full else { return }
+        await gathered.wait(timeout: gathering.delay)
+        state.withLock { $0.gatherUntil = nil }
     }
 }
