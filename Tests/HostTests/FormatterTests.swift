@@ -22,18 +22,14 @@ struct FormatterTests {
     func format(_ instance: PluginInstance, _ document: JSONValue, body: [UInt8] = [], contentType: String = "application/json")
         async throws -> Sent
     {
-        // Serialising and checking long documents is slow in a debug build: on a thread of its own, not the cooperative
-        // pool the suite's in-process servers share.
-        let bytes = try await onOwnThread { document.serializedBytes() }
-        switch await instance.format(document: bytes, body: body, contentType: contentType) {
+        switch await instance.format(document: document.serializedBytes(), body: body, contentType: contentType) {
         case .send(let body, let type, let headers):
             // Valid UTF-8 and valid JSON by an independent reader, whatever the formatter.
             if type == "application/json" || type == OutboundRequest.sequenceContentType {
-                let (utf8, json) = try await onOwnThread {
-                    (String(validating: body, as: UTF8.self) != nil, (try? JSONSerialization.jsonObject(with: Data(body))) != nil)
-                }
-                #expect(utf8)
-                #expect(json, "not valid JSON: \(String(decoding: body, as: UTF8.self))")
+                #expect(String(validating: body, as: UTF8.self) != nil)
+                #expect(
+                    (try? JSONSerialization.jsonObject(with: Data(body))) != nil, "not valid JSON: \(String(decoding: body, as: UTF8.self))"
+                )
             }
             return Sent(body: body, contentType: type, headers: headers)
         case .skip(let reason):
@@ -99,19 +95,14 @@ struct FormatterTests {
         let discord = try await instance(
             "discord",
             ["title": "{{fields.title}}", "description": "{{fields.body}}", "content": "{{fields.body}}", "footer": "{{fields.body}}"])
+        var generator = SystemRandomNumberGenerator()
         for round in 0..<40 {
-            // Long random texts take seconds to build in a debug build: not on the cooperative pool, which the suite's
-            // in-process servers share.
-            let fields = try await onOwnThread {
-                var generator = SystemRandomNumberGenerator()
-                var fields = JSONObject()
-                fields["title"] = .string(RandomText.make(maximumLength: 400, using: &generator))
-                fields["body"] = .string(RandomText.make(maximumLength: round % 3 == 0 ? 6000 : 300, using: &generator))
-                for index in 0..<Int.random(in: 0...40, using: &generator) {
-                    fields["f\(index)-" + RandomText.make(maximumLength: 3, using: &generator)] = .string(
-                        RandomText.make(maximumLength: 700, using: &generator))
-                }
-                return fields
+            var fields = JSONObject()
+            fields["title"] = .string(RandomText.make(maximumLength: 400, using: &generator))
+            fields["body"] = .string(RandomText.make(maximumLength: round % 3 == 0 ? 6000 : 300, using: &generator))
+            for index in 0..<Int.random(in: 0...40, using: &generator) {
+                fields["f\(index)-" + RandomText.make(maximumLength: 3, using: &generator)] = .string(
+                    RandomText.make(maximumLength: 700, using: &generator))
             }
             let message = try await format(discord, Self.event(fields: .object(fields))).json
             let embed = try #require(message["embeds"]?.arrayValue?.first)
@@ -234,18 +225,13 @@ struct FormatterTests {
                     ["description": "{{fields.body}}"],
                 ],
             ])
+        var generator = SystemRandomNumberGenerator()
         for round in 0..<30 {
-            // Long random texts take seconds to build in a debug build: not on the cooperative pool, which the suite's
-            // in-process servers share.
-            let fields = try await onOwnThread {
-                var generator = SystemRandomNumberGenerator()
-                var fields = JSONObject()
-                fields["title"] = .string(RandomText.make(maximumLength: 400, using: &generator))
-                fields["body"] = .string(RandomText.make(maximumLength: round % 2 == 0 ? 9000 : 500, using: &generator))
-                for index in 0..<Int.random(in: 0...60, using: &generator) {
-                    fields["f\(index)"] = .string(RandomText.make(maximumLength: 900, using: &generator))
-                }
-                return fields
+            var fields = JSONObject()
+            fields["title"] = .string(RandomText.make(maximumLength: 400, using: &generator))
+            fields["body"] = .string(RandomText.make(maximumLength: round % 2 == 0 ? 9000 : 500, using: &generator))
+            for index in 0..<Int.random(in: 0...60, using: &generator) {
+                fields["f\(index)"] = .string(RandomText.make(maximumLength: 900, using: &generator))
             }
             let sent = try await format(discord, Self.event(fields: .object(fields)))
             // Several messages come as one sequence document; each must be a valid Discord message on its own.
@@ -302,19 +288,16 @@ struct FormatterTests {
     @Test("slack: long and non-ASCII input always fits Slack's Block Kit limits")
     func slackLimits() async throws {
         let slack = try await instance("slack", ["title": "{{fields.title}}", "description": "{{fields.body}}", "text": "{{fields.body}}"])
+        var generator = SystemRandomNumberGenerator()
         for round in 0..<40 {
-            // Long random texts take seconds to build in a debug build: not on the cooperative pool, which the suite's
-            // in-process servers share.
-            let fields = try await onOwnThread {
-                var generator = SystemRandomNumberGenerator()
-                var fields = JSONObject()
-                fields["title"] = .string(RandomText.make(maximumLength: 300, using: &generator))
-                fields["body"] = .string(RandomText.make(maximumLength: round % 3 == 0 ? 5000 : 200, using: &generator))
-                // Round 0 has more fields than 50 blocks can hold; the others vary lengths.
-                for index in 0..<(round == 0 ? 520 : Int.random(in: 0...30, using: &generator)) {
-                    fields["k\(index)"] = .string(RandomText.make(maximumLength: round % 5 == 0 ? 1200 : 8, using: &generator))
-                }
-                return fields
+            var fields = JSONObject()
+            fields["title"] = .string(RandomText.make(maximumLength: 300, using: &generator))
+            fields["body"] = .string(RandomText.make(maximumLength: round % 3 == 0 ? 5000 : 200, using: &generator))
+            // Round 0 has more fields than 50 blocks can hold (short ones: a megabyte of them made this the suite's
+            // heaviest test); the others vary lengths.
+            for index in 0..<(round == 0 ? 520 : Int.random(in: 0...30, using: &generator)) {
+                fields["k\(index)"] = .string(
+                    RandomText.make(maximumLength: round % 5 == 0 && round > 0 ? 1200 : 8, using: &generator))
             }
             let message = try await format(slack, Self.event(fields: .object(fields))).json
             let blocks = try #require(message["blocks"]?.arrayValue)
