@@ -5,6 +5,38 @@ import Testing
 
 @Suite("JSON values")
 struct JSONValueTests {
+    @Test("an object keeps order and finds, replaces and removes members the same below and above its index's size")
+    func objectAcrossIndexSize() {
+        // A reference kept as a plain list, against random sets and removals on 20 keys (about 13 present at a time), so that objects
+        // grow past the size where lookups start using an index and shrink back below it, many times.
+        var generator = SystemRandomNumberGenerator()
+        var object = JSONObject()
+        var reference: [(key: String, value: JSONValue)] = []
+        var mismatches: [String] = []
+        for step in 0..<3_000 {
+            let key = "k\(Int.random(in: 0..<20, using: &generator))"
+            if Int.random(in: 0..<3, using: &generator) == 0 {
+                object[key] = nil
+                reference.removeAll { $0.key == key }
+            } else {
+                let value = JSONValue.number("\(step)")
+                object[key] = value
+                if let position = reference.firstIndex(where: { $0.key == key }) {
+                    reference[position].value = value
+                } else {
+                    reference.append((key, value))
+                }
+            }
+            let probe = "k\(Int.random(in: 0..<22, using: &generator))"
+            if object[probe] != reference.first(where: { $0.key == probe })?.value
+                || object.keys != reference.map(\.key) || object.count != reference.count
+            {
+                mismatches.append("step \(step): \(key), probe \(probe)")
+            }
+        }
+        #expect(mismatches.isEmpty, "\(mismatches.prefix(5))")
+    }
+
     @Test("parses every JSON type and serialises back to the same compact text")
     func roundTrip() throws {
         let text = #"{"a":[1,-2.5e3,true,false,null],"b":{"c":"d\"e\\f\n\u0001"},"n":12345678901234567890,"u":"é😀"}"#
