@@ -162,41 +162,19 @@ struct BenchError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-/// The ports ``unusedPort()`` has handed out in this run.
-nonisolated(unsafe) private var handedOutPorts = Set<Int>()
-private let handedOutLock = NSLock()
-
-/// A TCP port nobody listens on right now, for a server started a moment later. It is chosen between 30000 and 32767:
-/// below the kernel's ephemeral range (from 32768 by default), so that no outgoing connection (the load generator's,
-/// or another process's on a busy machine) can take it before the server binds it, and above the 20000–29999 the test
-/// suite uses for its own servers; never twice in one run. Where the ephemeral range starts lower, the kernel picks.
+/// A TCP port nobody listens on right now: one the kernel picks (bound to port 0, then closed). The server binds it a
+/// moment later; another process may take it in between (decisions §39: a fixed range shared by the suite's two
+/// concurrent benchmark runs collided more often, and was taken back).
 func unusedPort() -> Int {
-    let ephemeralStart =
-        (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8))
-        .flatMap { $0.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).first.flatMap { Int($0) } } ?? 32768
-    if ephemeralStart >= 32768 {
-        for _ in 0..<200 {
-            let port = Int.random(in: 30000..<32768)
-            let fresh = handedOutLock.withLock { handedOutPorts.insert(port).inserted }
-            if fresh, bound(port) != nil { return port }
-        }
-    }
-    return bound(0) ?? 0
-}
-
-/// Binds a socket to `port` on 127.0.0.1 and closes it: the port it was bound to (the kernel's choice for 0), or nil
-/// when the port is taken.
-private func bound(_ port: Int) -> Int? {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     defer { close(fd) }
     var address = sockaddr_in()
     address.sin_family = sa_family_t(AF_INET)
-    address.sin_port = UInt16(port).bigEndian
+    address.sin_port = 0
     address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    let result = withUnsafePointer(to: &address) {
+    _ = withUnsafePointer(to: &address) {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
     }
-    guard result == 0 else { return nil }
     var length = socklen_t(MemoryLayout<sockaddr_in>.size)
     _ = withUnsafeMutablePointer(to: &address) {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
