@@ -117,12 +117,17 @@ public enum JSONValue: Sendable, Hashable {
 public struct JSONObject: Sendable, Hashable, Sequence {
     /// The members, in order.
     public private(set) var members: [(key: String, value: JSONValue)]
-    private var index: [String: Int]
+    /// Each key's position in `members`, kept only above ``linearLimit`` members: a small object (most of a webhook's)
+    /// is searched in order, which costs less than hashing the key.
+    private var index: [String: Int]?
+
+    /// The most members an object keeps without a hash index.
+    static let linearLimit = 12
 
     /// An empty object.
     public init() {
         members = []
-        index = [:]
+        index = nil
     }
 
     /// An object from members in order; a repeated key replaces the earlier value in place.
@@ -131,21 +136,42 @@ public struct JSONObject: Sendable, Hashable, Sequence {
         for (key, value) in members { self[key] = value }
     }
 
+    /// The position of `key` in `members`, or `nil`.
+    private func position(of key: String) -> Int? {
+        if let index { return index[key] }
+        return members.firstIndex { $0.key == key }
+    }
+
+    /// Builds the index when the object has grown past ``linearLimit``, drops it when it has shrunk back.
+    private mutating func reindex() {
+        guard members.count > Self.linearLimit else {
+            index = nil
+            return
+        }
+        var built: [String: Int] = [:]
+        built.reserveCapacity(members.count)
+        for (offset, member) in members.enumerated() { built[member.key] = offset }
+        index = built
+    }
+
     /// The value of `key`, or `nil`; setting `nil` removes the member.
     public subscript(key: String) -> JSONValue? {
-        get { index[key].map { members[$0].value } }
+        get { position(of: key).map { members[$0].value } }
         set {
-            if let position = index[key] {
+            if let position = position(of: key) {
                 if let newValue {
                     members[position].value = newValue
                 } else {
                     members.remove(at: position)
-                    index = [:]
-                    for (offset, member) in members.enumerated() { index[member.key] = offset }
+                    reindex()
                 }
             } else if let newValue {
-                index[key] = members.count
                 members.append((key, newValue))
+                if index != nil {
+                    index?[key] = members.count - 1
+                } else if members.count > Self.linearLimit {
+                    reindex()
+                }
             }
         }
     }
