@@ -183,7 +183,8 @@ final class Bench {
         try servers[0].admin("POST", "/admin/destinations/chat/pause")
         _ = try await load(servers, shape: .closedLoop(count: nil, seconds: sizes.seconds / 5))
         let meter = try CPUMeter(
-            servers.map(\.process), instructions: sizes.instructions, database: databases.isPostgres, work: work)
+            servers.map(\.process), instructions: sizes.instructions, profile: sizes.profile ? "ingest" : nil,
+            database: databases.isPostgres, work: work)
         let result = try await load(servers, shape: .closedLoop(count: nil, seconds: sizes.seconds))
         let cpu = meter.microseconds(per: result.answered)
         measured.ingestCPU = cpu.server + cpu.workers
@@ -207,7 +208,8 @@ final class Bench {
         }
         _ = try await load(servers, path: "/_bench/noop", shape: .closedLoop(count: nil, seconds: sizes.seconds / 5))
         let meter = try CPUMeter(
-            servers.map(\.process), instructions: sizes.instructions, database: databases.isPostgres, work: work)
+            servers.map(\.process), instructions: sizes.instructions, profile: sizes.profile ? "ceiling" : nil,
+            database: databases.isPostgres, work: work)
         let result = try await load(servers, path: "/_bench/noop", shape: .closedLoop(count: nil, seconds: sizes.seconds))
         let perRequest = meter.perUnit(result.answered)
         measured.ceilingThroughput = result.throughput
@@ -365,7 +367,8 @@ final class Bench {
         try await sink.reset(expecting: 0)
         let started = Date()
         let meter = try CPUMeter(
-            servers.map(\.process), instructions: sizes.instructions, database: databases.isPostgres, work: work)
+            servers.map(\.process), instructions: sizes.instructions, profile: sizes.profile ? "drain-\(isolation)" : nil,
+            database: databases.isPostgres, work: work)
         try servers[0].admin("POST", "/admin/destinations/chat/resume")
         let deadline = started.addingTimeInterval(600)
         while try await sink.counts().received < sizes.drainCount, Date() < deadline { try await Task.sleep(for: .milliseconds(5)) }

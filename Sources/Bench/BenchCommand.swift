@@ -50,6 +50,13 @@ struct BenchCommand: AsyncParsableCommand {
     @Flag(help: "Also count the server's instructions per request and per delivery with perf stat (Debian's linux-perf).")
     var instructions = false
 
+    @Flag(
+        help: """
+            Record a CPU profile (perf record -g, by CPU clock) of the servers and their plugin workers during each \
+            measured ingest, ceiling and drain run, into the work directory (profile-<run>.data; read it with perf report -i).
+            """)
+    var profile = false
+
     @Option(
         help: """
             Store events in PostgreSQL instead of SQLite: postgres://USER:PASSWORD@HOST:PORT/DATABASE?sslmode=disable. \
@@ -84,12 +91,13 @@ struct BenchCommand: AsyncParsableCommand {
         }
         var sizes = Sizes(
             connections: connections, seconds: seconds, rate: rate, pipelineSeconds: pipelineSeconds, drainCount: drainCount,
-            backlogCount: backlogCount, startups: 5, maxConcurrency: maxConcurrency, instructions: instructions, instances: instances,
+            backlogCount: backlogCount, startups: 5, maxConcurrency: maxConcurrency, instructions: instructions, profile: profile,
+            instances: instances,
             findRateSeconds: findRateSeconds, findRatePrecision: 0.05)
         if quick {
             sizes = Sizes(
                 connections: 4, seconds: 0.5, rate: 100, pipelineSeconds: 1, drainCount: 200, backlogCount: 500, startups: 2,
-                maxConcurrency: maxConcurrency, instructions: instructions, instances: instances, findRateSeconds: 0.5,
+                maxConcurrency: maxConcurrency, instructions: instructions, profile: profile, instances: instances, findRateSeconds: 0.5,
                 findRatePrecision: 0.25)
         }
         let directory =
@@ -137,6 +145,8 @@ struct Sizes {
     var startups: Int
     var maxConcurrency: Int
     var instructions: Bool
+    /// Record a perf profile of each measured run.
+    var profile = false
     /// hookproxy processes sharing one PostgreSQL database in the scenarios that allow several.
     var instances: Int
     /// Seconds of each step of the find-rate search.

@@ -94,6 +94,25 @@ final class ServerProcess {
             })
     }
 
+    /// Context switches of the server's threads and its plugin workers' so far (voluntary and involuntary, summed over
+    /// `/proc/PID/task/*/status`; threads that ended meanwhile are not counted). A count, unlike CPU time steady from
+    /// run to run on a shared machine: each is a thread that went to sleep or was preempted, so it counts the wake-ups
+    /// that hand work between threads.
+    func contextSwitches() -> Int {
+        ([pid] + workers()).map(Self.contextSwitches(process:)).reduce(0, +)
+    }
+
+    static func contextSwitches(process: Int32) -> Int {
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(process)/task")) ?? []
+        return tasks.map { task in
+            guard let status = try? String(contentsOfFile: "/proc/\(process)/task/\(task)/status", encoding: .utf8) else { return 0 }
+            return status.split(separator: "\n").reduce(0) { total, line in
+                guard line.hasPrefix("voluntary_ctxt_switches:") || line.hasPrefix("nonvoluntary_ctxt_switches:") else { return total }
+                return total + (Int(line.split(separator: "\t").last ?? "0") ?? 0)
+            }
+        }.reduce(0, +)
+    }
+
     /// CPU time the process has used so far (user + system), in seconds.
     func cpuSeconds() -> Double {
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return 0 }

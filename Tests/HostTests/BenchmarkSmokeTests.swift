@@ -35,6 +35,9 @@ struct BenchmarkSmokeTests {
         // Tiny sizes, but real traffic: nothing may go missing or fail.
         #expect(output.contains("100 sent, 0 missing, 0 duplicates, 0 errors at ingest"), "\(output)")
         #expect(!output.contains("no answer"), "\(output)")
+        // Each measured run counts the server's and its workers' context switches (a count, steadier than CPU time).
+        #expect(output.contains("context switches/delivery"), "\(output)")
+        #expect(output.contains("context switches/req"), "\(output)")
     }
 
     @Test(
