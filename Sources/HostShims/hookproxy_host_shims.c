@@ -9,7 +9,9 @@
 #include <signal.h>
 #include <spawn.h>
 #include <stdlib.h>
+#include <link.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sched.h>
 #include <sys/resource.h>
@@ -257,4 +259,63 @@ int hp_malloc_trim(void) {
 #else
     return 0;
 #endif
+}
+
+/* What hp_unmap_readonly_segments carries through dl_iterate_phdr. */
+struct hp_unmap_state {
+    int pagemap;
+    uintptr_t page;
+    long long released;
+};
+
+/* Whether every page of [start, end) that is mapped is still the file's (pagemap bit 61: a file page or shared
+ * memory), none a copy of the process's own (relocated text of an object with text relocations, code a debugger
+ * patched). A page not mapped is fine: it comes back from the file. */
+static int hp_pages_are_file_pages(int pagemap, uintptr_t start, uintptr_t end, uintptr_t page) {
+    uint64_t entries[512];
+    for (uintptr_t address = start; address < end;) {
+        size_t count = (size_t)((end - address) / page);
+        if (count > 512) count = 512;
+        ssize_t bytes = pread(pagemap, entries, count * sizeof(uint64_t), (off_t)(address / page * sizeof(uint64_t)));
+        if (bytes != (ssize_t)(count * sizeof(uint64_t))) return 0;
+        for (size_t index = 0; index < count; index++) {
+            int present = (int)((entries[index] >> 63) & 1);
+            int file_or_shared = (int)((entries[index] >> 61) & 1);
+            if (present && !file_or_shared) return 0;
+        }
+        address += count * page;
+    }
+    return 1;
+}
+
+static int hp_unmap_object(struct dl_phdr_info *info, size_t size, void *data) {
+    (void)size;
+    struct hp_unmap_state *state = data;
+    /* The vDSO is the kernel's, not a file. */
+    if (info->dlpi_name != NULL && strncmp(info->dlpi_name, "linux-", 6) == 0) return 0;
+    for (int index = 0; index < info->dlpi_phnum; index++) {
+        const ElfW(Phdr) *segment = &info->dlpi_phdr[index];
+        if (segment->p_type != PT_LOAD || (segment->p_flags & PF_W) != 0) continue;
+        /* Whole pages inside the segment only: a page it shares with a neighbour is left alone. */
+        uintptr_t start = (uintptr_t)(info->dlpi_addr + segment->p_vaddr);
+        uintptr_t end = start + (uintptr_t)segment->p_memsz;
+        start = (start + state->page - 1) & ~(state->page - 1);
+        end &= ~(state->page - 1);
+        if (end <= start || !hp_pages_are_file_pages(state->pagemap, start, end, state->page)) continue;
+        if (madvise((void *)start, end - start, MADV_DONTNEED) == 0) state->released += (long long)(end - start);
+    }
+    return 0;
+}
+
+long long hp_unmap_readonly_segments(void) {
+    long page = sysconf(_SC_PAGESIZE);
+    if (page <= 0) return -1;
+    int pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    if (pagemap < 0) return -1;
+    struct hp_unmap_state state = {.pagemap = pagemap, .page = (uintptr_t)page, .released = 0};
+    /* dl_iterate_phdr holds the loader's lock for the whole walk: no object seen can be unloaded (and its addresses
+     * reused) before its pages are released. */
+    dl_iterate_phdr(hp_unmap_object, &state);
+    close(pagemap);
+    return state.released;
 }

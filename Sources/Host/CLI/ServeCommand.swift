@@ -18,6 +18,7 @@ struct ServeCommand: AsyncParsableCommand {
         do {
             var configuration = HookproxyServer.Configuration()
             configuration.benchNoopRoute = ProcessInfo.processInfo.environment["HOOKPROXY_BENCH_NOOP_ROUTE"] == "1"
+            configuration.releaseStartupPages = true
             server = try await HookproxyServer(config: config, logger: logger, configuration: configuration)
         } catch {
             switch error {

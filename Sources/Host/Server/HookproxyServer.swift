@@ -20,6 +20,9 @@ final class HookproxyServer: Sendable {
         var shutdownSignals: [UnixSignal] = [.sigterm, .sigint]
         /// Serve the benchmark's no-op ceiling route (`HOOKPROXY_BENCH_NOOP_ROUTE=1`, docs/benchmarks.md).
         var benchNoopRoute = false
+        /// Once both listeners are bound, unmap the code and constant data that starting touched
+        /// (``Allocator/releaseStartupPages()``): `hookproxy serve` does, tests in process do not.
+        var releaseStartupPages = false
     }
 
     let runtime: RuntimeHolder
@@ -161,7 +164,7 @@ final class HookproxyServer: Sendable {
                 .init(service: CommitterService(committer: writer)),
                 .init(service: RetentionSweeper(store: store, runtime: runtime, logger: logger)),
                 .init(service: FirstByteSweeper(watch: limits.firstByte)),
-                .init(service: MemoryTrimmer()),
+                .init(service: MemoryTrimmer(started: configuration.releaseStartupPages ? ports.started : nil)),
             ]
         // A process that handles signals (not tests in-process) reloads on SIGHUP.
         if !configuration.shutdownSignals.isEmpty { services.append(.init(service: ReloadOnSignal(reloader: reloader))) }
@@ -240,6 +243,10 @@ final class Listening: Sendable {
     }
 
     private let state = Mutex(State())
+    private let startedStream = AsyncStream<Void>.makeStream()
+
+    /// Finishes once both listeners are bound (or the server failed); a task waiting on it can still be cancelled.
+    var started: AsyncStream<Void> { startedStream.stream }
 
     struct NotListening: Error, CustomStringConvertible {
         var description: String { "the server stopped before its listeners were bound" }
@@ -255,7 +262,9 @@ final class Listening: Sendable {
             defer { state.waiters = [] }
             return (state.waiters, (ingest, admin))
         }
-        if let (waiters, ports) = ready { for waiter in waiters { waiter.resume(returning: ports) } }
+        guard let (waiters, ports) = ready else { return }
+        startedStream.continuation.finish()
+        for waiter in waiters { waiter.resume(returning: ports) }
     }
 
     func failed() {
@@ -264,6 +273,7 @@ final class Listening: Sendable {
             defer { state.waiters = [] }
             return state.waiters
         }
+        startedStream.continuation.finish()
         for waiter in waiters { waiter.resume(throwing: NotListening()) }
     }
 

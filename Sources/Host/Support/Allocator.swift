@@ -25,14 +25,35 @@ enum Allocator {
     /// True when some was released.
     @discardableResult
     static func trim() -> Bool { hp_malloc_trim() == 1 }
+
+    /// Unmaps from the process the code and constant data it has touched so far (the executable's and the shared
+    /// libraries' segments without write permission, unless one holds a page copied on write;
+    /// ``hp_unmap_readonly_segments``), for the server to call once it has started: reading the configuration,
+    /// migrating the store, probing plugins and binding listeners touch several megabytes of code that serving never
+    /// runs again, and the kernel maps 64 KiB around each page a fault reads. What serving uses is mapped again on its first use, from the page cache (a minor fault, no
+    /// disk read); the page cache, shared with every other process, is not changed. Returns the bytes of the mappings
+    /// released (most of them were not resident), or nil when `/proc/self/pagemap` cannot be read.
+    @discardableResult
+    static func releaseStartupPages() -> Int? {
+        let released = hp_unmap_readonly_segments()
+        return released < 0 ? nil : Int(released)
+    }
 }
 
 /// Gives the allocator's free memory back to the kernel every `interval` (``Allocator/trim()``): the fragments a burst
-/// left are returned within seconds of its end.
+/// left are returned within seconds of its end. With `started`, once it finishes (the listeners are bound), the pages
+/// of code and data only starting used are released too (``Allocator/releaseStartupPages()``), once.
 struct MemoryTrimmer: Service {
     var interval: Duration = .seconds(10)
+    var started: AsyncStream<Void>?
 
     func run() async throws {
+        if let started {
+            await cancelWhenGracefulShutdown { for await _ in started {} }
+            guard !Task.isShuttingDownGracefully, !Task.isCancelled else { return }
+            Allocator.trim()
+            Allocator.releaseStartupPages()
+        }
         while !Task.isShuttingDownGracefully, !Task.isCancelled {
             do {
                 try await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }

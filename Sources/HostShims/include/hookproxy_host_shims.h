@@ -98,6 +98,16 @@ int hp_malloc_tune(size_t trim_threshold, size_t mmap_threshold);
  * else 0. */
 int hp_malloc_trim(void);
 
+/* Unmaps from this process the pages of the executable's and the loaded shared libraries' segments that are not
+ * writable (code and constant data), as madvise(MADV_DONTNEED) does: a page used again is mapped again from the page
+ * cache, which keeps every one of them (a minor fault, no disk read). A segment with a page that is the process's own
+ * copy, not the file's (the text of an object with text relocations, code a debugger patched), is left alone, since
+ * dropping it would bring back the file's bytes; writable segments, relocated data made read-only after relocation
+ * (RELRO) among them, are never touched, nor is any other mapping. The loader's lock is held throughout, so no object
+ * is unloaded meanwhile. Safe while other threads run that code. Returns the bytes unmapped (most of them were not
+ * resident), or -1 when /proc/self/pagemap cannot be read. */
+long long hp_unmap_readonly_segments(void);
+
 #ifdef __cplusplus
 }
 #endif
