@@ -686,22 +686,17 @@ final class PostgresStore: EventStore {
         return try await withTimeout(body)
     }
 
-    /// `body` on the pool, failing as unavailable after ``operationTimeout``.
+    /// `body` on the pool, failing as unavailable after ``operationTimeout``, even when `body` does not stop then (a
+    /// query on a connection a crash left half-open): it is cancelled and left to end by itself (``Deadline``).
     private func withTimeout<T: Sendable>(_ body: @escaping @Sendable (PostgresClient, Logger) async throws -> T) async throws(StoreError)
         -> T
     {
         do {
-            return try await withThrowingTaskGroup(of: T?.self) { [client, logger, operationTimeout] group in
-                group.addTask { try await body(client, logger) }
-                group.addTask {
-                    try await Task.sleep(for: operationTimeout)
-                    return nil
-                }
-                defer { group.cancelAll() }
-                guard let first = try await group.next(), let result = first else {
-                    throw StoreError.unavailable("PostgreSQL did not answer within \(operationTimeout)")
-                }
-                return result
+            let timeout = operationTimeout
+            return try await Deadline.run(
+                within: timeout, timedOut: StoreError.unavailable("PostgreSQL did not answer within \(timeout)")
+            ) { [client, logger] in
+                try await body(client, logger)
             }
         } catch let error as StoreError {
             throw error
