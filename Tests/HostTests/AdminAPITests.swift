@@ -350,6 +350,48 @@ struct AdminAPITests {
         try await sink.stop()
     }
 
+    @Test("deliveries claimed ahead are formatted while the lane's slots are busy sending, once each, and sent as formatted")
+    func claimedAheadFormattedWhileWaiting() async throws {
+        let sink = RecordingSink()
+        // Eight slow answers hold all eight slots, so that twelve of the twenty wait, claimed ahead.
+        sink.plan("/out", responses: Array(repeating: RecordingSink.Planned(status: 200, delay: .seconds(8)), count: 8))
+        try await sink.start()
+        let yaml = Self.yaml(sink: sink.url).replacingOccurrences(
+            of: "out: { formatter: generic, url: \"\(sink.url)/out\" }",
+            with: "out: { formatter: generic, url: \"\(sink.url)/out\", timeout: 30s }")
+        #expect(yaml.contains("timeout: 30s"))
+        let server = try await TestServer.start(yaml: yaml)
+        /// Format calls made, and attempts answered, in one reading of /metrics.
+        func counts() async throws -> (formatted: Double, answered: Double) {
+            let metrics = try PrometheusText(try await Self.get(server, "/metrics"))
+            return (
+                metrics.value("hookproxy_plugin_format_duration_seconds_count", ["plugin": "generic"]) ?? 0,
+                metrics.value("hookproxy_delivery_attempts_total", ["destination": "out", "outcome": "delivered"]) ?? 0
+            )
+        }
+        #expect(try await adminPost(server.adminURL + "/admin/destinations/out/pause").status == 200)
+        var ids: [String] = []
+        for index in 0..<20 { ids.append(try await Self.post(server, "plain", #"{"n":\#(index)}"#)) }
+        #expect(try await adminPost(server.adminURL + "/admin/destinations/out/resume").status == 200)
+        // All twenty are formatted before any of the first eight is answered. Without formatting ahead, the other twelve
+        // would start (and be formatted) only as answers free the slots.
+        var answeredWhenAllFormatted: Double?
+        try await waitUntil("twenty format calls") {
+            let now = try await counts()
+            if now.formatted == 20 { answeredWhenAllFormatted = now.answered }
+            return now.formatted == 20
+        }
+        #expect(answeredWhenAllFormatted == 0, "formatted ahead while every slot was still waiting for its answer")
+        #expect(sink.requests("/out").count <= 8, "formatted ahead, not sent ahead")
+        for id in ids { try await server.waitForDeliveries(of: id) }
+        // Each event's own body went out, once, and no delivery was formatted twice.
+        let sent = sink.requests("/out").compactMap { try? JSONValue(parsing: $0.body)["n"]?.intValue }
+        #expect(sent.sorted() == Array(0..<20))
+        #expect(try await counts().formatted == 20)
+        try await server.stop()
+        try await sink.stop()
+    }
+
     @Test("GET /metrics is Prometheus text whose counters move as events flow")
     func metrics() async throws {
         let sink = RecordingSink()

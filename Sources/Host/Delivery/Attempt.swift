@@ -9,6 +9,8 @@ import PluginKit
 /// never throws: every failure is an answer with its reason.
 struct Attempt: Sendable {
     let httpClient: HTTPClient
+    /// Deliveries formatted while they waited for a slot.
+    var formattedAhead: FormattedAhead?
 
     func run(_ delivery: ClaimedDelivery, runtime: Runtime) async -> Verdict {
         let startedAt = Clock.milliseconds()
@@ -33,12 +35,14 @@ struct Attempt: Sendable {
         }
 
         guard let destination, let formatter else { return finish(.unconfigured) }
-        // The executor measures the call itself (its duration and slowness), not its wait for a worker.
+        let formatted: PluginInstance.FormatOutcome
+        if let ahead = await formattedAhead?.take(delivery.id, formatter: formatter) {
+            formatted = ahead
+        } else {
+            formatted = await Self.format(delivery, with: formatter)
+        }
         let requests: [HTTPClientRequest]
-        switch await Self.prepare(
-            delivery, destination: destination, formatter: formatter, attempt: delivery.attempts.addingSaturated(1),
-            subject: .delivery(id: delivery.id, destination: delivery.destination))
-        {
+        switch Self.requests(delivery, formatted: formatted, destination: destination) {
         case .send(let parts): requests = parts.map(\.request)
         case .sendsNothing(let decision): return finish(.formatter(decision))
         }
@@ -88,17 +92,33 @@ struct Attempt: Sendable {
         case sendsNothing(Answer.FormatterDecision)
     }
 
-    /// Formats `delivery` with `formatter` and builds its requests: the destination's static headers, the plugin's
-    /// headers, Content-Type, User-Agent, and the Standard Webhooks `webhook-id` (`<delivery id>`, then `-1`, `-2` for
-    /// further requests of one event), `webhook-timestamp` and (with a signing secret) `webhook-signature`. Sends
+    /// Formats `delivery` with `formatter` and builds its requests (``requests(_:formatted:destination:)``). Sends
     /// nothing; `hookproxy preview` shows exactly this.
     static func prepare(
-        _ delivery: ClaimedDelivery, destination: DestinationConfig, formatter: PluginInstance, attempt number: Int,
-        subject: CallSubject = .none
+        _ delivery: ClaimedDelivery, destination: DestinationConfig, formatter: PluginInstance, attempt number: Int
     ) async -> Prepared {
         let document = EventDocument.bytes(event: delivery.event, destination: delivery.destination, attempt: number)
-        let formatted = await formatter.format(
-            document: document, body: delivery.event.body, contentType: delivery.event.contentType, subject: subject)
+        let formatted = await formatter.format(document: document, body: delivery.event.body, contentType: delivery.event.contentType)
+        return requests(delivery, formatted: formatted, destination: destination)
+    }
+
+    /// The format call of `delivery`'s next attempt, noted as being about it (an in-process plugin that crashes on it
+    /// gets it quarantined). The executor measures the call itself (its duration and slowness), not its wait for a
+    /// worker.
+    static func format(_ delivery: ClaimedDelivery, with formatter: PluginInstance) async -> PluginInstance.FormatOutcome {
+        let document = EventDocument.bytes(
+            event: delivery.event, destination: delivery.destination, attempt: delivery.attempts.addingSaturated(1))
+        return await formatter.format(
+            document: document, body: delivery.event.body, contentType: delivery.event.contentType,
+            subject: .delivery(id: delivery.id, destination: delivery.destination))
+    }
+
+    /// The requests a formatter's answer asks for: the destination's static headers, the plugin's headers,
+    /// Content-Type, User-Agent, and the Standard Webhooks `webhook-id` (`<delivery id>`, then `-1`, `-2` for further
+    /// requests of one event), `webhook-timestamp` (now) and (with a signing secret) `webhook-signature`.
+    static func requests(_ delivery: ClaimedDelivery, formatted: PluginInstance.FormatOutcome, destination: DestinationConfig)
+        -> Prepared
+    {
         let outputs: [OutboundRequest]
         switch formatted {
         case .send(let body, let type, let headers):

@@ -6,8 +6,10 @@ import Synchronization
 /// The delivery engine: the store is the queue, each destination has a lane. Its parts, in the order a delivery
 /// passes through them:
 ///
-/// 1. ``Dispatcher`` claims what each lane may start now and starts it;
-/// 2. ``Attempt`` formats and sends it, and ``Verdict`` decides what the answer means (the one place it is judged);
+/// 1. ``Dispatcher`` claims what each lane may start now and starts it, and has what it claimed ahead of free slots
+///    formatted meanwhile (``FormattedAhead``);
+/// 2. ``Attempt`` formats (or takes what was formatted ahead) and sends it, and ``Verdict`` decides what the answer
+///    means (the one place it is judged);
 /// 3. the lane learns from the verdict (rate-limit windows at once, the breaker when the attempt is over), the metrics
 ///    count it, and ``OutcomeRecorder`` commits the outcome with others in one transaction;
 /// 4. ``Alerter`` tells operators about a dead delivery or a breaker that opened or closed.
@@ -36,6 +38,7 @@ final class DeliveryEngine: Service, Sendable {
     private let attempt: Attempt
     private let recorder: OutcomeRecorder
     private let wake: WakeSignal
+    private let formattedAhead = FormattedAhead()
     private let logger: Logger
     private let configuration: Configuration
     private let metrics: HookproxyMetrics
@@ -53,7 +56,7 @@ final class DeliveryEngine: Service, Sendable {
         self.store = store
         self.runtime = runtime
         self.lanes = Lanes(runtime: runtime, store: store, logger: logger)
-        self.attempt = Attempt(httpClient: httpClient)
+        self.attempt = Attempt(httpClient: httpClient, formattedAhead: formattedAhead)
         self.recorder = OutcomeRecorder(store: store, maximumUncommitted: configuration.maximumUncommitted, logger: logger)
         self.wake = wake
         self.logger = logger
@@ -96,16 +99,22 @@ final class DeliveryEngine: Service, Sendable {
         if released > 0 { logger.info("resuming deliveries left in flight by a stopped process", metadata: ["count": "\(released)"]) }
 
         let dispatcher = Dispatcher(
-            store: store, lanes: lanes, runtime: runtime, recorder: recorder, wake: wake, logger: logger, configuration: configuration)
+            store: store, lanes: lanes, runtime: runtime, recorder: recorder, wake: wake, formattedAhead: formattedAhead,
+            logger: logger, configuration: configuration)
         async let recorderFinished: Void = recorder.run()
         // Cancelled when another service failed: stop as on a graceful shutdown (attempts in flight are cancelled with
         // the task and released).
         await withTaskCancellationHandler {
             await withGracefulShutdownHandler {
                 await withDiscardingTaskGroup { group in
-                    await dispatcher.run(stopping: { isStopping }) { delivery, lane, runtime in
-                        inFlight.add(1, ordering: .sequentiallyConsistent)
-                        group.addTask { await self.deliver(delivery, runtime: runtime, lane: lane) }
+                    await dispatcher.run(stopping: { isStopping }) { work in
+                        switch work {
+                        case .attempt(let delivery, let lane, let runtime):
+                            inFlight.add(1, ordering: .sequentiallyConsistent)
+                            group.addTask { await self.deliver(delivery, runtime: runtime, lane: lane) }
+                        case .format(let delivery, let formatter):
+                            group.addTask { await self.formattedAhead.format(delivery, with: formatter) }
+                        }
                     }
                     await finishInFlight(cancelling: &group)
                 }

@@ -15,8 +15,17 @@ struct Dispatcher: Sendable {
     let runtime: RuntimeHolder
     let recorder: OutcomeRecorder
     let wake: WakeSignal
+    let formattedAhead: FormattedAhead
     let logger: Logger
     let configuration: DeliveryEngine.Configuration
+
+    /// What the dispatcher asks the engine to run.
+    enum Work {
+        /// Formats a delivery claimed ahead while it waits for a slot (``FormattedAhead``).
+        case format(ClaimedDelivery, PluginInstance)
+        /// Attempts a delivery now: its lane gave it a slot.
+        case attempt(ClaimedDelivery, DestinationLane, Runtime)
+    }
 
     /// How many lanes' worth of deliveries (`max_concurrency` each) a claim takes beyond the free slots, and the most
     /// deliveries that is. One claim transaction then serves about `claimAhead` times a lane's concurrency: at one
@@ -24,8 +33,9 @@ struct Dispatcher: Sendable {
     static let claimAhead = 4
     static let claimAheadLimit = 64
 
-    /// Starts deliveries with `start` until `stopping` says to stop; then returns what it claimed ahead to the store.
-    func run(stopping: () -> Bool, start: (ClaimedDelivery, DestinationLane, Runtime) -> Void) async {
+    /// Starts deliveries (and the formatting of those claimed ahead) with `start` until `stopping` says to stop; then
+    /// returns what it claimed ahead to the store.
+    func run(stopping: () -> Bool, start: (Work) -> Void) async {
         let clock = ContinuousClock()
         let maintenanceInterval = min(configuration.maintenanceInterval, store.maintenanceInterval)
         var nextMaintenance = clock.now + maintenanceInterval
@@ -49,7 +59,14 @@ struct Dispatcher: Sendable {
             await release(ahead.drop(except: lanes))
             var pass = Pass(wakeAt: now.addingSaturated(configuration.idlePoll.wholeMilliseconds))
             for lane in lanes {
-                for delivery in await fill(lane, now: now, ahead: &ahead, pass: &pass) { start(delivery, lane, runtime) }
+                let (starting, waiting) = await fill(lane, now: now, ahead: &ahead, pass: &pass)
+                for delivery in starting { start(.attempt(delivery, lane, runtime)) }
+                for delivery in waiting {
+                    guard let formatter = runtime.instances.formatter(source: delivery.event.source, destination: delivery.destination),
+                        formattedAhead.expect(delivery, formatter: formatter)
+                    else { continue }
+                    start(.format(delivery, formatter))
+                }
             }
             if pass.busy { continue }
             await wake.wait(timeout: .milliseconds(max(1, pass.wakeAt.subtractingSaturated(Clock.milliseconds()))))
@@ -65,19 +82,22 @@ struct Dispatcher: Sendable {
         var busy = false
     }
 
-    /// The deliveries `lane` starts now: its free slots, from what was claimed ahead and a new claim.
-    private func fill(_ lane: DestinationLane, now: Int64, ahead: inout ClaimedAhead, pass: inout Pass) async -> ArraySlice<ClaimedDelivery>
-    {
+    /// The deliveries `lane` starts now (its free slots, from what was claimed ahead and a new claim), and those this
+    /// claim took ahead of them, which wait for later slots.
+    private func fill(_ lane: DestinationLane, now: Int64, ahead: inout ClaimedAhead, pass: inout Pass) async -> (
+        starting: ArraySlice<ClaimedDelivery>, waiting: ArraySlice<ClaimedDelivery>
+    ) {
         let admission = lane.admission(now: now)
         guard admission.slots > 0 else {
             if let at = admission.wakeAt { pass.wakeAt = min(pass.wakeAt, at) }
             // Held back by more than its own concurrency (suspended, a closed window, an open circuit): what was claimed
             // ahead goes back, so that it shows as pending and its lease does not run.
             if lane.inFlight == 0 || admission.wakeAt != nil { await release(ahead.take(lane.name)) }
-            return []
+            return ([], [])
         }
         let fifo = lane.ordering == .fifo
         var ready = ahead.take(lane.name)
+        var claimedNow = 0
         if ready.count < admission.slots {
             // FIFO lanes claim their head only; others claim what is free now plus `claimAhead` lanes' worth (at most
             // `claimAheadLimit`) ahead, except under a rate limit, whose closed window would send what was claimed
@@ -89,26 +109,30 @@ struct Dispatcher: Sendable {
                     destination: lane.name, fifo: fifo, now: now, limit: limit,
                     leaseUntil: now.addingSaturated(configuration.lease.wholeMilliseconds))
                 ready += claimed
+                claimedNow = claimed.count
                 if ready.isEmpty {
                     if let due = try await store.nextDue(destination: lane.name, fifo: fifo), due > now {
                         pass.wakeAt = min(pass.wakeAt, due)
                     }
-                    return []
+                    return ([], [])
                 }
             } catch {
                 logger.error("cannot claim deliveries", metadata: ["destination": "\(lane.name)", "error": "\(error)"])
             }
         }
         let starting = ready.prefix(admission.slots)
-        ahead.keep(ready.dropFirst(starting.count), for: lane.name)
+        let waiting = ready.dropFirst(starting.count)
+        ahead.keep(waiting, for: lane.name)
         lane.started(starting.count)
         if starting.count == admission.slots { pass.busy = true }
-        return starting
+        // Those kept from earlier claims are being formatted already.
+        return (starting, waiting.suffix(claimedNow))
     }
 
     /// Returns deliveries claimed ahead and not started to pending. If that fails, their lease runs out instead.
     private func release(_ deliveries: some Collection<ClaimedDelivery>) async {
         guard !deliveries.isEmpty else { return }
+        formattedAhead.discard(deliveries.lazy.map(\.id))
         do {
             try await store.release(deliveryIDs: deliveries.map(\.id))
         } catch {
