@@ -99,15 +99,28 @@ final class Bench {
         let database: String
         if let given { database = given } else { database = try await databases.make(name) }
         let config = "\(work)/\(name)-\(started).yaml"
-        let ingestPort = unusedPort()
-        let adminPort = unusedPort()
-        try writeConfig(config, ingestPort: ingestPort, adminPort: adminPort, database: database, paused: paused, isolation: isolation)
-        let process = try ServerProcess(
-            binary: hookproxy, config: config, adminPort: adminPort, log: "\(work)/hookproxy.log",
-            environment: ["HOOKPROXY_BENCH_NOOP_ROUTE": "1"])
-        let ready = try process.waitReady()
-        return Server(process: process, ingestPort: ingestPort, adminPort: adminPort, config: config, database: database, ready: ready)
+        // A port picked free can be taken by another process before the server binds it (``unusedPort()``): the server
+        // then exits at once, and is started again on new ports.
+        for attempt in 1...Self.startTries {
+            let ingestPort = unusedPort()
+            let adminPort = unusedPort()
+            try writeConfig(config, ingestPort: ingestPort, adminPort: adminPort, database: database, paused: paused, isolation: isolation)
+            let process = try ServerProcess(
+                binary: hookproxy, config: config, adminPort: adminPort, log: "\(work)/hookproxy.log",
+                environment: ["HOOKPROXY_BENCH_NOOP_ROUTE": "1"])
+            do {
+                let ready = try process.waitReady()
+                return Server(
+                    process: process, ingestPort: ingestPort, adminPort: adminPort, config: config, database: database, ready: ready)
+            } catch let error as BenchError where attempt < Self.startTries && error.description.contains("Address already in use") {
+                continue
+            }
+        }
+        throw BenchError("hookproxy could not be started")  // not reached: the last try returns or throws
     }
+
+    /// How many times a server is started on new ports when the ones picked were taken meanwhile.
+    private static let startTries = 3
 
     /// `sizes.instances` servers on one new database, started one after another.
     private func startInstances(_ name: String, isolation: String = "process") async throws -> [Server] {
