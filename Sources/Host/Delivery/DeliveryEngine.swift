@@ -130,7 +130,8 @@ final class DeliveryEngine: Service, Sendable {
     }
 
     /// Graceful shutdown: lets attempts in flight finish for `shutdownGrace`, then cancels the rest (they are released
-    /// and sent again after restart).
+    /// and sent again after restart), and any formatting ahead still running: the dispatcher has already given back
+    /// what it was for.
     private func finishInFlight(cancelling group: inout DiscardingTaskGroup) async {
         let clock = ContinuousClock()
         let deadline = clock.now + runtime.runtime.config.server.shutdownGrace
@@ -140,8 +141,8 @@ final class DeliveryEngine: Service, Sendable {
         let remaining = inFlight.load(ordering: .sequentiallyConsistent)
         if remaining > 0 {
             logger.warning("cancelling attempts still in flight at shutdown; they will be sent again", metadata: ["count": "\(remaining)"])
-            group.cancelAll()
         }
+        group.cancelAll()
     }
 
     /// One delivery, from its start to its recorded outcome.
