@@ -319,3 +319,7 @@ long long hp_unmap_readonly_segments(void) {
     close(pagemap);
     return state.released;
 }
+
+int hp_spawn_actions_close_from(posix_spawn_file_actions_t *actions, int from) {
+    return posix_spawn_file_actions_addclosefrom_np(actions, from);
+}

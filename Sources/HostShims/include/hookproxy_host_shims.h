@@ -9,6 +9,7 @@
 #define HOOKPROXY_HOST_SHIMS_H
 
 #include <stdint.h>
+#include <spawn.h>
 #include <sys/types.h>
 
 #ifdef __cplusplus
@@ -30,6 +31,11 @@ extern "C" {
  * returns an errno value. The calling thread becomes the child's "parent thread" for PR_SET_PDEATHSIG: call it from a
  * thread that lives as long as the worker should. */
 int hp_spawn(const char *path, char *const argv[], char *const envp[], int channel_fd, int crash_fd, pid_t *pid_out);
+
+/* glibc's posix_spawn_file_actions_addclosefrom_np, which Swift does not import: the child closes every descriptor
+ * from `from` up (the tests' other spawns use it, so that a server they start inherits none of the test process's
+ * sockets). Returns 0 or an errno value. */
+int hp_spawn_actions_close_from(posix_spawn_file_actions_t *actions, int from);
 
 /* Called first thing in a worker process: asks the kernel to SIGKILL it when the thread that spawned it (in the host)
  * ends, exits at once when the host is already gone (its parent is no longer `expected_parent`), caps its data

@@ -1,4 +1,5 @@
 import Foundation
+import HostShims
 
 /// A PostgreSQL server of one test's own, for tests that crash and restart the database: the shared server of
 /// `HOOKPROXY_TEST_POSTGRES_URL` serves the whole parallel suite and cannot be restarted under it.
@@ -95,6 +96,12 @@ struct PrivateCluster: Sendable {
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0o644)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        // Nothing else of this process's: the server would keep every descriptor it inherited for as long as it runs,
+        // among them listening sockets (NIO's are not close-on-exec). One was a port `unusedPort()` was probing at that
+        // instant, so the test given that port found it taken by PostgreSQL ("Address already in use").
+        guard hp_spawn_actions_close_from(&actions, 3) == 0 else {
+            throw PostgresUnavailable(reason: "cannot prepare to run \(command[0])")
+        }
         let arguments = command.map { strdup($0) } + [nil]
         defer { for argument in arguments { free(argument) } }
         var pid: pid_t = 0

@@ -110,7 +110,9 @@ private let handedOutPorts = Mutex<Set<Int>>([])
 
 /// A free TCP port on loopback, for a listener that must keep its port across restarts. It is chosen below the
 /// kernel's ephemeral range (32768 and up), so no port-0 bind elsewhere in the suite and no outgoing connection can
-/// take it in the meantime, and never twice in one test process.
+/// take it in the meantime, and never twice in one test process. The probe's socket is open for a moment: a process
+/// spawned then without closing inherited descriptors keeps it (a PostgreSQL server did, `PrivateCluster`), so every
+/// spawn in the tests closes what it does not pass on.
 func unusedPort() throws -> Int {
     for _ in 0..<100 {
         let port = Int.random(in: 20_000..<30_000)
