@@ -86,7 +86,7 @@ struct PreviewCommand: AsyncParsableCommand {
             let delivery = ClaimedDelivery(id: EventID.make(), destination: route.destination, attempts: 0, event: prepared.event)
             let redactedHeaders = Set(destinationConfig.headers.map { $0.name.lowercased() })
             let head: [(String, JSONValue)] = [("destination", .string(route.destination)), ("formatter", .string(formatter.plugin.name))]
-            switch await Attempt.prepare(delivery, destination: destinationConfig, formatter: formatter, attempt: 1) {
+            switch await Attempt.prepare(delivery, destination: destinationConfig, formatter: formatter) {
             case .send(let parts):
                 // One entry per request (a formatter may send several for one event).
                 for (index, part) in parts.enumerated() {

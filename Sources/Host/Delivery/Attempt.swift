@@ -92,14 +92,10 @@ struct Attempt: Sendable {
         case sendsNothing(Answer.FormatterDecision)
     }
 
-    /// Formats `delivery` with `formatter` and builds its requests (``requests(_:formatted:destination:)``). Sends
-    /// nothing; `hookproxy preview` shows exactly this.
-    static func prepare(
-        _ delivery: ClaimedDelivery, destination: DestinationConfig, formatter: PluginInstance, attempt number: Int
-    ) async -> Prepared {
-        let document = EventDocument.bytes(event: delivery.event, destination: delivery.destination, attempt: number)
-        let formatted = await formatter.format(document: document, body: delivery.event.body, contentType: delivery.event.contentType)
-        return requests(delivery, formatted: formatted, destination: destination)
+    /// Formats `delivery`'s next attempt with `formatter` and builds its requests (``requests(_:formatted:destination:)``).
+    /// Sends nothing; `hookproxy preview` shows exactly this.
+    static func prepare(_ delivery: ClaimedDelivery, destination: DestinationConfig, formatter: PluginInstance) async -> Prepared {
+        requests(delivery, formatted: await format(delivery, with: formatter), destination: destination)
     }
 
     /// The format call of `delivery`'s next attempt, noted as being about it (an in-process plugin that crashes on it

@@ -50,41 +50,44 @@ final class FormattedAhead: Sendable {
     /// What was formatted ahead for delivery `id` with `formatter`, waiting for it if its call is still running; nil
     /// when nothing was, or it was with another instance (the caller formats it now).
     func take(_ id: String, formatter: PluginInstance) async -> Outcome? {
-        enum Found {
-            case nothing
-            case ready(Outcome)
-            case running
-        }
-        let found: Found = entries.withLock { entries in
-            guard let entry = entries[id], entry.formatter === formatter, entry.waiter == nil else { return .nothing }
-            guard let outcome = entry.outcome else { return .running }
-            entries[id] = nil
-            return .ready(outcome)
-        }
-        switch found {
-        case .nothing:
-            // Made with an instance a reload has since replaced (or never made): formatted again by the caller.
-            discard([id])
-            return nil
+        switch settle(id, formatter: formatter, waiter: nil) {
+        case .nothing: return nil
         case .ready(let outcome): return outcome
         case .running: break
         }
         return await withCheckedContinuation { continuation in
-            let now: Found = entries.withLock { entries in
-                guard var entry = entries[id], entry.formatter === formatter, entry.waiter == nil else { return .nothing }
-                if let outcome = entry.outcome {
-                    entries[id] = nil
-                    return .ready(outcome)
-                }
-                entry.waiter = continuation
-                entries[id] = entry
-                return .running
-            }
-            switch now {
+            switch settle(id, formatter: formatter, waiter: continuation) {
             case .nothing: continuation.resume(returning: nil)
             case .ready(let outcome): continuation.resume(returning: outcome)
             case .running: break
             }
+        }
+    }
+
+    private enum Found {
+        case nothing
+        case ready(Outcome)
+        case running
+    }
+
+    /// Takes delivery `id`'s outcome if it is there; while its call runs, leaves `waiter` (if any) to be resumed with it.
+    /// An entry made with another instance (a reload came in between) is dropped: its call's answer is not used.
+    private func settle(_ id: String, formatter: PluginInstance, waiter: CheckedContinuation<Outcome?, Never>?) -> Found {
+        entries.withLock { entries in
+            guard var entry = entries[id], entry.waiter == nil else { return .nothing }
+            guard entry.formatter === formatter else {
+                entries[id] = nil
+                return .nothing
+            }
+            if let outcome = entry.outcome {
+                entries[id] = nil
+                return .ready(outcome)
+            }
+            if let waiter {
+                entry.waiter = waiter
+                entries[id] = entry
+            }
+            return .running
         }
     }
 
