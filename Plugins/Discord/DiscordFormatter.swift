@@ -102,7 +102,7 @@ struct DiscordFormatter: FormatterPlugin {
     func format(_ event: FormatterEvent) throws -> FormatResult {
         var built: [Embed] = []
         for spec in embeds { built += spec.build(event, split: split) }
-        let context = event.document
+        let context = event
         let thread = threadName?.render(context) ?? ""
         // A message holds at most 10 embeds and 6000 characters across them. With `overflow: split` (and no
         // thread_name: each message would open a new thread) embeds that do not fit start a further message;
@@ -225,7 +225,7 @@ struct EmbedSpec: Sendable {
     /// The embed for `event`: one, or with `split`, a first embed and continuations holding what did not fit.
     func build(_ event: FormatterEvent, split: Bool) -> [Embed] {
         typealias Limit = DiscordFormatter.Limit
-        let context = event.document
+        let context = event
         let mapped = event.fields
         var embed = Embed()
         let fallbackTitle = primary ? (mapped["title"]?.textValue).flatMap { $0.isEmpty ? nil : $0 } ?? "\(event.source) event" : ""

@@ -51,7 +51,7 @@ struct GenericFormatter: FormatterPlugin {
                     headers: headers))
         case .template:
             guard let template else { throw PluginError.permanent("generic: mode 'template' has no template") }
-            let rendered = template.render(event.document)
+            let rendered = template.render(event)
             return .send(
                 OutboundRequest(body: rendered.serializedBytes(), contentType: contentType ?? "application/json", headers: headers))
         }

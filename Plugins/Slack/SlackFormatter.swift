@@ -71,7 +71,7 @@ struct SlackFormatter: FormatterPlugin {
     }
 
     func format(_ event: FormatterEvent) throws -> FormatResult {
-        let context = event.document
+        let context = event
         let fields = event.fields
 
         let titleText = title?.render(context) ?? fields["title"]?.textValue ?? "\(event.source) event"

@@ -37,12 +37,35 @@ extension JSONValue {
     }
 }
 
+extension JSONValue {
+    /// Parses a complete JSON object document as ``init(parsing:maximumDepth:)`` does, except that the value of its
+    /// top-level member `deferredKey` is only checked, not built: it is `.null` in the result, and its bytes come back
+    /// as `deferred` (nil when the member is absent) for ``init(parsing:maximumDepth:)`` to build when it is wanted.
+    /// What the full parse refuses, this refuses too, with the same error.
+    static func parsing(
+        _ bytes: UnsafeRawBufferPointer, deferring deferredKey: String, maximumDepth: Int = JSONValue.defaultMaximumDepth
+    ) throws -> (head: JSONValue, deferred: [UInt8]?) {
+        let buffer = bytes.bindMemory(to: UInt8.self)
+        var parser = JSONParser(bytes: buffer, maximumDepth: maximumDepth)
+        parser.deferredKey = deferredKey
+        let head = try parser.parseDocument()
+        let deferred = parser.deferredRange.map { Array(UnsafeBufferPointer(rebasing: buffer[$0])) }
+        return (head, deferred)
+    }
+}
+
 /// A recursive-descent JSON parser over a byte buffer.
 struct JSONParser {
     let bytes: UnsafeBufferPointer<UInt8>
     let maximumDepth: Int
     var position = 0
     var depth = 0
+    /// A member of the top-level object whose value is checked by ``skipValue()`` instead of built.
+    var deferredKey: String?
+    /// Where that member's value is, once it has been skipped.
+    var deferredRange: Range<Int>?
+    /// Whether ``skipValue()`` refuses `\u` escapes (``JSONValue/isPlainValidDocument(_:maximumDepth:)``).
+    var refusesUnicodeEscapes = false
 
     init(bytes: UnsafeBufferPointer<UInt8>, maximumDepth: Int) {
         self.bytes = bytes
@@ -129,7 +152,14 @@ struct JSONParser {
             }
             position += 1
             skipWhitespace()
-            object[key] = try parseValue()
+            if depth == 1, let deferredKey, key == deferredKey {
+                let start = position
+                try skipValue()
+                deferredRange = start..<position
+                object[key] = .null
+            } else {
+                object[key] = try parseValue()
+            }
             skipWhitespace()
             guard position < bytes.count else { throw error("unexpected end of the document in object") }
             if bytes[position] == UInt8(ascii: ",") {
@@ -257,6 +287,121 @@ struct JSONParser {
             }
         }
         throw error("unterminated string")
+    }
+
+    // MARK: Checking without building
+
+    /// Whether the buffer is one document, checked by ``skipValue()``.
+    mutating func checksDocument() -> Bool {
+        skipWhitespace()
+        guard (try? skipValue()) != nil else { return false }
+        skipWhitespace()
+        return position == bytes.count
+    }
+
+    /// Moves past one value, refusing exactly what ``parseValue()`` refuses, without building it.
+    private mutating func skipValue() throws {
+        guard position < bytes.count else { throw error("unexpected end of the document") }
+        switch bytes[position] {
+        case UInt8(ascii: "{"), UInt8(ascii: "["):
+            let keyed = bytes[position] == UInt8(ascii: "{")
+            let close = keyed ? UInt8(ascii: "}") : UInt8(ascii: "]")
+            try enter()
+            defer { depth -= 1 }
+            position += 1
+            skipWhitespace()
+            if position < bytes.count, bytes[position] == close {
+                position += 1
+                return
+            }
+            while true {
+                skipWhitespace()
+                if keyed {
+                    guard position < bytes.count, bytes[position] == UInt8(ascii: "\"") else {
+                        throw error("expected a string key in object")
+                    }
+                    try skipString()
+                    skipWhitespace()
+                    guard position < bytes.count, bytes[position] == UInt8(ascii: ":") else {
+                        throw error("expected ':' after object key")
+                    }
+                    position += 1
+                    skipWhitespace()
+                }
+                try skipValue()
+                skipWhitespace()
+                guard position < bytes.count else {
+                    throw error(keyed ? "unexpected end of the document in object" : "unexpected end of the document in array")
+                }
+                if bytes[position] == UInt8(ascii: ",") {
+                    position += 1
+                } else if bytes[position] == close {
+                    position += 1
+                    return
+                } else {
+                    throw error(keyed ? "expected ',' or '}' in object" : "expected ',' or ']' in array")
+                }
+            }
+        case UInt8(ascii: "\""): try skipString()
+        case UInt8(ascii: "t"): try expectLiteral("true")
+        case UInt8(ascii: "f"): try expectLiteral("false")
+        case UInt8(ascii: "n"): try expectLiteral("null")
+        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): _ = try parseNumber()
+        default: throw error("unexpected character '\(Self.describe(bytes[position]))'")
+        }
+    }
+
+    /// Moves past one string, checking its escapes and its UTF-8 as ``parseString()`` does.
+    private mutating func skipString() throws {
+        position += 1
+        let start = position
+        var ascii = true
+        while position < bytes.count {
+            let byte = bytes[position]
+            switch byte {
+            case UInt8(ascii: "\""):
+                // Escapes are ASCII, so the raw bytes are valid UTF-8 exactly when the decoded string is.
+                if !ascii, !Self.isValidUTF8(UnsafeBufferPointer(rebasing: bytes[start..<position])) {
+                    throw JSONParseError(reason: "invalid UTF-8 in string", offset: start)
+                }
+                position += 1
+                return
+            case UInt8(ascii: "\\"):
+                position += 1
+                guard position < bytes.count else { throw error("unterminated string") }
+                let escape = bytes[position]
+                position += 1
+                switch escape {
+                case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"), UInt8(ascii: "b"), UInt8(ascii: "f"),
+                    UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "t"):
+                    break
+                case UInt8(ascii: "u"):
+                    if refusesUnicodeEscapes { throw error("a \\u escape in a plain document") }
+                    _ = try parseUnicodeEscape()
+                default:
+                    position -= 1
+                    throw error("invalid escape in string")
+                }
+            default:
+                if byte < 0x20 { throw error("unescaped control character in string") }
+                if byte >= 0x80 { ascii = false }
+                position += 1
+            }
+        }
+        throw error("unterminated string")
+    }
+
+    /// Whether `bytes` is valid UTF-8, without allocating.
+    private static func isValidUTF8(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+        var iterator = bytes.makeIterator()
+        var parser = Unicode.UTF8.ForwardParser()
+        while true {
+            switch parser.parseScalar(from: &iterator) {
+            case .valid: continue
+            case .emptyInput: return true
+            case .error: return false
+            }
+        }
     }
 
     private mutating func parseHex4() throws -> UInt32 {

@@ -76,8 +76,13 @@ public enum JSONValue: Sendable, Hashable {
     /// Follows a dotted path (`a.b.0.c`): object members by name, array elements by index.
     /// Returns `nil` when any step is missing.
     public func value(atPath path: some StringProtocol) -> JSONValue? {
+        value(atComponents: path.split(separator: ".", omittingEmptySubsequences: false))
+    }
+
+    /// ``value(atPath:)`` with the path already split at its dots.
+    public func value(atComponents components: some Sequence<some StringProtocol>) -> JSONValue? {
         var current = self
-        for component in path.split(separator: ".", omittingEmptySubsequences: false) {
+        for component in components {
             guard let next = current.child(String(component)) else { return nil }
             current = next
         }

@@ -1,3 +1,5 @@
+import Synchronization
+
 /// What every plugin written with the kit is: a named, versioned type whose instances are created from a destination's
 /// options. Conform to ``FormatterPlugin`` and/or ``MapperPlugin`` as well, then export it with ``PluginExport``.
 public protocol HookproxyPlugin: Sendable {
@@ -151,32 +153,82 @@ public struct OutboundRequest: Sendable, Equatable {
 ///
 /// For a formatter the document is the event (`id`, `source`, `received_at`, `headers`, `payload`, `fields`,
 /// `destination`, `attempt`); for a mapper it is `{"source", "headers", "payload"}`.
+///
+/// The payload, usually most of the document, is built only when it is read (``payload``, ``document``, or a path
+/// into it through ``value(atPath:)``): a formatter whose templates name only mapped fields never parses it.
 public struct PluginInput: Sendable {
-    /// The document.
-    public let document: JSONValue
+    /// The document, its payload `null` while that is deferred.
+    private let head: JSONValue
+    private let deferred: DeferredPayload?
+
     /// The raw request body.
     public let body: [UInt8]
     /// The request's content type ("" when none was sent).
     public let contentType: String
 
     public init(document: JSONValue, body: [UInt8], contentType: String) {
-        self.document = document
+        self.head = document
+        self.deferred = nil
         self.body = body
         self.contentType = contentType
     }
 
+    /// An input whose `payload` member is still the JSON text `payload` (checked to be valid JSON), built on first use.
+    init(head: JSONValue, payload: [UInt8]?, body: [UInt8], contentType: String) {
+        self.head = head
+        self.deferred = payload.map(DeferredPayload.init)
+        self.body = body
+        self.contentType = contentType
+    }
+
+    /// The whole document.
+    public var document: JSONValue {
+        guard let deferred, case .object(var object) = head else { return head }
+        object["payload"] = deferred.value
+        return .object(object)
+    }
+
+    /// Follows a dotted path into the document (see ``JSONValue/value(atPath:)``), building the payload only when the
+    /// path leads into it.
+    public func value(atPath path: some StringProtocol) -> JSONValue? {
+        value(atComponents: path.split(separator: ".", omittingEmptySubsequences: false))
+    }
+
+    /// ``value(atPath:)`` with the path already split at its dots.
+    public func value(atComponents components: some Collection<some StringProtocol>) -> JSONValue? {
+        guard let first = components.first else { return document }
+        if deferred != nil, first == "payload" { return payload.value(atComponents: components.dropFirst()) }
+        return head.value(atComponents: components)
+    }
+
     /// The event id (formatters).
-    public var id: String { document["id"]?.stringValue ?? "" }
+    public var id: String { head["id"]?.stringValue ?? "" }
     /// The source name.
-    public var source: String { document["source"]?.stringValue ?? "" }
+    public var source: String { head["source"]?.stringValue ?? "" }
     /// When it was received, as RFC 3339 text (formatters).
-    public var receivedAt: String { document["received_at"]?.stringValue ?? "" }
+    public var receivedAt: String { head["received_at"]?.stringValue ?? "" }
     /// The request headers, names in lowercase.
-    public var headers: JSONObject { document["headers"]?.objectValue ?? JSONObject() }
+    public var headers: JSONObject { head["headers"]?.objectValue ?? JSONObject() }
     /// The parsed payload, or `.null` when the body is not JSON.
-    public var payload: JSONValue { document["payload"] ?? .null }
+    public var payload: JSONValue { deferred?.value ?? head["payload"] ?? .null }
     /// The mapped fields (formatters).
-    public var fields: JSONObject { document["fields"]?.objectValue ?? JSONObject() }
+    public var fields: JSONObject { head["fields"]?.objectValue ?? JSONObject() }
+}
+
+/// A payload's JSON text, parsed once, when first read.
+private final class DeferredPayload: Sendable {
+    private let text: [UInt8]
+    private let parsed = Mutex<JSONValue?>(nil)
+
+    init(_ text: [UInt8]) { self.text = text }
+
+    var value: JSONValue {
+        if let value = parsed.withLock({ $0 }) { return value }
+        // The text was checked when the document was read; a failure here cannot happen, and would read as no payload.
+        let value = (try? JSONValue(parsing: text)) ?? .null
+        parsed.withLock { $0 = value }
+        return value
+    }
 }
 
 /// The event a formatter receives.

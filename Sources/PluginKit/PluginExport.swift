@@ -89,8 +89,7 @@ public enum PluginExport {
             guard let formatter = Unmanaged<InstanceBox>.fromOpaque(instance).takeUnretainedValue().plugin as? any FormatterPlugin
             else { return HOOKPROXY_ERROR_PERMANENT }
             do {
-                let input = try readEvent(event.pointee)
-                var result = try formatter.format(FormatterEvent(document: input.0, body: input.1, contentType: input.2))
+                var result = try formatter.format(try readEvent(event.pointee))
                 if case .sendAll(let requests) = result {
                     switch requests.count {
                     case 0: result = .skip(reason: "the formatter produced no request")
@@ -128,8 +127,7 @@ public enum PluginExport {
             guard let mapper = Unmanaged<InstanceBox>.fromOpaque(instance).takeUnretainedValue().plugin as? any MapperPlugin
             else { return HOOKPROXY_ERROR_PERMANENT }
             do {
-                let input = try readEvent(event.pointee)
-                let fields = try mapper.map(MapperRequest(document: input.0, body: input.1, contentType: input.2))
+                let fields = try mapper.map(try readEvent(event.pointee))
                 let bytes = JSONValue.object(fields).serializedBytes()
                 let storage = OutputStorage()
                 output.pointee.body = storage.copy(bytes)
@@ -150,15 +148,16 @@ public enum PluginExport {
 
     // MARK: Conversions
 
-    private static func readEvent(_ event: hookproxy_event) throws -> (JSONValue, [UInt8], String) {
+    /// The call's input. The document's payload is checked here but built only if the plugin reads it.
+    private static func readEvent(_ event: hookproxy_event) throws -> PluginInput {
         let json = UnsafeRawBufferPointer(start: event.json, count: event.json == nil ? 0 : event.json_len)
-        let document = try JSONValue(parsing: json)
+        let (head, payload) = try JSONValue.parsing(json, deferring: "payload")
         let body = event.body == nil ? [] : Array(UnsafeBufferPointer(start: event.body, count: event.body_len))
         let contentType =
             event.content_type == nil
             ? ""
             : String(decoding: UnsafeRawBufferPointer(start: event.content_type, count: event.content_type_len), as: UTF8.self)
-        return (document, body, contentType)
+        return PluginInput(head: head, payload: payload, body: body, contentType: contentType)
     }
 
     private static func fail(_ error: any Error, into output: UnsafeMutablePointer<hookproxy_output>?) -> hookproxy_status {

@@ -8,7 +8,8 @@
 public struct Template: Sendable, Hashable {
     enum Segment: Sendable, Hashable {
         case literal(String)
-        case placeholder(path: String)
+        /// A path, and its components (split once, here, rather than on every render).
+        case placeholder(path: String, components: [String])
     }
 
     let segments: [Segment]
@@ -30,7 +31,8 @@ public struct Template: Sendable, Hashable {
             guard !path.isEmpty, !path.contains(where: { $0 == "{" || $0 == "}" }) else {
                 throw TemplateError(template: source, reason: "empty or malformed placeholder '{{\(path)}}'")
             }
-            segments.append(.placeholder(path: String(path)))
+            segments.append(
+                .placeholder(path: String(path), components: path.split(separator: ".", omittingEmptySubsequences: false).map(String.init)))
             rest = rest[close.upperBound...]
         }
         if !rest.isEmpty { segments.append(.literal(String(rest))) }
@@ -42,17 +44,33 @@ public struct Template: Sendable, Hashable {
 
     /// When the whole template is one placeholder, its path.
     public var soloPath: String? {
-        if segments.count == 1, case .placeholder(let path) = segments[0] { return path }
+        if segments.count == 1, case .placeholder(let path, _) = segments[0] { return path }
+        return nil
+    }
+
+    /// When the whole template is one placeholder, its path's components.
+    var soloComponents: [String]? {
+        if segments.count == 1, case .placeholder(_, let components) = segments[0] { return components }
         return nil
     }
 
     /// Renders against `context` (the event document), passing each inserted value through `escape`.
     public func render(_ context: JSONValue, escape: (String) -> String = { $0 }) -> String {
+        render(escape: escape) { context.value(atComponents: $0) }
+    }
+
+    /// Renders against `event`'s document, passing each inserted value through `escape`. The payload is parsed only
+    /// when a placeholder leads into it.
+    public func render(_ event: PluginInput, escape: (String) -> String = { $0 }) -> String {
+        render(escape: escape) { event.value(atComponents: $0) }
+    }
+
+    private func render(escape: (String) -> String, lookup: ([String]) -> JSONValue?) -> String {
         var output = ""
         for segment in segments {
             switch segment {
             case .literal(let text): output += text
-            case .placeholder(let path): output += escape(context.value(atPath: path)?.textValue ?? "")
+            case .placeholder(_, let components): output += escape(lookup(components)?.textValue ?? "")
             }
         }
         return output
@@ -120,16 +138,19 @@ public struct JSONTemplate: Sendable, Hashable {
     }
 
     /// Renders the document against `context`.
-    public func render(_ context: JSONValue) -> JSONValue { Self.render(root, context) }
+    public func render(_ context: JSONValue) -> JSONValue { Self.render(root, PluginInput(document: context, body: [], contentType: "")) }
 
-    private static func render(_ node: Node, _ context: JSONValue) -> JSONValue {
+    /// Renders the document against `event`'s document, parsing its payload only when a placeholder leads into it.
+    public func render(_ event: PluginInput) -> JSONValue { Self.render(root, event) }
+
+    private static func render(_ node: Node, _ event: PluginInput) -> JSONValue {
         switch node {
         case .constant(let value): return value
         case .text(let template):
-            if let path = template.soloPath { return context.value(atPath: path) ?? .null }
-            return .string(template.render(context))
-        case .array(let nodes): return .array(nodes.map { render($0, context) })
-        case .object(let members): return .object(JSONObject(members.map { ($0.0, render($0.1, context)) }))
+            if let components = template.soloComponents { return event.value(atComponents: components) ?? .null }
+            return .string(template.render(event))
+        case .array(let nodes): return .array(nodes.map { render($0, event) })
+        case .object(let members): return .object(JSONObject(members.map { ($0.0, render($0.1, event)) }))
         }
     }
 }

@@ -1,7 +1,8 @@
 import Foundation
-import PluginKit
 import TestSupport
 import Testing
+
+@testable import PluginKit
 
 @Suite("JSON values")
 struct JSONValueTests {
@@ -84,6 +85,56 @@ struct JSONValueTests {
             let data = Data(value.serializedBytes())
             let decoded = try #require(try JSONSerialization.jsonObject(with: data) as? [String: String])
             #expect(decoded["text"] == text)
+        }
+    }
+
+    @Test("escapes exactly the characters JSON and JavaScript need, in the same spelling")
+    func escapeSpelling() {
+        let value: JSONValue = .string("q\" b\\ n\n r\r t\t \u{08}\u{0C}\u{1F} \u{2028}\u{2029} \u{2027}é😀")
+        #expect(value.serialized() == #""q\" b\\ n\n r\r t\t \u0008\u000c\u001f \u2028\u2029 "# + "\u{2027}é😀\"")
+        var text = "x"
+        JSONValue.writeString("a\"b", to: &text)
+        #expect(text == #"x"a\"b""#)
+    }
+
+    @Test("a document read with its payload deferred refuses what the full parse refuses and reads the same when built")
+    func deferredPayload() throws {
+        var payloads = [
+            #"{"a":[1,2,{"b":"c"}],"d":"é😀\u00e9\ud83d\ude00\n","e":-1.5e3,"f":null,"g":true}"#, #""text""#, "12", "null",
+            "[]", "{}", #"{"k":"v","k":"w"}"#,
+            // What the parser refuses, inside the payload:
+            "", "{", "[1,]", #"{"a" 1}"#, "tru", "01", "1.", "\"\u{01}\"", #""\x""#, "[1 2]", #""\u12""#, #""\ud800""#,
+            String(repeating: "[", count: 300) + String(repeating: "]", count: 300),
+        ]
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<100 {
+            let text: JSONValue = ["t": .string(RandomText.make(maximumLength: 40, using: &generator))]
+            payloads.append(text.serialized())
+        }
+        var documents = payloads.map { #"{"id":"e1","source":"s","payload":"# + $0 + #","fields":{"x":"1"},"attempt":1}"# }
+        documents.append(#"{"id":"e1","fields":{"payload":{"nested":1}}}"#)  // no top-level payload; a nested one is built
+        documents.append(#"[{"payload":1}]"#)
+        var invalidUTF8 = Array(#"{"payload":{"a":""#.utf8)
+        invalidUTF8 += [0xC3, 0x28]
+        invalidUTF8 += Array(#""},"fields":{}}"#.utf8)
+        var inputs = documents.map { Array($0.utf8) }
+        inputs.append(invalidUTF8)
+        for bytes in inputs {
+            let full = Result { try JSONValue(parsing: bytes) }
+            let deferred = Result { try bytes.withUnsafeBytes { try JSONValue.parsing($0, deferring: "payload") } }
+            switch (full, deferred) {
+            case (.success(let document), .success(let (head, payload))):
+                let input = PluginInput(head: head, payload: payload, body: [], contentType: "")
+                #expect(input.document == document, "\(String(decoding: bytes, as: UTF8.self))")
+                #expect(input.payload == (document["payload"] ?? .null))
+                #expect(input.fields == (document["fields"]?.objectValue ?? JSONObject()))
+                for path in ["payload", "payload.a.2.b", "payload.d", "payload.k", "fields.x", "fields.payload.nested", "id", "0.payload"] {
+                    #expect(input.value(atPath: path) == document.value(atPath: path), "\(path)")
+                }
+            case (.failure, .failure): break
+            default:
+                Issue.record("full and deferred reading disagree on \(String(decoding: bytes, as: UTF8.self)): \(full) against \(deferred)")
+            }
         }
     }
 

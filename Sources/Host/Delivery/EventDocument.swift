@@ -11,21 +11,25 @@ enum EventDocument {
         guard !event.headersJSON.isEmpty, !event.fieldsJSON.isEmpty, bodyIsPlainJSONPayload(event) else {
             return make(event: event, destination: destination, attempt: attempt).serializedBytes()
         }
-        var text = ""
-        text.reserveCapacity(event.body.count + event.headersJSON.utf8.count + event.fieldsJSON.utf8.count + 200)
-        text += "{\"id\":"
-        JSONValue.writeString(event.id, to: &text)
-        text += ",\"source\":"
-        JSONValue.writeString(event.source, to: &text)
-        text += ",\"received_at\":\"" + Clock.rfc3339(milliseconds: event.receivedAt) + "\",\"headers\":"
-        text += event.headersJSON
-        text += ",\"payload\":"
-        var bytes = Array(text.utf8)
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(event.body.count + event.headersJSON.utf8.count + event.fieldsJSON.utf8.count + 200)
+        bytes += "{\"id\":".utf8
+        JSONValue.writeString(event.id, to: &bytes)
+        bytes += ",\"source\":".utf8
+        JSONValue.writeString(event.source, to: &bytes)
+        bytes += ",\"received_at\":\"".utf8
+        bytes += Clock.rfc3339(milliseconds: event.receivedAt).utf8
+        bytes += "\",\"headers\":".utf8
+        bytes += event.headersJSON.utf8
+        bytes += ",\"payload\":".utf8
         bytes += event.body
-        text = ",\"fields\":" + event.fieldsJSON + ",\"destination\":{\"name\":"
-        JSONValue.writeString(destination, to: &text)
-        text += "},\"attempt\":" + String(attempt) + "}"
-        bytes += text.utf8
+        bytes += ",\"fields\":".utf8
+        bytes += event.fieldsJSON.utf8
+        bytes += ",\"destination\":{\"name\":".utf8
+        JSONValue.writeString(destination, to: &bytes)
+        bytes += "},\"attempt\":".utf8
+        bytes += String(attempt).utf8
+        bytes += "}".utf8
         return bytes
     }
 

@@ -35,11 +35,11 @@ struct NtfyFormatter: FormatterPlugin {
 
     func format(_ event: FormatterEvent) throws -> FormatResult {
         let fields = event.fields
-        var text = message.render(event.document)
+        var text = message.render(event)
         if text.isEmpty { text = "\(event.source) event \(event.id)" }
         let status = fields["status"]?.stringValue ?? ""
         var headers: [(name: String, value: String)] = []
-        let heading = title.render(event.document)
+        let heading = title.render(event)
         // Headers are one line; ntfy limits a message to 4096 bytes, so cut (between characters) below that.
         if !heading.isEmpty { headers.append(("X-Title", TextLimits.truncate(Self.oneLine(heading), to: 250))) }
         let statusPriority = ["failure": 4, "warning": 3, "success": 3, "info": 3, "neutral": 2][status]
