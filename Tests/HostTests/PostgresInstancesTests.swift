@@ -197,6 +197,42 @@ struct PostgresInstancesTests {
         }
     }
 
+    @Test("a transaction that outlives its deadline is rolled back, not committed late: an insert answered 'unavailable' stores nothing")
+    func lateTransactionRolledBack() async throws {
+        try await withTestDatabase(.postgres) { database in
+            let store = try await PostgresStore(url: database.url, logger: testLogger, maximumConnections: 2, operationTimeout: .seconds(1))
+            runServices(of: store)
+            // A connection of the test's own (no store, no deadline) holds a lock that adding deliveries waits for, until
+            // the insert has been given up: the insert's statements then finish after its deadline.
+            let url = try PostgresURL(database.url)
+            let locker = try await PostgresConnection.connect(
+                configuration: PostgresConnection.Configuration(
+                    host: url.host, port: url.port, username: url.username, password: url.password, database: url.database, tls: .disable),
+                id: 7, logger: testLogger)
+            try await locker.query("BEGIN", logger: testLogger)
+            try await locker.query("LOCK TABLE deliveries IN EXCLUSIVE MODE", logger: testLogger)
+            let clock = ContinuousClock()
+            let start = clock.now
+            await #expect(throws: StoreError.self) { try await store.insert([StoreContractTests.event("late")]) }
+            #expect(clock.now - start < .seconds(4), "the insert was not given up at its deadline")
+            try await locker.query("COMMIT", logger: testLogger)
+            func count(_ sql: String) async throws -> Int {
+                let rows = try await locker.query(PostgresQuery(unsafeSQL: "SELECT count(*) FROM " + sql), logger: testLogger)
+                for try await count in rows.decode(Int.self) { return count }
+                return -1
+            }
+            // The given-up transaction's statements run once the lock is gone, and it ends: it must roll back rather than
+            // commit.
+            try await waitUntil("the given-up transaction to end", timeout: .seconds(20)) {
+                try await count("pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND state <> 'idle'") == 0
+            }
+            #expect(try await count("events") == 0, "a late commit stored the event")
+            #expect(try await count("deliveries") == 0)
+            try await locker.close()
+            try await store.close()
+        }
+    }
+
     @Test("a server on PostgreSQL ingests and delivers end to end")
     func serverEndToEnd() async throws {
         try await withTestDatabase(.postgres) { database in

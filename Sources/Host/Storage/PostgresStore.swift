@@ -667,7 +667,7 @@ final class PostgresStore: EventStore {
     func close() async throws(StoreError) {
         guard !closed.exchange(true, ordering: .sequentiallyConsistent) else { return }
         do {
-            _ = try await withTimeout { [instanceID] client, logger in
+            _ = try await withTimeout { [instanceID] client, logger, _ in
                 try await client.query("DELETE FROM instances WHERE id = \(instanceID)", logger: logger)
             }
         } catch {
@@ -683,20 +683,21 @@ final class PostgresStore: EventStore {
 
     func run<T: Sendable>(_ body: @escaping @Sendable (PostgresClient, Logger) async throws -> T) async throws(StoreError) -> T {
         guard !closed.load(ordering: .sequentiallyConsistent) else { throw StoreError.closed }
-        return try await withTimeout(body)
+        return try await withTimeout { client, logger, _ in try await body(client, logger) }
     }
 
     /// `body` on the pool, failing as unavailable after ``operationTimeout``, even when `body` does not stop then (a
-    /// query on a connection a crash left half-open): it is cancelled and left to end by itself (``Deadline``).
-    private func withTimeout<T: Sendable>(_ body: @escaping @Sendable (PostgresClient, Logger) async throws -> T) async throws(StoreError)
-        -> T
+    /// query on a connection a crash left half-open): it is left to end by itself (``Deadline``), and `givenUp` says so.
+    private func withTimeout<T: Sendable>(_ body: @escaping @Sendable (PostgresClient, Logger, GivenUp) async throws -> T)
+        async throws(StoreError) -> T
     {
         do {
             let timeout = operationTimeout
+            let givenUp = GivenUp()
             return try await Deadline.run(
-                within: timeout, timedOut: StoreError.unavailable("PostgreSQL did not answer within \(timeout)")
+                within: timeout, timedOut: givenUp.mark(StoreError.unavailable("PostgreSQL did not answer within \(timeout)"))
             ) { [client, logger] in
-                try await body(client, logger)
+                try await body(client, logger, givenUp)
             }
         } catch let error as StoreError {
             throw error
@@ -705,10 +706,35 @@ final class PostgresStore: EventStore {
         }
     }
 
+    /// Set when a call's deadline passed and its caller went on with a failure.
+    private final class GivenUp: Sendable {
+        private let flag = Atomic<Bool>(false)
+
+        /// Marks the call given up; returns `error`, the caller's failure.
+        func mark(_ error: StoreError) -> StoreError {
+            flag.store(true, ordering: .sequentiallyConsistent)
+            return error
+        }
+
+        var isSet: Bool { flag.load(ordering: .sequentiallyConsistent) }
+    }
+
     /// Runs `body` in one transaction (committed when it returns, rolled back when it throws).
+    ///
+    /// A transaction still running when ``operationTimeout`` passes (its caller was told it failed: an ingest answered
+    /// 503, a claim given up, an outcome to be recorded again) is rolled back, not committed, whenever its statements
+    /// finish: a late commit would store an event its sender was told was not stored, out of FIFO order with the events
+    /// sent after it, or claim deliveries no dispatcher knows of. Only a deadline that passes while the `COMMIT` itself is
+    /// on its way leaves the outcome open, as any network timeout does.
     func transaction<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws(StoreError) -> T {
-        try await run { client, logger in
-            try await client.withTransaction(logger: logger) { connection in try await body(connection) }
+        guard !closed.load(ordering: .sequentiallyConsistent) else { throw StoreError.closed }
+        return try await withTimeout { client, logger, givenUp in
+            try await client.withTransaction(logger: logger) { connection in
+                let result = try await body(connection)
+                // Queries do not stop at the deadline; this is where a late transaction learns that its caller has gone.
+                if givenUp.isSet { throw StoreError.unavailable("the transaction outlived its deadline and was rolled back") }
+                return result
+            }
         }
     }
 
