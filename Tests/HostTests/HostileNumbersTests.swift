@@ -142,7 +142,10 @@ struct HostileNumbersTests {
             await client.send("POST /webhooks/app HTTP/1.1\r\nHost: x\r\nContent-Length: \(value)\r\n\r\n{}")
             let answer = await client.readAll(timeout: .seconds(2))
             client.close()
-            #expect(answer.isEmpty || answer.hasPrefix("HTTP/1.1 4"), "Content-Length '\(value)': \(answer.prefix(80))")
+            // The first bytes in hex too: one full run (2026-12-07) saw a single unprintable byte before "HTTP/1.1 400".
+            #expect(
+                answer.isEmpty || answer.hasPrefix("HTTP/1.1 4"),
+                "Content-Length '\(value)': \(answer.prefix(80)) (starts \(answer.utf8.prefix(12).map { String($0, radix: 16) }))")
         }
         for query in ["limit=1e300", "limit=nan", "limit=-1", "limit=99999999999999999999", "since=9999-12-31T23:59:59Z", "since=nan"] {
             let status = try await send(.GET, "\(server.adminURL)/admin/events?\(query)").status

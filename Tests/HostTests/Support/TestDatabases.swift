@@ -38,7 +38,9 @@ struct TestDatabase: Sendable {
         case .sqlite:
             return TestDatabase(backend: backend, url: "sqlite:" + TestPaths.temporaryDirectory("store") + "/hookproxy.sqlite", name: nil)
         case .postgres:
-            let name = "hookproxy_t_" + UUID().uuidString.prefix(12).lowercased().replacingOccurrences(of: "-", with: "")
+            await leftovers.value
+            let name =
+                "hookproxy_t_\(getpid())_" + UUID().uuidString.prefix(8).lowercased().replacingOccurrences(of: "-", with: "")
             try await Self.administer("CREATE DATABASE \(name)")
             var components = URLComponents(string: TestBackend.postgresURL)!
             components.path = "/" + name
@@ -59,10 +61,39 @@ struct TestDatabase: Sendable {
         return store
     }
 
-    /// Drops the database (PostgreSQL); SQLite files stay with the temporary directory.
-    func drop() async {
-        guard let name else { return }
-        try? await Self.administer("DROP DATABASE IF EXISTS \(name) WITH (FORCE)")
+    /// Ends the test's use of the database. A PostgreSQL database is dropped by the next test process that starts
+    /// (``leftovers``), not now: `DROP DATABASE` makes the server run an immediate checkpoint, which, with the suite's
+    /// other databases busy, once took 5.4 s of fsync (2026-12-07) and stalled every concurrent test's queries past the
+    /// store's 5 s deadline. SQLite files stay with the temporary directory.
+    func drop() async {}
+
+    /// Drops, once per test process and before its first database is made, the test databases of processes that have
+    /// ended (named `hookproxy_t_<pid>_…`; older names without a process id are all left over).
+    private static let leftovers = Task {
+        do {
+            let url = try PostgresURL(TestBackend.postgresURL)
+            let configuration = PostgresConnection.Configuration(
+                host: url.host, port: url.port, username: url.username, password: url.password, database: url.database, tls: .disable)
+            let connection = try await PostgresConnection.connect(configuration: configuration, id: 4, logger: testLogger)
+            defer { Task { try? await connection.close() } }
+            let rows = try await connection.query(
+                "SELECT datname FROM pg_database WHERE datname LIKE 'hookproxy\\_t\\_%'", logger: testLogger)
+            var names: [String] = []
+            for try await name in rows.decode(String.self) { names.append(name) }
+            for name in names where !isOwnedByLiveProcess(name) {
+                _ = try? await connection.query(
+                    PostgresQuery(unsafeSQL: "DROP DATABASE IF EXISTS \(name) WITH (FORCE)"), logger: testLogger)
+            }
+        } catch {
+            // No server: the first CREATE DATABASE reports it.
+        }
+    }
+
+    /// Whether `name` (`hookproxy_t_<pid>_<random>`) belongs to a process that is still running.
+    private static func isOwnedByLiveProcess(_ name: String) -> Bool {
+        let parts = name.split(separator: "_")
+        guard parts.count == 4, let pid = Int32(parts[2]) else { return false }
+        return kill(pid, 0) == 0 || errno == EPERM
     }
 
     /// How many connections the server has to the database `name` whose last statement contains `running` (asked on a
