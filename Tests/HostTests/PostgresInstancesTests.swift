@@ -204,11 +204,7 @@ struct PostgresInstancesTests {
             runServices(of: store)
             // A connection of the test's own (no store, no deadline) holds a lock that adding deliveries waits for, until
             // the insert has been given up: the insert's statements then finish after its deadline.
-            let url = try PostgresURL(database.url)
-            let locker = try await PostgresConnection.connect(
-                configuration: PostgresConnection.Configuration(
-                    host: url.host, port: url.port, username: url.username, password: url.password, database: url.database, tls: .disable),
-                id: 7, logger: testLogger)
+            let locker = try await TestDatabase.connect(database: try PostgresURL(database.url).database, id: 7)
             try await locker.query("BEGIN", logger: testLogger)
             try await locker.query("LOCK TABLE deliveries IN EXCLUSIVE MODE", logger: testLogger)
             let clock = ContinuousClock()

@@ -13,10 +13,7 @@ struct PostgresTLSTests {
 
     /// Whether the store's connections to `database` are encrypted: nil when it has none, else whether all are.
     static func encrypted(database: String) async throws -> Bool? {
-        let url = try PostgresURL(TestBackend.postgresURL)
-        let configuration = PostgresConnection.Configuration(
-            host: url.host, port: url.port, username: url.username, password: url.password, database: url.database, tls: .disable)
-        let connection = try await PostgresConnection.connect(configuration: configuration, id: 2, logger: testLogger)
+        let connection = try await TestDatabase.connect(id: 2)
         defer { Task { try? await connection.close() } }
         let rows = try await connection.query(
             "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.datname = \(database)", logger: testLogger)
