@@ -71,10 +71,12 @@ struct HostileNumbersTests {
         for delivery in detail.deliveries {
             let first = try #require(delivery.history.first, "\(delivery.destination) has no attempt")
             // A wait asked for is honoured for at most 2 s (and scheduling slack for a loaded two-core machine; what
-            // is tested is that 1e300 s and the like became 2 s, not the scheduler).
+            // is tested is that 1e300 s and the like became 2 s, not the scheduler). The full suite on a slow day has
+            // taken 12.5 s between the attempts: 60 destinations retrying at once in a server that shares two cores
+            // with the rest of the suite.
             if let second = delivery.history.dropFirst().first {
                 #expect(
-                    second.startedAt - first.startedAt < 2000 + 8000,
+                    second.startedAt - first.startedAt < 2000 + 20_000,
                     "\(delivery.destination): waited \(second.startedAt - first.startedAt) ms")
             }
         }

@@ -301,9 +301,13 @@ struct PluginIsolationTests {
             #expect(new.count == 1, "\(marker): \(new.count) new events")
             let id = try #require(new.first)
             known.formUnion(listed.compactMap { $0["id"]?.stringValue })
-            let detail = try #require(try await send(.GET, "http://127.0.0.1:\(admin)/admin/events/\(id)").json)
-            let deliveries = detail["deliveries"]?.arrayValue ?? []
-            let hostile = try #require(deliveries.first { $0["destination"] == "hostile" })
+            // The crash is recorded when the delivery engine starts, which may be just after /healthz answers.
+            var hostile: JSONValue = .null
+            try? await waitUntil("\(marker): the delivery quarantined", timeout: .seconds(30)) {
+                let detail = try await send(.GET, "http://127.0.0.1:\(admin)/admin/events/\(id)").json
+                hostile = detail?["deliveries"]?.arrayValue?.first { $0["destination"] == "hostile" } ?? .null
+                return hostile["status"] == "dead"
+            }
             #expect(hostile["status"] == "dead", "\(marker): \(hostile.serialized())")
             let error = hostile["last_error"]?.stringValue ?? ""
             #expect(
