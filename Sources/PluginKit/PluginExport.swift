@@ -89,7 +89,7 @@ public enum PluginExport {
             guard let formatter = Unmanaged<InstanceBox>.fromOpaque(instance).takeUnretainedValue().plugin as? any FormatterPlugin
             else { return HOOKPROXY_ERROR_PERMANENT }
             do {
-                var result = try formatter.format(try readEvent(event.pointee))
+                var result = try formatter.format(try readEvent(event.pointee, deferringPayload: true))
                 if case .sendAll(let requests) = result {
                     switch requests.count {
                     case 0: result = .skip(reason: "the formatter produced no request")
@@ -127,7 +127,8 @@ public enum PluginExport {
             guard let mapper = Unmanaged<InstanceBox>.fromOpaque(instance).takeUnretainedValue().plugin as? any MapperPlugin
             else { return HOOKPROXY_ERROR_PERMANENT }
             do {
-                let fields = try mapper.map(try readEvent(event.pointee))
+                // A mapper reads the payload nearly always: built at once, rather than checked now and parsed later.
+                let fields = try mapper.map(try readEvent(event.pointee, deferringPayload: false))
                 let bytes = JSONValue.object(fields).serializedBytes()
                 let storage = OutputStorage()
                 output.pointee.body = storage.copy(bytes)
@@ -148,10 +149,12 @@ public enum PluginExport {
 
     // MARK: Conversions
 
-    /// The call's input. The document's payload is checked here but built only if the plugin reads it.
-    private static func readEvent(_ event: hookproxy_event) throws -> PluginInput {
+    /// The call's input. With `deferringPayload` (formatters) the document's payload is checked here but built only
+    /// if the plugin reads it.
+    private static func readEvent(_ event: hookproxy_event, deferringPayload: Bool) throws -> PluginInput {
         let json = UnsafeRawBufferPointer(start: event.json, count: event.json == nil ? 0 : event.json_len)
-        let (head, payload) = try JSONValue.parsing(json, deferring: "payload")
+        let (head, payload) =
+            deferringPayload ? try JSONValue.parsing(json, deferring: "payload") : (try JSONValue(parsing: json), nil)
         let body = event.body == nil ? [] : Array(UnsafeBufferPointer(start: event.body, count: event.body_len))
         let contentType =
             event.content_type == nil
