@@ -1,5 +1,4 @@
 import ArgumentParser
-import AsyncHTTPClient
 import Foundation
 import Logging
 import PluginKit
@@ -90,15 +89,14 @@ struct PreviewCommand: AsyncParsableCommand {
             case .send(let parts):
                 // One entry per request (a formatter may send several for one event).
                 for (index, part) in parts.enumerated() {
-                    let request = part.request
                     var preview = head
                     if parts.count > 1 { preview.append(("request", .string("\(index + 1) of \(parts.count)"))) }
                     preview += [
-                        ("action", "send"), ("method", .string(request.method.rawValue)), ("url", .string(ConfigJSON.url(request.url))),
+                        ("action", "send"), ("method", "POST"), ("url", .string(ConfigJSON.url(part.url))),
                         (
                             "headers",
                             .array(
-                                request.headers.map { header in
+                                part.headers.map { header in
                                     [
                                         "name": .string(header.name),
                                         "value": redactedHeaders.contains(header.name.lowercased())

@@ -1,4 +1,3 @@
-import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
@@ -8,7 +7,7 @@ import PluginKit
 /// each request, and hand each answer to ``Verdict/of(_:context:)``, which decides what it means. Only I/O lives here;
 /// never throws: every failure is an answer with its reason.
 struct Attempt: Sendable {
-    let httpClient: HTTPClient
+    let client: DeliveryClient
     /// Deliveries formatted while they waited for a slot.
     var formattedAhead: FormattedAhead?
 
@@ -41,9 +40,9 @@ struct Attempt: Sendable {
         } else {
             formatted = await Self.format(delivery, with: formatter)
         }
-        let requests: [HTTPClientRequest]
+        let requests: [Part]
         switch Self.requests(delivery, formatted: formatted, destination: destination) {
-        case .send(let parts): requests = parts.map(\.request)
+        case .send(let parts): requests = parts
         case .sendsNothing(let decision): return finish(.formatter(decision))
         }
 
@@ -54,18 +53,14 @@ struct Attempt: Sendable {
         for index in first..<parts {
             let answer: Answer
             do {
-                let response = try await httpClient.execute(
-                    requests[index], deadline: .now() + .milliseconds(destination.timeout.wholeMilliseconds))
                 // The body is read further than the log keeps for a JSON `retry_after`.
-                let read = max(keptBytes, AttemptRecord.defaultResponseBytes)
-                var body: [UInt8] = []
-                for try await chunk in response.body {
-                    body.append(contentsOf: chunk.readableBytesView.prefix(read - body.count))
-                    if body.count >= read { break }
-                }
+                let request = requests[index]
+                let response = try await client.post(
+                    request.url, headers: request.headers, body: request.body,
+                    deadline: .now + .milliseconds(destination.timeout.wholeMilliseconds),
+                    readLimit: max(keptBytes, AttemptRecord.defaultResponseBytes))
                 answer = .response(
-                    .init(status: Int(response.status.code), headers: response.headers.map { ($0.name, $0.value) }, body: body),
-                    part: index, parts: parts)
+                    .init(status: response.status, headers: response.headers, body: response.body), part: index, parts: parts)
             } catch is CancellationError {
                 answer = .cancelled(part: index, parts: parts)
             } catch {
@@ -80,9 +75,11 @@ struct Attempt: Sendable {
         return Verdict.released(deliveryID: delivery.id, now: Clock.milliseconds())
     }
 
-    /// One request to send and its body.
+    /// One request to send: a POST of `body` to `url` with `headers` (``DeliveryClient`` adds `Host` and
+    /// `Content-Length`).
     struct Part {
-        var request: HTTPClientRequest
+        var url: String
+        var headers: HTTPHeaders
         var body: [UInt8]
     }
 
@@ -154,37 +151,27 @@ struct Attempt: Sendable {
         let timestamp = Clock.milliseconds() / 1000
         return .send(
             outputs.enumerated().map { index, output in
-                var request = HTTPClientRequest(url: destination.url)
-                request.method = .POST
-                for header in destination.headers { request.headers.replaceOrAdd(name: header.name, value: header.value) }
-                for header in output.headers { request.headers.replaceOrAdd(name: header.name, value: header.value) }
-                request.headers.replaceOrAdd(
-                    name: "Content-Type", value: output.contentType.isEmpty ? "application/json" : output.contentType)
-                request.headers.replaceOrAdd(name: "User-Agent", value: "hookproxy/\(HookproxyVersion.current)")
+                var headers = HTTPHeaders()
+                for header in destination.headers { headers.replaceOrAdd(name: header.name, value: header.value) }
+                for header in output.headers { headers.replaceOrAdd(name: header.name, value: header.value) }
+                headers.replaceOrAdd(name: "Content-Type", value: output.contentType.isEmpty ? "application/json" : output.contentType)
+                headers.replaceOrAdd(name: "User-Agent", value: "hookproxy/\(HookproxyVersion.current)")
                 let id = index == 0 ? delivery.id : "\(delivery.id)-\(index)"
-                request.headers.replaceOrAdd(name: "webhook-id", value: id)
-                request.headers.replaceOrAdd(name: "webhook-timestamp", value: String(timestamp))
+                headers.replaceOrAdd(name: "webhook-id", value: id)
+                headers.replaceOrAdd(name: "webhook-timestamp", value: String(timestamp))
                 if !destination.signingSecrets.isEmpty {
-                    request.headers.replaceOrAdd(
+                    headers.replaceOrAdd(
                         name: "webhook-signature",
                         value: WebhookSigner.signature(secrets: destination.signingSecrets, id: id, timestamp: timestamp, body: output.body)
                     )
                 }
-                request.body = .bytes(ByteBuffer(bytes: output.body))
-                return Part(request: request, body: output.body)
+                return Part(url: destination.url, headers: headers, body: output.body)
             })
     }
 
     /// A short description of a transport error; it never includes the URL, which may hold a token.
     static func describe(_ error: any Error) -> String {
-        if let error = error as? HTTPClientError {
-            switch error {
-            case .deadlineExceeded, .readTimeout, .writeTimeout: return "timed out"
-            case .connectTimeout: return "connect timed out"
-            case .remoteConnectionClosed: return "the destination closed the connection"
-            default: return "\(error)"
-            }
-        }
+        if let error = error as? DeliveryClient.Failure { return error.description }
         return "cannot connect or send: \(error)"
     }
 }

@@ -1,4 +1,3 @@
-import AsyncHTTPClient
 import Logging
 import ServiceLifecycle
 import Synchronization
@@ -49,14 +48,14 @@ final class DeliveryEngine: Service, Sendable {
     private let inFlight = Atomic<Int>(0)
 
     init(
-        store: any DeliveryQueue, runtime: RuntimeHolder, httpClient: HTTPClient, wake: WakeSignal, logger: Logger,
+        store: any DeliveryQueue, runtime: RuntimeHolder, client: DeliveryClient, wake: WakeSignal, logger: Logger,
         metrics: HookproxyMetrics = HookproxyMetrics(), alerter: Alerter? = nil, journal: CallJournal? = nil,
         configuration: Configuration = Configuration()
     ) {
         self.store = store
         self.runtime = runtime
         self.lanes = Lanes(runtime: runtime, store: store, logger: logger)
-        self.attempt = Attempt(httpClient: httpClient, formattedAhead: formattedAhead)
+        self.attempt = Attempt(client: client, formattedAhead: formattedAhead)
         self.recorder = OutcomeRecorder(store: store, maximumUncommitted: configuration.maximumUncommitted, logger: logger)
         self.wake = wake
         self.logger = logger

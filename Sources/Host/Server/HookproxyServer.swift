@@ -1,4 +1,3 @@
-import AsyncHTTPClient
 import Hummingbird
 import HummingbirdCore
 import Logging
@@ -96,20 +95,12 @@ final class HookproxyServer: Sendable {
         let store = self.store
         let writer = ingestWriter
 
-        var clientConfiguration = HTTPClient.Configuration()
-        clientConfiguration.timeout = .init(connect: .seconds(10))
-        clientConfiguration.redirectConfiguration = .disallow
-        clientConfiguration.httpVersion = .automatic
-        // No spans: with the default no-op tracer the client still builds every span's attributes (the URL, sizes)
-        // for each request, a few per cent of a delivery's CPU.
-        clientConfiguration.tracing.tracer = nil
-        // Per-destination concurrency is capped by the lanes; the pool must not be the tighter limit.
-        let widest = config.destinations.values.map(\.maxConcurrency).max() ?? 8
-        clientConfiguration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: max(8, widest))
-        // A refused connection fails the attempt at once; the destination's retry schedule decides when to try again,
-        // rather than the client retrying until the timeout while holding the destination's slot.
-        clientConfiguration.connectionPool.retryConnectionEstablishment = false
-        let httpClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: clientConfiguration)
+        // Per-destination concurrency is capped by the lanes; the pool keeps as many connections per host as the widest
+        // lane may use at once. A refused connection fails the attempt at once: the destination's retry schedule decides
+        // when to try again.
+        var clientConfiguration = DeliveryClient.Configuration()
+        clientConfiguration.maxIdlePerHost = max(8, config.destinations.values.map(\.maxConcurrency).max() ?? 8)
+        let deliveryClient = DeliveryClient(configuration: clientConfiguration)
 
         let ingestor = Ingestor(runtime: runtime, writer: writer, wake: wake, logger: logger, journal: journal)
         let alerter = Alerter(runtime: runtime, store: store, wake: wake, logger: logger)
@@ -142,7 +133,7 @@ final class HookproxyServer: Sendable {
             onServerRunning: { channel in ports.bound(.ingest, port: channel.localAddress?.port ?? 0) },
             logger: logger)
         let engine = DeliveryEngine(
-            store: store, runtime: runtime, httpClient: httpClient, wake: wake, logger: logger, metrics: metrics,
+            store: store, runtime: runtime, client: deliveryClient, wake: wake, logger: logger, metrics: metrics,
             alerter: alerter, journal: journal, configuration: configuration.engine)
         let adminApp = Application(
             router: AdminRoutes.router(
@@ -186,14 +177,14 @@ final class HookproxyServer: Sendable {
         } catch {
             ports.failed()
             runtime.runtime.plugins.shutdown()
-            try? await httpClient.shutdown()
+            await deliveryClient.shutdown()
             try? await store.close()
             journal.close()
             throw error
         }
         // Worker processes end with the configuration that started them; the last one's are stopped here.
         runtime.runtime.plugins.shutdown()
-        try await httpClient.shutdown()
+        await deliveryClient.shutdown()
         try await store.close()
         journal.close()
         logger.info("hookproxy stopped")
