@@ -14,6 +14,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sched.h>
+#include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -322,4 +323,17 @@ long long hp_unmap_readonly_segments(void) {
 
 int hp_spawn_actions_close_from(posix_spawn_file_actions_t *actions, int from) {
     return posix_spawn_file_actions_addclosefrom_np(actions, from);
+}
+
+int hp_random_fill(void *buffer, size_t count) {
+    size_t filled = 0;
+    while (filled < count) {
+        ssize_t read = getrandom((char *)buffer + filled, count - filled, 0);
+        if (read < 0) {
+            if (errno == EINTR) continue;
+            return errno;
+        }
+        filled += (size_t)read;
+    }
+    return 0;
 }

@@ -114,6 +114,14 @@ int hp_malloc_trim(void);
  * resident), or -1 when /proc/self/pagemap cannot be read. */
 long long hp_unmap_readonly_segments(void);
 
+/* ---------------------------------------------------------------------------------------------------------------- */
+/* Randomness                                                                                                        */
+/* ---------------------------------------------------------------------------------------------------------------- */
+
+/* Fills `count` bytes at `buffer` from the kernel's cryptographically secure generator (getrandom, retried on EINTR
+ * and short reads). Returns 0, or an errno value when it could not (the buffer is then not all random). */
+int hp_random_fill(void *buffer, size_t count);
+
 #ifdef __cplusplus
 }
 #endif
