@@ -29,4 +29,12 @@ struct EventIDTests {
         let lows = ids.prefix(1_000).map { $0.suffix(12) }
         #expect(Set(lows).count == lows.count)
     }
+
+    @Test("jitter is spread over -1...1")
+    func jitter() {
+        let values = (0..<10_000).map { _ in RandomWords.signedUnit() }
+        #expect(values.allSatisfy { (-1.0...1.0).contains($0) })
+        #expect(values.filter { $0 < -0.9 }.count > 300 && values.filter { $0 > 0.9 }.count > 300, "both ends are reached")
+        #expect(abs(values.reduce(0, +) / Double(values.count)) < 0.05, "centred on 0")
+    }
 }

@@ -192,7 +192,7 @@ struct RetryPolicy: Sendable, Equatable {
     }
 
     /// The delay before attempt `attempt + 1`, after `attempt` failed attempts; `nil` when the delivery is out of attempts.
-    func delay(afterAttempt attempt: Int, random: Double = Double.random(in: -1...1)) -> Duration? {
+    func delay(afterAttempt attempt: Int, random: Double = RandomWords.signedUnit()) -> Duration? {
         guard attempt < maximumAttempts else { return nil }
         let base: Duration
         switch backoff {

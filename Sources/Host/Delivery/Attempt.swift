@@ -25,7 +25,7 @@ struct Attempt: Sendable {
                 maxRetryAfter: destination?.maxRetryAfter ?? .zero, keptBytes: keptBytes, formatterName: formatter?.plugin.name ?? "",
                 startedAt: startedAt,
                 duration: (clock.now - start).wholeMilliseconds,
-                now: Clock.milliseconds(), random: Double.random(in: -1...1))
+                now: Clock.milliseconds(), random: RandomWords.signedUnit())
             return Verdict.of(answer, context: context)
         }
         func finish(_ answer: Answer) -> Verdict {

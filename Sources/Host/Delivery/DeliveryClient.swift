@@ -246,14 +246,10 @@ final class DeliveryClient: Sendable {
     private func park(_ connection: Connection, key: Endpoint.Key) {
         let kept = idle.withLock { idle -> Bool in
             guard !isShutDown.load(ordering: .relaxed) else { return false }
-            var list = idle[key, default: []]
-            list.removeAll { !$0.channel.isActive }
-            guard list.count < configuration.maxIdlePerHost else {
-                idle[key] = list
-                return false
-            }
-            list.append(connection)
-            idle[key] = list
+            // Closed ones are dropped when the list is full (and skipped when taken), not looked at on every return.
+            if idle[key, default: []].count >= configuration.maxIdlePerHost { idle[key]?.removeAll { !$0.channel.isActive } }
+            guard idle[key, default: []].count < configuration.maxIdlePerHost else { return false }
+            idle[key, default: []].append(connection)
             return true
         }
         if !kept { connection.channel.close(promise: nil) }
