@@ -270,11 +270,16 @@ final class DeliveryClient: Sendable {
         return try result.get()
     }
 
-    private static func describeConnectError(_ error: any Error) -> String {
-        if let error = error as? NIOConnectionError {
-            if error.dnsAAAAError != nil, error.dnsAError != nil { return "the host name does not resolve" }
-            if let first = error.connectionErrors.first { return "\(first.error)" }
+    /// "connection refused", "the host name does not resolve": the system's words for a socket error, without NIO's
+    /// wrapping ("connection reset (error set): Connection refused (errno: 111)").
+    static func describeConnectError(_ error: any Error) -> String {
+        var error = error
+        if let connection = error as? NIOConnectionError {
+            if connection.dnsAAAAError != nil, connection.dnsAError != nil { return "the host name does not resolve" }
+            guard let first = connection.connectionErrors.first else { return "no address to connect to" }
+            error = first.error
         }
+        if let error = error as? IOError { return String(cString: strerror(error.errnoCode)).lowercased() }
         return "\(error)"
     }
 }
