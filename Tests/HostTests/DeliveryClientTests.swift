@@ -196,6 +196,7 @@ struct DeliveryClientTests {
         let untrusted = await Self.failure { try await Self.post(untrusting, "https://localhost:\(receiver.port)/tls") }
         if case .tls = untrusted {} else { Issue.record("an untrusted certificate: \(String(describing: untrusted))") }
         #expect(receiver.received.count == 3, "nothing is sent before the certificate is accepted")
+        #expect(receiver.connections == 3, "one connection per refused certificate: a failed handshake is not tried again")
         await client.shutdown()
         await untrusting.shutdown()
         try await receiver.stop()

@@ -98,9 +98,9 @@ final class DeliveryClient: Sendable {
         head.headers.add(name: "Content-Length", value: String(body.count))
         let nioDeadline = NIODeadline.now() + TimeAmount(ContinuousClock.now.duration(to: deadline))
         let exchange = Exchange(head: head, body: ByteBuffer(bytes: body), deadline: nioDeadline, readLimit: max(0, readLimit))
-        var kept = true
+        var mayUseKept = true
         while true {
-            let connection = try await acquire(endpoint, deadline: deadline, kept: kept)
+            let (connection, wasKept) = try await acquire(endpoint, deadline: deadline, mayUseKept: mayUseKept)
             do {
                 let response = try await connection.exchange(exchange)
                 if response.reusable { park(connection, key: endpoint.key) }
@@ -109,8 +109,8 @@ final class DeliveryClient: Sendable {
                 // A kept-alive connection the receiver closed while it waited in the pool (nothing was sent on it):
                 // the request goes on a new connection, once. A new connection closed before the exchange began (its
                 // TLS handshake failed, say) fails with the reason.
-                guard kept else { throw stale.cause ?? Failure.closed }
-                kept = false
+                guard wasKept else { throw stale.cause ?? Failure.closed }
+                mayUseKept = false
             }
         }
     }
@@ -197,10 +197,12 @@ final class DeliveryClient: Sendable {
         }
     }
 
-    /// A kept-alive connection to `endpoint`, or a new one.
-    private func acquire(_ endpoint: Endpoint, deadline: ContinuousClock.Instant, kept: Bool) async throws -> Connection {
-        while kept, let connection = idle.withLock({ $0[endpoint.key]?.popLast() }) {
-            if connection.channel.isActive { return connection }
+    /// A kept-alive connection to `endpoint` (when `mayUseKept`) or a new one, and whether it was kept.
+    private func acquire(
+        _ endpoint: Endpoint, deadline: ContinuousClock.Instant, mayUseKept: Bool
+    ) async throws -> (Connection, wasKept: Bool) {
+        while mayUseKept, let connection = idle.withLock({ $0[endpoint.key]?.popLast() }) {
+            if connection.channel.isActive { return (connection, true) }
         }
         try Task.checkCancellation()
         let remaining = ContinuousClock.now.duration(to: deadline)
@@ -239,7 +241,7 @@ final class DeliveryClient: Sendable {
             channel.close(promise: nil)
             throw Failure.connect("the connection was not set up")
         }
-        return Connection(channel: channel, handler: handler)
+        return (Connection(channel: channel, handler: handler), false)
     }
 
     /// Keeps `connection` for the next exchange with its host, unless enough are kept already.
