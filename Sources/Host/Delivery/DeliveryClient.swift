@@ -78,24 +78,15 @@ final class DeliveryClient: Sendable {
     ) async throws -> Response {
         guard !isShutDown.load(ordering: .relaxed) else { throw Failure.shutDown }
         guard let endpoint = endpoint(url) else { throw Failure.invalidURL }
-        var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: endpoint.target)
-        head.headers.reserveCapacity(headers.count + 3)
-        head.headers.add(name: "Host", value: endpoint.hostHeader)
-        if let authorization = endpoint.authorization { head.headers.add(name: "Authorization", value: authorization) }
-        for (name, value) in headers {
-            // The framing is the client's: a header from the configuration or a plugin cannot contradict it.
-            if name.caseInsensitiveEquals("host") || name.caseInsensitiveEquals("content-length")
-                || name.caseInsensitiveEquals("transfer-encoding") || name.caseInsensitiveEquals("connection")
-            {
-                continue
-            }
-            if endpoint.authorization != nil, name.caseInsensitiveEquals("authorization") {
-                head.headers.replaceOrAdd(name: name, value: value)
-                continue
-            }
-            head.headers.add(name: name, value: value)
+        // The framing is the client's: a header from the configuration or a plugin cannot contradict it.
+        var fields = headers
+        for name in ["Host", "Content-Length", "Transfer-Encoding", "Connection"] { fields.remove(name: name) }
+        if let authorization = endpoint.authorization, !fields.contains(name: "Authorization") {
+            fields.add(name: "Authorization", value: authorization)
         }
-        head.headers.add(name: "Content-Length", value: String(body.count))
+        fields.add(name: "Host", value: endpoint.hostHeader)
+        fields.add(name: "Content-Length", value: String(body.count))
+        let head = HTTPRequestHead(version: .http1_1, method: .POST, uri: endpoint.target, headers: fields)
         let nioDeadline = NIODeadline.now() + TimeAmount(ContinuousClock.now.duration(to: deadline))
         let exchange = Exchange(head: head, body: ByteBuffer(bytes: body), deadline: nioDeadline, readLimit: max(0, readLimit))
         var mayUseKept = true
@@ -113,6 +104,12 @@ final class DeliveryClient: Sendable {
                 mayUseKept = false
             }
         }
+    }
+
+    /// How many connections to `url`'s scheme, host and port wait in the pool and are still open.
+    func keptConnections(to url: String) -> Int {
+        guard let key = endpoint(url)?.key else { return 0 }
+        return idle.withLock { idle in idle[key]?.count(where: { $0.channel.isActive }) ?? 0 }
     }
 
     /// Closes the kept-alive connections; later sends fail with ``Failure/shutDown``.
@@ -192,7 +189,8 @@ final class DeliveryClient: Sendable {
             return try await withTaskCancellationHandler {
                 try await promise.futureResult.get()
             } onCancel: {
-                channel.eventLoop.execute { handler.value.cancel() }
+                // Runs later on the loop: by then this exchange may be over and the connection carrying another.
+                channel.eventLoop.execute { handler.value.cancel(promise) }
             }
         }
     }
@@ -358,8 +356,9 @@ private final class ExchangeHandler: ChannelInboundHandler {
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: written)
     }
 
-    /// The calling task was cancelled.
-    func cancel() {
+    /// The task of the exchange answered through `promise` was cancelled; nothing happens if that exchange is over.
+    func cancel(_ promise: EventLoopPromise<Finished>) {
+        guard self.promise?.futureResult === promise.futureResult else { return }
         fail(CancellationError())
     }
 
@@ -439,14 +438,5 @@ private final class ExchangeHandler: ChannelInboundHandler {
         if let error = error as? ChannelError, error == .ioOnClosedChannel || error == .eof { return DeliveryClient.Failure.closed }
         if error is IOError { return DeliveryClient.Failure.closed }
         return DeliveryClient.Failure.invalidAnswer("\(error)")
-    }
-}
-
-extension String {
-    /// Equal to `lowercase` (ASCII, lowercase) ignoring ASCII case; allocates nothing.
-    fileprivate func caseInsensitiveEquals(_ lowercase: String) -> Bool {
-        utf8.elementsEqual(lowercase.utf8) { byte, lower in
-            (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte) == lower
-        }
     }
 }
