@@ -83,7 +83,7 @@ struct DeliveryClientTests {
         #expect(try await Self.post(client, url).status == 201)
         #expect(try await Self.post(client, url).status == 202)
         #expect(try await Self.post(client, url).status == 204)
-        try await Task.sleep(for: .milliseconds(200))
+        try await waitUntil("the client saw the receiver close the kept connection") { client.keptConnections(to: url) == 0 }
         #expect(try await Self.post(client, url).status == 200, "the closed connection is not used")
         #expect(receiver.connections == 4)
         #expect(receiver.received.count == 4, "each request sent once")

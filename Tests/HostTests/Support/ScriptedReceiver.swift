@@ -28,7 +28,10 @@ final class ScriptedReceiver: Sendable {
         var body: [UInt8]
         /// Reads the request took to arrive in full.
         var reads: Int
-        func header(_ name: String) -> String? {
+        func header(_ name: String) -> String? { Self.header(name, in: head) }
+
+        /// The value of header `name` in a request head (its lines, without the blank line).
+        static func header(_ name: String, in head: String) -> String? {
             for line in head.split(separator: "\r\n").dropFirst() {
                 let parts = line.split(separator: ":", maxSplits: 1)
                 if parts.count == 2, parts[0].lowercased() == name.lowercased() { return parts[1].trimmingCharacters(in: .whitespaces) }
@@ -116,7 +119,7 @@ private final class ConnectionHandler: ChannelInboundHandler {
         reads += 1
         while let end = headEnd() {
             let head = String(decoding: buffer[..<end], as: UTF8.self)
-            let length = Int(ScriptedReceiver.Received(connection: 0, head: head, body: [], reads: 0).header("Content-Length") ?? "0") ?? 0
+            let length = Int(ScriptedReceiver.Received.header("Content-Length", in: head) ?? "0") ?? 0
             guard buffer.count >= end + 4 + length else { return }
             let body = Array(buffer[(end + 4)..<(end + 4 + length)])
             buffer.removeFirst(end + 4 + length)
