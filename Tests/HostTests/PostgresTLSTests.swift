@@ -107,6 +107,5 @@ struct PostgresTLSTests {
         #expect(throws: PostgresURL.Invalid.self) {
             try PostgresURL("postgres://hookproxy@127.0.0.1/\(name)?sslmode=verify-full&sslrootcert=\(ca)")
         }
-        await database.drop()
     }
 }

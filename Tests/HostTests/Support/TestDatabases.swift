@@ -9,8 +9,9 @@ import ServiceLifecycle
 ///
 /// PostgreSQL tests use the server at `HOOKPROXY_TEST_POSTGRES_URL` (default
 /// `postgres://hookproxy:hookproxy@127.0.0.1:5432/hookproxy_test?sslmode=disable`, what `.ci/run` sets up; the role
-/// needs CREATEDB). Each test gets a database of its own, created from that connection and dropped afterwards. When no
-/// server answers, those tests fail and say how to start one; `HOOKPROXY_TEST_POSTGRES_URL=off` leaves them out.
+/// needs CREATEDB). Each test gets a database of its own, created from that connection and dropped by a later test
+/// run. When no server answers, those tests fail and say how to start one; `HOOKPROXY_TEST_POSTGRES_URL=off` leaves
+/// them out.
 enum TestBackend: String, CustomStringConvertible, Sendable, CaseIterable {
     case sqlite
     case postgres
@@ -70,12 +71,6 @@ struct TestDatabase: Sendable {
         runServices(of: store)
         return store
     }
-
-    /// Ends the test's use of the database. A PostgreSQL database is dropped by the next test process that starts
-    /// (``leftovers``), not now: `DROP DATABASE` makes the server run an immediate checkpoint, which, with the suite's
-    /// other databases busy, once took 5.4 s of fsync (2026-12-07) and stalled every concurrent test's queries past the
-    /// store's 5 s deadline. SQLite files stay with the temporary directory.
-    func drop() async {}
 
     /// Drops, once per test process and before its first database is made, the test databases of processes that have
     /// ended (named `hookproxy_t_<pid>_…`; older names without a process id are all left over).
@@ -149,19 +144,15 @@ struct PostgresUnavailable: Error, CustomStringConvertible {
     }
 }
 
-/// Runs `body` with a fresh database of `backend`, dropped afterwards.
+/// Runs `body` with a fresh database of `backend`. A PostgreSQL database is dropped by the next test process that starts
+/// (``TestDatabase/leftovers``), not at the test's end: `DROP DATABASE` makes the server run an immediate checkpoint,
+/// which, with the suite's other databases busy, once took 5.4 s of fsync (2026-12-07) and stalled every concurrent
+/// test's queries past the store's 5 s deadline. SQLite files stay with the temporary directory.
 func withTestDatabase(_ backend: TestBackend, _ body: (TestDatabase) async throws -> Void) async throws {
-    let database = try await TestDatabase.make(backend)
-    do {
-        try await body(database)
-    } catch {
-        await database.drop()
-        throw error
-    }
-    await database.drop()
+    try await body(try await TestDatabase.make(backend))
 }
 
-/// Runs `body` with a store opened on a fresh database of `backend`, closed and dropped afterwards.
+/// Runs `body` with a store opened on a fresh database of `backend`, closed afterwards.
 func withTestStore(_ backend: TestBackend, _ body: (any EventStore) async throws -> Void) async throws {
     try await withTestDatabase(backend) { database in
         let store = try await database.open()
