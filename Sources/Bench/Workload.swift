@@ -86,15 +86,14 @@ enum Workload {
               title: "hpseq:{{fields.seq}}"
               description: "{{fields.actor}} pushed {{fields.commits}} commits to {{fields.repo}}"
               color: "#2b90d9"
-          # Configured, never routed: three formatters are loaded and instantiated at start-up.
+          # Configured, never routed: three formatters are loaded and instantiated at start-up, and the dispatcher has
+          # two idle destinations beside the busy one, as a deployment with several destinations has.
           team-slack:
             formatter: slack
             url: "http://127.0.0.1:\(sinkPort)/slack"
-            paused: true
           audit:
             formatter: generic
             url: "http://127.0.0.1:\(sinkPort)/audit"
-            paused: true
         sources:
           \(source):
             verify: { preset: github, secret: "\(secret)" }

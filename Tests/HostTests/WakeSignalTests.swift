@@ -59,6 +59,27 @@ struct WakeSignalTests {
         #expect(long < .seconds(60), "waited \(long)")
     }
 
+    @Test("marks: everything at first and after a plain signal, the names signalled since the last take otherwise")
+    func marks() async {
+        let wake = WakeSignal()
+        #expect(wake.takeMarks() == .all)
+        #expect(wake.takeMarks() == .some([]))
+        wake.signal(marking: ["a", "b"])
+        wake.signal(marking: CollectionOfOne("a"))
+        wake.signalCapacity()
+        #expect(wake.takeMarks() == .some(["a", "b"]))
+        wake.signal(marking: ["c"])
+        wake.signal()
+        wake.signal(marking: ["d"])
+        #expect(wake.takeMarks() == .all)
+        #expect(wake.takeMarks() == .some([]))
+        // Each of them also wakes the waiter.
+        wake.signalCapacity()
+        #expect(await Self.elapsed { await wake.wait(timeout: .seconds(30)) } < .seconds(10))
+        wake.signal(marking: ["e"])
+        #expect(await Self.elapsed { await wake.wait(timeout: .seconds(30)) } < .seconds(10))
+    }
+
     @Test("cancelling the waiting task ends the wait")
     func cancellation() async {
         let wake = WakeSignal()

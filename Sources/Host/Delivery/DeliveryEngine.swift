@@ -99,7 +99,7 @@ final class DeliveryEngine: Service, Sendable {
 
         let dispatcher = Dispatcher(
             store: store, lanes: lanes, runtime: runtime, recorder: recorder, wake: wake, formattedAhead: formattedAhead,
-            logger: logger, configuration: configuration)
+            logger: logger, configuration: configuration, metrics: metrics)
         async let recorderFinished: Void = recorder.run()
         // Cancelled when another service failed: stop as on a graceful shutdown (attempts in flight are cancelled with
         // the task and released).
@@ -164,14 +164,15 @@ final class DeliveryEngine: Service, Sendable {
         // The lane's slot frees when the answer is in, not when its outcome is committed: the next attempt overlaps the
         // commit (decisions §27). A FIFO line still waits for the commit, since its head stays in flight until then.
         let change = lane.finished(verdict.feedback)
-        wake.signal()
+        wake.signalCapacity()
         await recorder.record(verdict.outcome, of: delivery) { isStopping }
         if let alerter {
             if verdict.outcome.status == .dead { alerter.deliveryDead(delivery, reason: verdict.outcome.error) }
             if let change { alerter.circuit(change, destination: delivery.destination) }
         }
         inFlight.subtract(1, ordering: .sequentiallyConsistent)
-        wake.signal()
+        // A retry, the next in a FIFO line, or a release may now be due for this destination.
+        wake.signal(marking: CollectionOfOne(delivery.destination))
     }
 
     private func log(_ delivery: ClaimedDelivery, _ verdict: Verdict) {

@@ -9,6 +9,12 @@ import Logging
 /// window, an open circuit) or its destination is removed. Ingest wakes the dispatcher directly; otherwise it wakes for
 /// the earliest due delivery or lane change, and at least every `idlePoll`, so that work added by other processes is
 /// picked up.
+///
+/// A destination whose claim found nothing is idle (``IdleLanes``): it is not asked again until a wake-up marks it
+/// (work committed for it, an outcome recorded, anything from a plain signal), its next delivery falls due, or the
+/// `idlePoll` passes. Without that, every wake-up (two per delivery, one per ingest commit) cost a claim transaction and
+/// a read per idle destination: two idle destinations beside a busy one took a third of the drain's throughput
+/// (decisions §45).
 struct Dispatcher: Sendable {
     let store: any DeliveryQueue
     let lanes: Lanes
@@ -18,6 +24,7 @@ struct Dispatcher: Sendable {
     let formattedAhead: FormattedAhead
     let logger: Logger
     let configuration: DeliveryEngine.Configuration
+    let metrics: HookproxyMetrics
 
     /// What the dispatcher asks the engine to run.
     enum Work {
@@ -39,13 +46,22 @@ struct Dispatcher: Sendable {
         let clock = ContinuousClock()
         let maintenanceInterval = min(configuration.maintenanceInterval, store.maintenanceInterval)
         var nextMaintenance = clock.now + maintenanceInterval
+        var nextFullPass = clock.now + configuration.idlePoll
         var ahead = ClaimedAhead()
+        var idle = IdleLanes()
         while !stopping() {
             if clock.now >= nextMaintenance {
                 await releaseExpiredLeases()
                 lanes.markSuspensionsStale()
+                idle.forgetAll()
                 nextMaintenance = clock.now + maintenanceInterval
             }
+            // Other processes' work (another instance, `hookproxy replay` on the file) comes with no mark.
+            if clock.now >= nextFullPass {
+                idle.forgetAll()
+                nextFullPass = clock.now + configuration.idlePoll
+            }
+            idle.forget(wake.takeMarks())
             await lanes.refreshSuspensions()
             // Outcomes are not being committed fast enough (or at all): start nothing until they are.
             if recorder.isBackedUp {
@@ -59,7 +75,7 @@ struct Dispatcher: Sendable {
             await release(ahead.drop(except: lanes))
             var pass = Pass(wakeAt: now.addingSaturated(configuration.idlePoll.wholeMilliseconds))
             for lane in lanes {
-                let (starting, waiting) = await fill(lane, now: now, ahead: &ahead, pass: &pass)
+                let (starting, waiting) = await fill(lane, now: now, ahead: &ahead, idle: &idle, pass: &pass)
                 for delivery in starting { start(.attempt(delivery, lane, runtime)) }
                 for delivery in waiting {
                     guard let formatter = runtime.instances.formatter(source: delivery.event.source, destination: delivery.destination),
@@ -84,21 +100,28 @@ struct Dispatcher: Sendable {
 
     /// The deliveries `lane` starts now (its free slots, from what was claimed ahead and a new claim), and those this
     /// claim took ahead of them, which wait for later slots.
-    private func fill(_ lane: DestinationLane, now: Int64, ahead: inout ClaimedAhead, pass: inout Pass) async -> (
-        starting: ArraySlice<ClaimedDelivery>, waiting: ArraySlice<ClaimedDelivery>
-    ) {
+    private func fill(
+        _ lane: DestinationLane, now: Int64, ahead: inout ClaimedAhead, idle: inout IdleLanes, pass: inout Pass
+    ) async -> (starting: ArraySlice<ClaimedDelivery>, waiting: ArraySlice<ClaimedDelivery>) {
         let admission = lane.admission(now: now)
         guard admission.slots > 0 else {
             if let at = admission.wakeAt { pass.wakeAt = min(pass.wakeAt, at) }
             // Held back by more than its own concurrency (suspended, a closed window, an open circuit): what was claimed
             // ahead goes back, so that it shows as pending and its lease does not run.
-            if lane.inFlight == 0 || admission.wakeAt != nil { await release(ahead.take(lane.name)) }
+            if lane.inFlight == 0 || admission.wakeAt != nil {
+                let released = ahead.take(lane.name)
+                if !released.isEmpty { idle.forget(lane.name) }
+                await release(released)
+            }
             return ([], [])
         }
         let fifo = lane.ordering == .fifo
         var ready = ahead.take(lane.name)
         var claimedNow = 0
-        if ready.count < admission.slots {
+        if let due = idle.due(lane.name, now: now) {
+            // Nothing was due at the last claim and nothing new is known: no claim until `due`.
+            if due != .max { pass.wakeAt = min(pass.wakeAt, due) }
+        } else if ready.count < admission.slots {
             // FIFO lanes claim their head only; others claim what is free now plus `claimAhead` lanes' worth (at most
             // `claimAheadLimit`) ahead, except under a rate limit, whose closed window would send what was claimed
             // ahead back.
@@ -110,12 +133,15 @@ struct Dispatcher: Sendable {
                     leaseUntil: now.addingSaturated(configuration.lease.wholeMilliseconds))
                 ready += claimed
                 claimedNow = claimed.count
-                if ready.isEmpty {
-                    if let due = try await store.nextDue(destination: lane.name, fifo: fifo), due > now {
-                        pass.wakeAt = min(pass.wakeAt, due)
-                    }
-                    return ([], [])
+                metrics.increment(
+                    "hookproxy_delivery_claims_total", [("destination", lane.name), ("result", claimed.isEmpty ? "empty" : "claimed")])
+                if claimed.isEmpty {
+                    let due = try await store.nextDue(destination: lane.name, fifo: fifo)
+                    // Due already (another instance holds it, or it fell due since the claim): ask again next pass.
+                    if due.map({ $0 > now }) ?? true { idle.remember(lane.name, due: due ?? .max) }
+                    if let due, due > now { pass.wakeAt = min(pass.wakeAt, due) }
                 }
+                if ready.isEmpty { return ([], []) }
             } catch {
                 logger.error("cannot claim deliveries", metadata: ["destination": "\(lane.name)", "error": "\(error)"])
             }
@@ -146,6 +172,33 @@ struct Dispatcher: Sendable {
             if released > 0 { logger.warning("released expired delivery leases", metadata: ["count": "\(released)"]) }
         } catch {
             logger.error("cannot release expired leases", metadata: ["error": "\(error)"])
+        }
+    }
+}
+
+/// Destinations whose last claim found nothing due, with when their next delivery is due (`Int64.max`: none waits):
+/// the dispatcher does not claim for them before then unless a wake-up marks them.
+struct IdleLanes {
+    private var dueAt: [String: Int64] = [:]
+
+    /// When `destination` is idle at `now`: its next due time; nil when it should be claimed for.
+    func due(_ destination: String, now: Int64) -> Int64? {
+        guard let due = dueAt[destination], now < due else { return nil }
+        return due
+    }
+
+    mutating func remember(_ destination: String, due: Int64) { dueAt[destination] = due }
+
+    mutating func forget(_ destination: String) { dueAt[destination] = nil }
+
+    mutating func forgetAll() { dueAt.removeAll(keepingCapacity: true) }
+
+    /// Forgets what `marks` says may have changed.
+    mutating func forget(_ marks: WakeSignal.Marks) {
+        guard !dueAt.isEmpty else { return }
+        switch marks {
+        case .all: forgetAll()
+        case .some(let names): for name in names { dueAt[name] = nil }
         }
     }
 }

@@ -48,7 +48,7 @@ struct Ingestor: Sendable {
         }
         switch result {
         case .stored:
-            wake.signal()
+            wake.signal(marking: deliveries.lazy.map(\.destination))
             logger.debug(
                 "event accepted",
                 metadata: [

@@ -10,9 +10,24 @@ import Synchronization
 /// timer's reuses it (and may return at that earlier time). The dispatcher, which waits after nearly every delivery
 /// with the idle poll as its timeout, so sets about one timer per idle poll, where a child task sleeping on a dispatch
 /// timer and its cancellation per wait cost about 4% of a drain's CPU (decisions §36).
+///
+/// A signal also says what to look at again (``Marks``): the dispatcher asks the store only about destinations that
+/// may have new due work, not about every idle one on every wake-up (decisions §45). A plain ``signal()`` marks
+/// everything, so a caller that says nothing more is never missed.
 final class WakeSignal: Sendable {
+    /// What may have changed since the waiter last took the marks.
+    enum Marks: Sendable, Equatable {
+        /// Anything: look at everything again.
+        case all
+        /// Only these (none: nothing but capacity freed up).
+        case some(Set<String>)
+    }
+
     private struct State {
         var signaled = false
+        /// Everything is marked until the waiter first takes the marks.
+        var markedAll = true
+        var marked: Set<String> = []
         var waiter: CheckedContinuation<Void, Never>?
         /// The earliest timer set and not fired yet.
         var timer: NIODeadline?
@@ -29,8 +44,38 @@ final class WakeSignal: Sendable {
     /// A task is parked in ``wait(timeout:)`` (for tests).
     var isWaiting: Bool { state.withLock { $0.waiter != nil } }
 
+    /// Wakes the waiter and marks everything: something may have changed anywhere.
     func signal() {
+        signal { $0.markedAll = true }
+    }
+
+    /// Wakes the waiter and marks `names` (destinations that may have new due work).
+    func signal(marking names: some Sequence<String>) {
+        signal { state in
+            guard !state.markedAll else { return }
+            for name in names { state.marked.insert(name) }
+        }
+    }
+
+    /// Wakes the waiter without marking anything: capacity freed up (a slot, a commit), no new work.
+    func signalCapacity() {
+        signal { _ in }
+    }
+
+    /// Returns what was marked since the last call, and clears it.
+    func takeMarks() -> Marks {
+        state.withLock { state in
+            defer {
+                state.markedAll = false
+                state.marked = []
+            }
+            return state.markedAll ? .all : .some(state.marked)
+        }
+    }
+
+    private func signal(_ mark: (inout State) -> Void) {
         let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            mark(&state)
             if let waiter = state.waiter {
                 state.waiter = nil
                 return waiter

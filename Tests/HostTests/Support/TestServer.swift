@@ -27,7 +27,11 @@ final class TestServer: Sendable {
 
     /// Writes `yaml` as `sources.yaml` in `directory` (a new one when nil) and starts a server on it.
     /// The YAML's `server` section should listen on port 0; `storage` defaults to `data/hookproxy.sqlite` there.
-    static func start(yaml: String, directory: String? = nil, environment: [String: String] = [:]) async throws -> TestServer {
+    /// `configure` changes the server's tuning (the engine's idle poll is 200 ms unless it says otherwise).
+    static func start(
+        yaml: String, directory: String? = nil, environment: [String: String] = [:],
+        configure: (inout HookproxyServer.Configuration) -> Void = { _ in }
+    ) async throws -> TestServer {
         let directory = directory ?? TestPaths.temporaryDirectory("server")
         let file = directory + "/sources.yaml"
         try yaml.write(toFile: file, atomically: true, encoding: .utf8)
@@ -35,6 +39,7 @@ final class TestServer: Sendable {
         var configuration = HookproxyServer.Configuration()
         configuration.shutdownSignals = []
         configuration.engine.idlePoll = .milliseconds(200)
+        configure(&configuration)
         let server = try await HookproxyServer(config: config, logger: testLogger, configuration: configuration)
         let task = Task { try await server.run() }
         let ports = try await server.listeningPorts()
