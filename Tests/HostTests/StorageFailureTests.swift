@@ -119,4 +119,52 @@ struct DiskFullTests {
         try await server.stop()
         try await sink.stop()
     }
+
+    @Test("outcomes that cannot be committed (the file is full) are tried again until they are, not left to their leases")
+    func outcomesRetriedUntilRecorded() async throws {
+        let sink = RecordingSink()
+        try await sink.start()
+        // Every answer takes a second, so the file fills up while the first deliveries wait for theirs, and carries 4 KB
+        // that the attempt log keeps: recording it needs new pages.
+        let answer = RecordingSink.Planned(status: 200, body: String(repeating: "y", count: 4000), delay: .seconds(1))
+        sink.plan("/out", responses: Array(repeating: answer, count: 400))
+        let yaml =
+            testServerSection().replacingOccurrences(
+                of: "  url: \"sqlite:data/hookproxy.sqlite\"", with: "  url: \"sqlite:data/hookproxy.sqlite\"\n  max_size: 320KB") + """
+                destinations:
+                  out: { formatter: generic, url: "\(sink.url)/out", max_concurrency: 4 }
+                sources:
+                  app: { destinations: [out] }
+                """
+        let server = try await TestServer.start(yaml: yaml)
+        let padding = String(repeating: "x", count: 6000)
+        var acknowledged: [String] = []
+        for index in 0..<400 {
+            let response = try await server.post("app", json: #"{"n":\#(index),"pad":"\#(padding)"}"#)
+            guard response.status == 202, let id = response.json?["id"]?.stringValue else { break }
+            acknowledged.append(id)
+        }
+        #expect(acknowledged.count < 400, "the database never filled up")
+        // The answers arrive while the file is full: their outcomes cannot be committed.
+        try await waitUntil("answers to arrive while the file is full") { sink.requests("/out").count >= 2 }
+        try await Task.sleep(for: .seconds(2))
+        let store = try #require(server.store as? SQLiteStore)
+        let notRecorded = try await store.read { db in
+            try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM deliveries WHERE status = 'in_flight'") ?? 0
+        }
+        #expect(notRecorded > 0, "no outcome waited for space")
+        // Space again (as if a disk were cleaned up): every outcome is recorded within seconds, not after the 5-minute
+        // lease.
+        try await store.pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA max_page_count = 1000000") }
+        try await waitUntil("every acknowledged event's delivery recorded as delivered", timeout: .seconds(60)) {
+            for id in acknowledged {
+                guard let detail = try await server.detail(id), detail.deliveries.allSatisfy({ $0.status == .delivered }) else {
+                    return false
+                }
+            }
+            return true
+        }
+        try await server.stop()
+        try await sink.stop()
+    }
 }

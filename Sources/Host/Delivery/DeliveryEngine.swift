@@ -56,7 +56,8 @@ final class DeliveryEngine: Service, Sendable {
         self.runtime = runtime
         self.lanes = Lanes(runtime: runtime, store: store, logger: logger)
         self.attempt = Attempt(client: client, formattedAhead: formattedAhead)
-        self.recorder = OutcomeRecorder(store: store, maximumUncommitted: configuration.maximumUncommitted, logger: logger)
+        self.recorder = OutcomeRecorder(
+            store: store, wake: wake, maximumUncommitted: configuration.maximumUncommitted, logger: logger)
         self.wake = wake
         self.logger = logger
         self.configuration = configuration
@@ -81,6 +82,7 @@ final class DeliveryEngine: Service, Sendable {
     /// Stops claiming; what is in flight finishes or is released.
     private func stop() {
         stopping.store(true, ordering: .sequentiallyConsistent)
+        recorder.giveUp()
         wake.signal()
     }
 
@@ -144,11 +146,11 @@ final class DeliveryEngine: Service, Sendable {
         group.cancelAll()
     }
 
-    /// One delivery, from its start to its recorded outcome.
+    /// One delivery, from its start to handing its outcome to the recorder; the rest (alerts, the journal, the count of
+    /// attempts in flight) runs once the outcome is recorded, and the task does not wait for that (decisions §46).
     private func deliver(_ delivery: ClaimedDelivery, runtime: Runtime, lane: DestinationLane) async {
         // Noted until the outcome is recorded: if the process dies meanwhile, the next start counts it.
         let note = journal?.begin(.init(kind: .attempt, id: delivery.id, name: delivery.destination))
-        defer { journal?.end(note) }
         recorder.attemptStarted()
         let verdict: Verdict
         if await waitForOpenWindow(lane) {
@@ -165,14 +167,15 @@ final class DeliveryEngine: Service, Sendable {
         // commit (decisions §27). A FIFO line still waits for the commit, since its head stays in flight until then.
         let change = lane.finished(verdict.feedback)
         wake.signalCapacity()
-        await recorder.record(verdict.outcome, of: delivery) { isStopping }
-        if let alerter {
-            if verdict.outcome.status == .dead { alerter.deliveryDead(delivery, reason: verdict.outcome.error) }
-            if let change { alerter.circuit(change, destination: delivery.destination) }
+        let outcome = verdict.outcome
+        recorder.record(outcome, of: delivery) { [self] in
+            journal?.end(note)
+            if let alerter {
+                if outcome.status == .dead { alerter.deliveryDead(delivery, reason: outcome.error) }
+                if let change { alerter.circuit(change, destination: delivery.destination) }
+            }
+            inFlight.subtract(1, ordering: .sequentiallyConsistent)
         }
-        inFlight.subtract(1, ordering: .sequentiallyConsistent)
-        // A retry, the next in a FIFO line, or a release may now be due for this destination.
-        wake.signal(marking: CollectionOfOne(delivery.destination))
     }
 
     private func log(_ delivery: ClaimedDelivery, _ verdict: Verdict) {

@@ -24,7 +24,8 @@ final class GroupCommitter<Item: Sendable, Output: Sendable>: Sendable {
 
     private struct Waiting {
         var item: Item
-        var continuation: CheckedContinuation<Output, any Error>
+        /// Nil for an item queued with ``enqueue(_:)``: nobody waits for its result.
+        var continuation: CheckedContinuation<Output, any Error>?
     }
 
     private struct State {
@@ -62,16 +63,27 @@ final class GroupCommitter<Item: Sendable, Output: Sendable>: Sendable {
     /// has stopped.
     func submit(_ item: Item) async throws -> Output {
         try await withCheckedThrowingContinuation { continuation in
-            let wake = state.withLock { state -> (accepted: Bool, writer: CheckedContinuation<Void, Never>?, gathered: Bool) in
-                guard !state.closed else { return (false, nil, false) }
-                state.queue.append(Waiting(item: item, continuation: continuation))
-                defer { state.writerWaiting = nil }
-                return (true, state.writerWaiting, state.gatherUntil.map { state.queue.count >= $0 } ?? false)
-            }
-            if !wake.accepted { continuation.resume(throwing: StoreError.closed) }
-            wake.writer?.resume()
-            if wake.gathered { gathered?.signal() }
+            if !queue(Waiting(item: item, continuation: continuation)) { continuation.resume(throwing: StoreError.closed) }
         }
+    }
+
+    /// Queues `item` for the next batch without waiting for it: the commit itself acts on the outcome (its result is
+    /// dropped). False, and nothing queued, once the writer has stopped.
+    @discardableResult
+    func enqueue(_ item: Item) -> Bool {
+        queue(Waiting(item: item, continuation: nil))
+    }
+
+    private func queue(_ waiting: Waiting) -> Bool {
+        let wake = state.withLock { state -> (accepted: Bool, writer: CheckedContinuation<Void, Never>?, gathered: Bool) in
+            guard !state.closed else { return (false, nil, false) }
+            state.queue.append(waiting)
+            defer { state.writerWaiting = nil }
+            return (true, state.writerWaiting, state.gatherUntil.map { state.queue.count >= $0 } ?? false)
+        }
+        wake.writer?.resume()
+        if wake.gathered { gathered?.signal() }
+        return wake.accepted
     }
 
     /// The writer loop. Returns after ``close()`` once everything queued before it has been committed.
@@ -82,9 +94,9 @@ final class GroupCommitter<Item: Sendable, Output: Sendable>: Sendable {
             batches.add(1, ordering: .relaxed)
             do {
                 let outputs = try await commit(batch.map(\.item))
-                for (waiting, output) in zip(batch, outputs) { waiting.continuation.resume(returning: output) }
+                for (waiting, output) in zip(batch, outputs) { waiting.continuation?.resume(returning: output) }
             } catch {
-                for waiting in batch { waiting.continuation.resume(throwing: error) }
+                for waiting in batch { waiting.continuation?.resume(throwing: error) }
             }
         }
     }
