@@ -247,13 +247,13 @@ final class Bench {
                 "pipeline, \(describe(isolation)): end to end (intended send -> sink received), one Discord destination",
                 "\(latencies(run.endToEnd)); \(run.count) sent, \(run.missing) missing, \(run.duplicates) duplicates, \(run.ingest.errorSummary) at ingest",
                 target: "p50 ≤ 10 ms, p99 ≤ 50 ms, zero errors", met: p50 <= 10 && p99 <= 50 && run.errors == 0),
-        ]
+        ] + (sizes.timeline ? [Row("pipeline, \(describe(isolation)): worst end to end per 100 ms, ms", run.timeline)] : [])
     }
 
     /// One constant-rate run on fresh servers: what ingest answered, and each event's time from its intended send to the
     /// sink.
     private func constantRate(_ perSecond: Double, seconds: Double, isolation: String) async throws -> (
-        ingest: LoadResult, endToEnd: Histogram<UInt64>, count: Int, missing: Int, duplicates: Int, errors: Int
+        ingest: LoadResult, endToEnd: Histogram<UInt64>, count: Int, missing: Int, duplicates: Int, errors: Int, timeline: String
     ) {
         let servers = try await startInstances("pipeline", isolation: isolation)
         defer { for server in servers { server.stop() } }
@@ -270,16 +270,23 @@ final class Bench {
         var endToEnd = LoadResult().latency
         var missing = 0
         let interval = 1e9 / perSecond
+        // The worst latency (µs) in each 100 ms of intended send time.
+        var worst: [UInt64] = []
         for (number, arrival) in arrivals.enumerated() {
             guard arrival != 0 else {
                 missing += 1
                 continue
             }
             let intended = result.started + UInt64(Double(number) * interval)
-            endToEnd.record(arrival > intended ? (arrival - intended) / 1000 : 0)
+            let latency = arrival > intended ? (arrival - intended) / 1000 : 0
+            endToEnd.record(latency)
+            let window = Int(Double(number) * interval / 1e8)
+            if window >= worst.count { worst += Array(repeating: 0, count: window - worst.count + 1) }
+            worst[window] = max(worst[window], latency)
         }
         let errors = result.errors + missing + counts.duplicates + counts.unnumbered
-        return (result, endToEnd, count, missing, counts.duplicates, errors)
+        let timeline = worst.map { String($0 / 1000) }.joined(separator: " ")
+        return (result, endToEnd, count, missing, counts.duplicates, errors, timeline)
     }
 
     /// The highest constant rate whose end-to-end p99 stays within 50 ms with no errors, plugins isolated: a bisection

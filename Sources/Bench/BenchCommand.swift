@@ -57,6 +57,13 @@ struct BenchCommand: AsyncParsableCommand {
             """)
     var profile = false
 
+    @Flag(
+        help: """
+            Also print, for each pipeline run, the worst end-to-end latency (ms) in each 100 ms of intended send time: a \
+            tail shows as a ramp (the deliveries fell behind for a while) or a spike (a stall).
+            """)
+    var timeline = false
+
     @Option(
         help: """
             Store events in PostgreSQL instead of SQLite: postgres://USER:PASSWORD@HOST:PORT/DATABASE?sslmode=disable. \
@@ -100,6 +107,7 @@ struct BenchCommand: AsyncParsableCommand {
                 maxConcurrency: maxConcurrency, instructions: instructions, profile: profile, instances: instances, findRateSeconds: 0.5,
                 findRatePrecision: 0.25)
         }
+        sizes.timeline = timeline
         let directory =
             binaries ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
         let work = workDirectory ?? NSTemporaryDirectory() + "hookproxy-bench-\(getpid())"
@@ -153,6 +161,8 @@ struct Sizes {
     var findRateSeconds: Double
     /// The search stops when the bracket is narrower than this share of the ingest throughput.
     var findRatePrecision: Double
+    /// Print each pipeline run's worst end-to-end latency per 100 ms.
+    var timeline = false
 }
 
 /// One line of the result table.

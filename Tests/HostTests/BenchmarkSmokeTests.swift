@@ -16,11 +16,11 @@ struct BenchmarkSmokeTests {
         return bench
     }
 
-    @Test("hookproxy-bench --quick --find-rate runs every scenario and prints its table, the ratios and the machine")
+    @Test("hookproxy-bench --quick --find-rate --timeline runs every scenario and prints its table, the ratios and the machine")
     func quickRun() async throws {
         let directory = PluginLoader.executableDirectory
         let bench = try Self.bench(in: directory)
-        let (status, output) = try await shell("'\(bench)' --quick --find-rate --binaries '\(directory)' 2>&1")
+        let (status, output) = try await shell("'\(bench)' --quick --find-rate --timeline --binaries '\(directory)' 2>&1")
         #expect(status == 0, "\(output)")
         #expect(output.contains("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores"), "\(output)")
         for scenario in [
@@ -34,6 +34,7 @@ struct BenchmarkSmokeTests {
         }
         // Tiny sizes, but real traffic: nothing may go missing or fail.
         #expect(output.contains("100 sent, 0 missing, 0 duplicates, 0 errors at ingest"), "\(output)")
+        #expect(output.contains("worst end to end per 100 ms, ms: "), "\(output)")
         #expect(!output.contains("no answer"), "\(output)")
         // Each measured run counts the server's and its workers' context switches (a count, steadier than CPU time).
         #expect(output.contains("context switches/delivery"), "\(output)")
