@@ -102,11 +102,10 @@ final class OutcomeRecorder: Sendable {
     func record(_ outcome: DeliveryOutcome, of delivery: ClaimedDelivery, then recorded: @escaping Recorded) {
         state.sending.subtract(1, ordering: .relaxed)
         state.uncommitted.add(1, ordering: .sequentiallyConsistent)
-        guard writer.enqueue(Item(outcome: outcome, destination: delivery.destination, recorded: recorded)) else {
+        if !writer.enqueue(Item(outcome: outcome, destination: delivery.destination, recorded: recorded)) {
             // Closed: the engine has stopped; the lease covers the delivery.
             state.uncommitted.subtract(1, ordering: .sequentiallyConsistent)
             recorded()
-            return
         }
     }
 }

@@ -8,24 +8,23 @@ struct RandomWords: ~Copyable {
     private static let shared = Mutex(RandomWords())
 
     /// Two words no other call gets.
-    static func pair() -> (UInt64, UInt64) { shared.withLock { $0.next() } }
+    static func pair() -> (UInt64, UInt64) { shared.withLock { ($0.next(), $0.next()) } }
 
     /// A number in -1...1 (53 bits of randomness), for jitter.
     static func signedUnit() -> Double {
-        let (word, _) = pair()
-        return Double(word >> 11) * 0x1p-52 - 1
+        Double(shared.withLock { $0.next() } >> 11) * 0x1p-52 - 1
     }
 
     private var words = [UInt64](repeating: 0, count: 512)
     private var position = 512
 
-    private mutating func next() -> (UInt64, UInt64) {
-        if position + 2 > words.count {
+    private mutating func next() -> UInt64 {
+        if position >= words.count {
             Self.fill(&words)
             position = 0
         }
-        defer { position += 2 }
-        return (words[position], words[position + 1])
+        defer { position += 1 }
+        return words[position]
     }
 
     /// Fills `words` from the kernel (`getrandom`), or word by word from `SystemRandomNumberGenerator` if that
